@@ -1,0 +1,146 @@
+"""Deliveries in a landing folder: data files, their control files, and readiness.
+
+A data file is ready when its control file (`<data file name>.ctl.json`) exists;
+providers write it last (extracts.md §1). Nothing here reads data rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contracts import EXTRACTS
+
+CONTROL_SUFFIX = ".ctl.json"
+DATA_EXTENSIONS = ("csv.gz", "csv", "parquet")
+NAME_RE = re.compile(r"^(?P<extract>.+?)__(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})\.(?P<ext>csv\.gz|csv|parquet)$")
+
+
+class FileRejected(Exception):
+    """A file-level rejection (extracts.md §1) with its reason code."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Control:
+    extract: str
+    business_date: dt.date
+    schema_version: int
+    row_count: int
+    sha256: str
+    produced_at: dt.datetime  # UTC, naive
+
+
+@dataclass
+class Delivery:
+    path: Path
+    control_path: Path
+    extract: str | None = None
+    business_date: dt.date | None = None
+    ext: str | None = None
+    control: Control | None = None
+    data_sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def sort_key(self) -> tuple:
+        produced = self.control.produced_at if self.control else dt.datetime.min
+        return (self.extract or "~", self.business_date or dt.date.max, produced, self.name)
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    ready: list[Delivery]
+    not_ready: list[Path]  # data files still waiting for their control file
+    orphan_controls: list[Path]  # control files whose data file is absent
+    ignored: list[Path]  # neither data nor control files
+
+
+def scan_landing(landing: Path) -> LandingScan:
+    ready, not_ready, orphans, ignored = [], [], [], []
+    names = {p.name: p for p in landing.iterdir() if p.is_file()}
+    for name, path in sorted(names.items()):
+        if name.endswith(CONTROL_SUFFIX):
+            if name[: -len(CONTROL_SUFFIX)] not in names:
+                orphans.append(path)
+        elif name.startswith(".") or name.endswith((".tmp", ".part")):
+            ignored.append(path)
+        elif name + CONTROL_SUFFIX in names:
+            ready.append(Delivery(path, names[name + CONTROL_SUFFIX]))
+        else:
+            not_ready.append(path)
+    return LandingScan(ready, not_ready, orphans, ignored)
+
+
+def parse_name(delivery: Delivery) -> None:
+    """UNKNOWN_EXTRACT unless the name is `<extract>__<YYYY-MM-DD>.<ext>` with a known extract."""
+    m = NAME_RE.match(delivery.name)
+    if not m:
+        raise FileRejected("UNKNOWN_EXTRACT", "file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>")
+    if m["extract"] not in EXTRACTS:
+        raise FileRejected("UNKNOWN_EXTRACT", f"'{m['extract']}' is not an extract of the contract")
+    try:
+        delivery.business_date = dt.date.fromisoformat(m["date"])
+    except ValueError:
+        raise FileRejected("UNKNOWN_EXTRACT", f"'{m['date']}' in the file name is not a calendar date") from None
+    delivery.extract, delivery.ext = m["extract"], m["ext"]
+
+
+def read_control(delivery: Delivery) -> None:
+    """CONTROL_INVALID for bad JSON or disagreement with the name; UNSUPPORTED_SCHEMA after."""
+    try:
+        doc = json.loads(delivery.control_path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FileRejected("CONTROL_INVALID", f"control file is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise FileRejected("CONTROL_INVALID", "control file is not a JSON object")
+
+    def field(name, kind):
+        value = doc.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise FileRejected("CONTROL_INVALID", f"control field '{name}' is missing or not a {kind.__name__}")
+        return value
+
+    extract, date = field("extract", str), field("business_date", str)
+    if extract != delivery.extract:
+        raise FileRejected("CONTROL_INVALID", f"control says extract '{extract}', file name says '{delivery.extract}'")
+    if date != delivery.business_date.isoformat():
+        raise FileRejected("CONTROL_INVALID", f"control says business_date {date}, file name says {delivery.business_date}")
+    version = field("schema_version", int)
+    row_count = field("row_count", int)
+    sha = field("sha256", str).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise FileRejected("CONTROL_INVALID", "control field 'sha256' is not a hex SHA-256 digest")
+    try:
+        produced = dt.datetime.fromisoformat(field("produced_at", str))
+    except ValueError:
+        raise FileRejected("CONTROL_INVALID", "control field 'produced_at' is not an ISO 8601 timestamp") from None
+    if produced.tzinfo is not None:
+        produced = produced.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if row_count < 0:
+        raise FileRejected("CONTROL_INVALID", "control field 'row_count' is negative")
+    delivery.control = Control(extract, delivery.business_date, version, row_count, sha, produced)
+    if version != 1:
+        raise FileRejected("UNSUPPORTED_SCHEMA", f"schema_version {version} is not supported (only 1)")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def control_sha256(delivery: Delivery) -> str:
+    return hashlib.sha256(delivery.control_path.read_bytes()).hexdigest()

@@ -1,0 +1,77 @@
+"""The raw layer: one typed table per extract, the load ledger and the quarantine.
+
+Raw tables keep every loaded row of every delivery with the business date and file it
+came from; versioning (state as of a date, claim versions, reference snapshots) is
+resolved downstream in dbt, which keeps loads append-or-replace and order-independent.
+"""
+from __future__ import annotations
+
+from .contracts import EXTRACTS, Extract
+from .rules import SQL_TYPES, quote_ident
+
+RAW = "raw"
+
+LEDGER_DDL = f"""
+create table if not exists {RAW}.load_ledger (
+    load_id bigint primary key,
+    run_id varchar not null,
+    file_name varchar not null,
+    extract varchar,
+    business_date date,
+    file_format varchar,
+    file_size bigint,
+    file_mtime_ns bigint,
+    data_sha256 varchar,
+    control_sha256 varchar,
+    produced_at timestamp,
+    control_row_count bigint,
+    status varchar not null,      -- LOADED | SUPERSEDED | REJECTED | SKIPPED_REDELIVERY | SKIPPED_STALE
+    reason_code varchar,          -- file-level reason for REJECTED and SKIPPED_*
+    reason_detail varchar,
+    rows_in_file bigint,
+    rows_loaded bigint,
+    rows_quarantined bigint,
+    rows_duplicate bigint,
+    extra_columns varchar[],
+    superseded_by bigint,
+    started_at timestamp not null,
+    finished_at timestamp not null
+)
+"""
+
+QUARANTINE_DDL = f"""
+create table if not exists {RAW}.quarantine (
+    load_id bigint not null,
+    extract varchar not null,
+    file_name varchar not null,
+    business_date date not null,
+    line bigint not null,
+    reason_codes varchar[] not null,
+    reason_details varchar[] not null,
+    content json not null          -- the row as delivered, personal data masked
+)
+"""
+
+LINEAGE_COLUMNS = (("_load_id", "bigint"), ("_business_date", "date"), ("_line", "bigint"))
+
+
+def loaded_columns(extract: Extract) -> list[tuple[str, str]]:
+    """(name, SQL type) of the raw table: personal columns replaced as extracts.md §4 says."""
+    cols: list[tuple[str, str]] = []
+    for c in extract.columns:
+        if c.name == "nik":
+            cols += [("nik_token", "VARCHAR"), ("nik_consistent", "BOOLEAN")]
+        elif c.personal:
+            continue
+        else:
+            cols.append((c.name, SQL_TYPES[c.type]))
+    return cols + list(LINEAGE_COLUMNS)
+
+
+def ensure_raw_schema(con) -> None:
+    con.execute(f"create schema if not exists {RAW}")
+    con.execute(LEDGER_DDL)
+    con.execute(QUARANTINE_DDL)
+    for extract in EXTRACTS.values():
+        cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in loaded_columns(extract))
+        con.execute(f"create table if not exists {RAW}.{extract.name} ({cols})")
