@@ -42,15 +42,12 @@ class Control:
 class Delivery:
     path: Path
     control_path: Path
+    name: str  # path relative to the landing folder: the file's identity in the ledger
     extract: str | None = None
     business_date: dt.date | None = None
     ext: str | None = None
     control: Control | None = None
     data_sha256: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def sort_key(self) -> tuple:
@@ -61,30 +58,34 @@ class Delivery:
 @dataclass(frozen=True)
 class LandingScan:
     ready: list[Delivery]
-    not_ready: list[Path]  # data files still waiting for their control file
-    orphan_controls: list[Path]  # control files whose data file is absent
-    ignored: list[Path]  # neither data nor control files
+    not_ready: list[str]  # data files still waiting for their control file
+    orphan_controls: list[str]  # control files whose data file is absent
+    ignored: list[str]  # hidden or partial files
 
 
 def scan_landing(landing: Path) -> LandingScan:
+    """Every file below `landing` (sub-folders too: providers may re-send into one),
+    named by its path relative to `landing`. Dot-files and `.tmp`/`.part` are ignored."""
+    if not landing.is_dir():
+        raise FileNotFoundError(f"landing folder {landing} does not exist")
     ready, not_ready, orphans, ignored = [], [], [], []
-    names = {p.name: p for p in landing.iterdir() if p.is_file()}
+    names = {p.relative_to(landing).as_posix(): p for p in landing.rglob("*") if p.is_file()}
     for name, path in sorted(names.items()):
-        if name.endswith(CONTROL_SUFFIX):
+        if any(part.startswith(".") for part in Path(name).parts) or name.endswith((".tmp", ".part")):
+            ignored.append(name)
+        elif name.endswith(CONTROL_SUFFIX):
             if name[: -len(CONTROL_SUFFIX)] not in names:
-                orphans.append(path)
-        elif name.startswith(".") or name.endswith((".tmp", ".part")):
-            ignored.append(path)
+                orphans.append(name)
         elif name + CONTROL_SUFFIX in names:
-            ready.append(Delivery(path, names[name + CONTROL_SUFFIX]))
+            ready.append(Delivery(path, names[name + CONTROL_SUFFIX], name))
         else:
-            not_ready.append(path)
+            not_ready.append(name)
     return LandingScan(ready, not_ready, orphans, ignored)
 
 
 def parse_name(delivery: Delivery) -> None:
     """UNKNOWN_EXTRACT unless the name is `<extract>__<YYYY-MM-DD>.<ext>` with a known extract."""
-    m = NAME_RE.match(delivery.name)
+    m = NAME_RE.match(delivery.path.name)
     if not m:
         raise FileRejected("UNKNOWN_EXTRACT", "file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>")
     if m["extract"] not in EXTRACTS:

@@ -105,10 +105,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
         result.seconds = time.perf_counter() - t0
         results.append(result)
         progress("    " + describe(result))
-    return IngestReport(
-        results, done, [p.name for p in scan.not_ready],
-        [p.name for p in scan.orphan_controls], [p.name for p in scan.ignored],
-    )
+    return IngestReport(results, done, scan.not_ready, scan.orphan_controls, scan.ignored)
 
 
 def describe(r: FileResult) -> str:

@@ -1,0 +1,107 @@
+"""`paritrana`: the command line (outputs.md §1). Parses arguments and calls the library."""
+from __future__ import annotations
+
+import argparse
+import os
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+from .settings import resolve_home
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def _progress(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_generate(args) -> int:
+    from .generator import generate
+
+    t0 = time.perf_counter()
+    manifest = generate(Path(args.landing), args.profile, args.year, args.scale, args.seed, args.days, _progress)
+    rows = sum(f["rows"] for f in manifest["files"])
+    print(f"wrote {len(manifest['files'])} deliveries ({rows:,} rows) into {args.landing} in "
+          f"{time.perf_counter() - t0:.1f} s; planted defects: {len(manifest['defects'])} "
+          f"(listed in {Path(args.landing) / '.generator.json'})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run, summary
+
+    result = run(resolve_home(args.home), Path(args.landing), args.year, args.as_of, _progress)
+    print(summary(result))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .generator import generate
+    from .pipeline import run, summary
+
+    paths = resolve_home(args.home)
+    landing = paths.home / "landing" / "bengkulu-2024"
+    if not (landing / ".generator.json").exists():
+        print(f"generating profile bengkulu-2024 into {landing}")
+        generate(landing, "bengkulu-2024", progress=_progress)
+    result = run(paths, landing, 2024, progress=_progress)
+    print(summary(result))
+    print(f"warehouse: {paths.warehouse} (open read-only: duckdb -readonly {paths.warehouse})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paritrana", description="Paritrana Warehouse: ingest, build, validate, publish.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write synthetic deliveries (data + control files)",
+                       description="Write realistic synthetic deliveries into a landing folder. "
+                                   "Same arguments, same bytes.")
+    g.add_argument("--landing", required=True, help="folder to write the deliveries into")
+    g.add_argument("--profile", required=True, choices=["demo", "bengkulu-2024", "national"])
+    g.add_argument("--year", type=int, help="assessment year (default: the profile's, 2024)")
+    g.add_argument("--scale", type=float, default=1.0, help="size factor (default 1.0)")
+    g.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    g.add_argument("--days", type=int, default=0, help="daily delta deliveries after the snapshot, with defects")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="one pipeline run without Airflow",
+                       description="Ingest every ready delivery of the landing folder and report.")
+    r.add_argument("--landing", required=True)
+    r.add_argument("--year", type=int, required=True)
+    r.add_argument("--as-of", type=_date, help="as-of date (default: YEAR-12-31)")
+    r.add_argument("--home", help="warehouse home (default $PARITRANA_HOME, else ./paritrana_home)")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="from nothing to a loaded warehouse on the bengkulu-2024 profile")
+    d.add_argument("--home")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if os.environ.get("PARITRANA_DEBUG"):
+        return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
+        print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
+        from .warehouse import WarehouseBusy
+        if isinstance(e, WarehouseBusy):
+            print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

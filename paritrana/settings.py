@@ -1,0 +1,36 @@
+"""Where things live. One place, so the CLI, the DAG and the tests agree."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "PARITRANA_HOME"
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def lock(self) -> Path:
+        return self.home / ".writer.lock"
+
+    @property
+    def tmp(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+
+def resolve_home(home: str | Path | None = None) -> Paths:
+    """--home, else $PARITRANA_HOME, else ./paritrana_home (outputs.md §1)."""
+    chosen = Path(home or os.environ.get(HOME_ENV) or "paritrana_home").resolve()
+    chosen.mkdir(parents=True, exist_ok=True)
+    return Paths(chosen)

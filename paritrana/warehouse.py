@@ -1,0 +1,38 @@
+"""Opening the DuckDB warehouse: the single writer, and settings every writer uses."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+
+import duckdb
+
+from .settings import Paths
+
+# Files stay readable by the DuckDB 1.5 CLI that analysts install (stack.md).
+STORAGE_VERSION = "v1.5.0"
+
+
+class WarehouseBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def writer(paths: Paths, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The one writing connection. A lock file makes a second writer fail fast with a
+    clear message instead of DuckDB's lock error halfway through its work."""
+    paths.tmp.mkdir(parents=True, exist_ok=True)
+    with paths.lock.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WarehouseBusy(f"another run is writing {paths.warehouse} (lock {paths.lock})") from None
+        con = duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
+        try:
+            con.execute(f"set temp_directory = '{paths.tmp}'")
+            con.execute("set preserve_insertion_order = true")
+            if memory_limit:
+                con.execute(f"set memory_limit = '{memory_limit}'")
+            yield con
+        finally:
+            con.close()
