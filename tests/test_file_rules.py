@@ -1,0 +1,123 @@
+"""File-level rejections of extracts.md §1, their precedence, and readiness."""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+
+GOOD = csv_text(PARTICIPANT_HEADER, [participant()])
+
+
+def _only(report):
+    assert len(report.results) == 1
+    return report.results[0]
+
+
+@pytest.mark.parametrize("name, content, control, code", [
+    ("members__2024-12-31.csv", GOOD, None, "UNKNOWN_EXTRACT"),
+    ("participants_2024-12-31.csv", GOOD, None, "UNKNOWN_EXTRACT"),
+    ("participants__2024-02-30.csv", GOOD, None, "UNKNOWN_EXTRACT"),
+    ("participants__2024-12-31.csv", GOOD, "{not json", "CONTROL_INVALID"),
+    ("participants__2024-12-31.csv", GOOD, {"extract": "claims"}, "CONTROL_INVALID"),
+    ("participants__2024-12-31.csv", GOOD, {"business_date": "2024-12-30"}, "CONTROL_INVALID"),
+    ("participants__2024-12-31.csv", GOOD, {"row_count": "1"}, "CONTROL_INVALID"),
+    ("participants__2024-12-31.csv", GOOD, {"schema_version": 2}, "UNSUPPORTED_SCHEMA"),
+    ("participants__2024-12-31.csv", GOOD, {"sha256": "0" * 64}, "CONTROL_MISMATCH"),
+    ("participants__2024-12-31.csv", b"kpj,nik\n1,\xff\xfe\n", {"row_count": 1}, "UNREADABLE"),
+    ("participants__2024-12-31.csv", GOOD + "1,2\n", {"row_count": 2}, "UNREADABLE"),
+    ("participants__2024-12-31.csv", GOOD.replace("full_name,", "name,", 1), None, "MISSING_COLUMN"),
+    ("participants__2024-12-31.csv", GOOD, {"row_count": 2}, "CONTROL_MISMATCH"),
+])
+def test_file_rejections(tmp_path, load, sql, name, content, control, code):
+    write_delivery(tmp_path / "in", name, content, control=control)
+    r = _only(load(tmp_path / "in"))
+    assert (r.status, r.reason_code) == ("REJECTED", code), r.reason_detail
+    assert sql("select count(*) from raw.participants") == [(0,)]
+    assert sql("select status, reason_code from raw.load_ledger") == [("REJECTED", code)]
+
+
+@pytest.mark.parametrize("control, code", [
+    # When several apply, the first in the contract's order is reported.
+    ({"extract": "claims", "schema_version": 2, "sha256": "0" * 64}, "CONTROL_INVALID"),
+    ({"schema_version": 2, "sha256": "0" * 64}, "UNSUPPORTED_SCHEMA"),
+    ({"sha256": "0" * 64, "row_count": 5}, "CONTROL_MISMATCH"),
+])
+def test_rejection_precedence(tmp_path, load, control, code):
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", GOOD.replace("full_name,", "name,", 1),
+                   control=control)
+    assert _only(load(tmp_path / "in")).reason_code == code
+
+
+def test_unreadable_beats_missing_column_and_row_count(tmp_path, load):
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", b"kpj\n\xff\n", control={"row_count": 9})
+    assert _only(load(tmp_path / "in")).reason_code == "UNREADABLE"
+
+
+def test_missing_column_beats_row_count(tmp_path, load):
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", GOOD.replace("nik,", "x,", 1),
+                   control={"row_count": 7})
+    assert _only(load(tmp_path / "in")).reason_code == "MISSING_COLUMN"
+
+
+def test_error_messages_never_quote_the_row(tmp_path, load, sql):
+    bad = GOOD + "17012345679,1771014508900004,Rahasia Sekali,x,y\n"
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", bad, control={"row_count": 2})
+    r = _only(load(tmp_path / "in"))
+    assert r.reason_code == "UNREADABLE"
+    text = str(sql("select * from raw.load_ledger"))
+    assert "1771014508900004" not in text and "Rahasia" not in text and "Rahasia" not in r.reason_detail
+
+
+def test_not_ready_until_control_file_arrives(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    path = write_delivery(landing, "participants__2024-12-31.csv", GOOD)
+    ctl = path.with_name(path.name + ".ctl.json")
+    held = ctl.read_text()
+    ctl.unlink()
+    report = load(landing)
+    assert report.results == [] and report.not_ready == ["participants__2024-12-31.csv"]
+    assert sql("select count(*) from raw.load_ledger") == [(0,)]
+    ctl.write_text(held)
+    assert _only(load(landing)).status == "LOADED"
+
+
+def test_bom_extra_columns_and_column_order(tmp_path, load, sql):
+    cols = PARTICIPANT_HEADER.split(",")
+    header = ",".join(["note"] + cols[::-1])
+    text = "\ufeff" + csv_text(header, [{**participant(), "note": "hello"}])
+    r = _only(load(write_delivery(tmp_path / "in", "participants__2024-12-31.csv", text).parent))
+    assert (r.status, r.rows_loaded, r.extra_columns) == ("LOADED", 1, ["note"])
+    assert sql("select kpj, monthly_wage_idr from raw.participants") == [("17012345678", 3_000_000)]
+
+
+def test_parquet_with_typed_columns(tmp_path, load, sql):
+    import datetime as dt
+    table = pa.table({"npp": ["BK000123", "BK000124", "bad"], "period_month": ["2024-10", "2024-10", "2024-10"],
+                      "workers_billed": [3, 4, 5], "billed_idr": [100, 100, 100], "paid_idr": [100, 0, 100],
+                      "paid_date": [dt.date(2024, 11, 5), None, dt.date(2024, 11, 5)]})
+    landing = tmp_path / "in"
+    landing.mkdir()
+    pq.write_table(table, landing / "tmp.parquet")
+    data = (landing / "tmp.parquet").read_bytes()
+    (landing / "tmp.parquet").unlink()
+    write_delivery(landing, "contributions__2024-12-31.parquet", data, row_count=3)
+    r = _only(load(landing))
+    assert (r.rows_loaded, r.rows_quarantined) == (2, 1)
+    assert sql("select line, reason_details from raw.quarantine") == [(3, ["BAD_FORMAT:npp"])]
+
+
+def test_unreadable_parquet(tmp_path, load):
+    write_delivery(tmp_path / "in", "contributions__2024-12-31.parquet", b"PAR1 not really", row_count=0)
+    assert _only(load(tmp_path / "in")).reason_code == "UNREADABLE"
+
+
+def test_rejected_file_is_not_reprocessed_until_it_changes(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv", GOOD, control={"row_count": 5})
+    assert _only(load(landing)).reason_code == "CONTROL_MISMATCH"
+    again = load(landing)
+    assert again.results == [] and again.already_processed == ["participants__2024-12-31.csv"]
+    write_delivery(landing, "participants__2024-12-31.csv", GOOD)  # provider fixes the control file
+    assert _only(load(landing)).status == "LOADED"

@@ -1,0 +1,89 @@
+"""Raw NIK and names never land: not in any table, the quarantine, the ledger or files (extracts.md §4)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import duckdb
+import pyarrow.csv as pacsv
+
+from conftest import KEY
+
+from ingestion.personal_data import token
+from paritrana.generator import generate
+
+
+def _input_personal_values(landing):
+    niks, names = set(), set()
+    for path in landing.glob("participants__*.csv*"):
+        if path.name.endswith(".ctl.json"):
+            continue
+        t = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"nik": "string",
+                                                                                    "full_name": "string"}))
+        niks |= {v for v in t["nik"].to_pylist() if v}
+        names |= {v for v in t["full_name"].to_pylist() if v}
+    return niks, names
+
+
+def test_no_raw_nik_or_name_anywhere(tmp_path, home, load):
+    landing = tmp_path / "in"
+    generate(landing, "demo", scale=0.2, days_after=1)
+    load(landing)
+    niks, names = _input_personal_values(landing)
+    assert len(niks) > 1000 and len(names) > 10
+
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    tables = con.execute("select table_schema, table_name from information_schema.tables").fetchall()
+    dump = []
+    for schema, table in tables:
+        dump += [json.dumps(row, default=str) for row in con.execute(f'select * from "{schema}"."{table}"').fetchall()]
+    con.close()
+    text = "\n".join(dump)
+    assert not any(n in text for n in niks)
+    assert not any(n in text for n in names)
+    # The quarantine keeps content, masked: the planted row with a name still shows none.
+    assert '<masked>' in text
+    # Nor in the bytes of any file the run left in HOME (warehouse, WAL, temp files, run records).
+    for path in home.home.rglob("*"):
+        if path.is_file() and "secrets" not in path.parts:
+            blob = path.read_bytes()
+            assert not any(n.encode() in blob for n in list(niks)[:2000]), path
+
+
+def test_token_is_hmac_sha256_and_joins_equal_niks(tmp_path, home, load, sql):
+    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
+        participant(kpj="17000000001"), participant(kpj="17000000002")]))
+    load(tmp_path / "in")
+    expected = hmac.new(KEY, b"1771014508900003", hashlib.sha256).hexdigest()
+    assert token(KEY, "1771014508900003") == expected
+    assert sql("select distinct nik_token from raw.participants") == [(expected,)]
+
+
+def test_nik_consistency_flag(tmp_path, load, sql):
+    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+    rows = [
+        participant(kpj="17000000001"),  # female born 05-08-1990: day 45, month 08, year 90
+        participant(kpj="17000000002", gender="L", nik="1771010508900003"),  # male: day 05
+        participant(kpj="17000000003", nik="1771010508900003"),  # female but day not +40
+        participant(kpj="17000000004", nik="1771014509900003"),  # wrong month
+        participant(kpj="17000000005", nik="1771014508910003"),  # wrong year
+        participant(kpj="17000000006", nik="9971014508900003"),  # 99 is no province
+    ]
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, rows))
+    load(tmp_path / "in")
+    assert sorted(sql("select kpj, nik_consistent from raw.participants")) == [
+        ("17000000001", True), ("17000000002", True), ("17000000003", False), ("17000000004", False),
+        ("17000000005", False), ("17000000006", False)]
+
+
+def test_key_file_is_outside_the_warehouse_and_private(tmp_path, monkeypatch):
+    from ingestion.personal_data import KEY_ENV, load_key
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    key = load_key(tmp_path)
+    path = tmp_path / "secrets" / "nik_token.key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_key(tmp_path) == key and len(key) == 64
+    monkeypatch.setenv(KEY_ENV, "from-env")
+    assert load_key(tmp_path) == b"from-env"

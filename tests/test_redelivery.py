@@ -1,0 +1,117 @@
+"""Re-delivery, corrections, and results independent of arrival order (extracts.md §1)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+
+from paritrana.generator import generate
+
+RAW_TABLES = ("participants", "employers", "claims", "contributions", "regions", "workforce", "minimum_wages",
+              "pemda_assessment")
+
+
+def _contents(sql):
+    """Every raw table as a sorted list of rows, without load ids (which depend on arrival)."""
+    out = {}
+    for t in RAW_TABLES:
+        out[t] = sorted(sql(f"select * exclude (_load_id) from raw.{t}"), key=repr)
+    out["quarantine"] = sorted(sql("select file_name, line, reason_details, content from raw.quarantine"), key=repr)
+    out["ledger"] = sorted(sql("select file_name, status from raw.load_ledger where status <> 'SKIPPED_STALE'"))
+    return out
+
+
+def test_same_file_again_is_a_no_op(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]))
+    load(landing)
+    (landing / "resent").mkdir()
+    for suffix in ("", ".ctl.json"):
+        shutil.copy(landing / f"participants__2024-12-31.csv{suffix}", landing / "resent")
+    r = load(landing).results
+    assert [(x.file_name, x.status) for x in r] == [("resent/participants__2024-12-31.csv", "SKIPPED_REDELIVERY")]
+    assert sql("select count(*) from raw.participants") == [(1,)]
+    # Touching the file (a provider dropping it again) is still a no-op.
+    os.utime(landing / "participants__2024-12-31.csv", ns=(1, 1))
+    assert [x.status for x in load(landing).results] == ["SKIPPED_REDELIVERY"]
+    assert sql("select count(*) from raw.participants") == [(1,)]
+
+
+def test_correction_replaces_the_rows_of_that_date_only(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-30.csv",
+                   csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000009")]))
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
+        participant(kpj="17000000001"), participant(kpj="17000000002")]))
+    load(landing)
+    write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
+        participant(kpj="17000000001", monthly_wage_idr="4000000")]), produced_at="2025-01-02T08:00:00+07:00")
+    r = load(landing).results
+    assert [(x.status, x.superseded) for x in r] == [("LOADED", "participants__2024-12-31.csv")]
+    assert sorted(sql("select kpj, monthly_wage_idr from raw.participants")) == [
+        ("17000000001", 4_000_000), ("17000000009", 3_000_000)]
+    assert sorted(sql("select file_name, status, superseded_by is not null from raw.load_ledger")) == [
+        ("participants__2024-12-30.csv", "LOADED", False),
+        ("participants__2024-12-31.csv", "SUPERSEDED", True),
+        ("participants__2024-12-31.csv.gz", "LOADED", False),
+    ]
+
+
+def test_two_versions_ready_together_the_later_produced_wins(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
+        participant(monthly_wage_idr="5000000")]), produced_at="2025-01-01T09:00:00+07:00")
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
+                   produced_at="2025-01-01T01:00:00+07:00")
+    load(landing)
+    assert sql("select monthly_wage_idr from raw.participants") == [(5_000_000,)]
+
+
+def test_an_older_version_arriving_later_does_not_replace_the_newer(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
+        participant(monthly_wage_idr="5000000")]), produced_at="2025-01-01T09:00:00+07:00")
+    load(landing)
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
+                   produced_at="2025-01-01T01:00:00+07:00")
+    assert [r.status for r in load(landing).results] == ["SKIPPED_STALE"]
+    assert sql("select monthly_wage_idr from raw.participants") == [(5_000_000,)]
+
+
+def test_arrival_order_does_not_change_the_tables(tmp_path, home, load, sql):
+    gen = tmp_path / "gen"
+    generate(gen, "demo", scale=0.2, days_after=3)
+    load(gen)
+    all_at_once = _contents(sql)
+
+    # Second warehouse: the same files arrive newest first, one business date per run.
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import writer
+    from ingestion.loader import ingest
+    from conftest import KEY
+    import duckdb
+
+    other = resolve_home(tmp_path / "home2")
+    landing = tmp_path / "arrivals"
+    landing.mkdir()
+    files = sorted((p for p in gen.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                   key=lambda p: (p.name.split("__")[1][:10], "resent" in p.parts, "gz" in p.name), reverse=True)
+    by_date: dict[str, list] = {}
+    for p in files:
+        by_date.setdefault(p.name.split("__")[1][:10], []).append(p)
+    for date in sorted(by_date, reverse=True):
+        for p in by_date[date]:
+            target = landing / p.relative_to(gen)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, target)
+        with writer(other) as con:
+            ingest(con, landing, KEY, f"arrival-{date}")
+
+    def sql2(q):
+        con = duckdb.connect(str(other.warehouse), read_only=True)
+        try:
+            return con.execute(q).fetchall()
+        finally:
+            con.close()
+    assert _contents(sql2) == all_at_once

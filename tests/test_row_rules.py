@@ -1,0 +1,231 @@
+"""Every row rule of extracts.md §2–3 quarantines with its reason code, and only it."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+
+# (overrides of a valid participant, expected `CODE:column` details)
+PARTICIPANT_CASES = [
+    ({}, []),
+    ({"kpj": "1701234567"}, ["BAD_FORMAT:kpj"]),
+    ({"kpj": ""}, ["MISSING_VALUE:kpj"]),
+    ({"nik": "17710145089000"}, ["BAD_FORMAT:nik"]),
+    ({"nik": ""}, ["MISSING_VALUE:nik"]),
+    ({"full_name": ""}, ["MISSING_VALUE:full_name"]),
+    ({"birth_date": "1990-02-30"}, ["BAD_TYPE:birth_date"]),
+    ({"birth_date": "05/08/1990"}, ["BAD_TYPE:birth_date"]),
+    ({"birth_date": "1929-12-31"}, ["OUT_OF_RANGE:birth_date"]),
+    ({"birth_date": "2025-01-01"}, ["OUT_OF_RANGE:birth_date"]),
+    ({"gender": "F"}, ["NOT_IN_SET:gender"]),
+    ({"segment": "ASN"}, ["NOT_IN_SET:segment"]),
+    ({"npp": ""}, ["MISSING_VALUE:npp", "INCONSISTENT:funding"]),
+    ({"npp": "bk000123"}, ["BAD_FORMAT:npp"]),
+    ({"segment": "BPU", "funding": "SELF", "jp": "0", "occupation": "PETANI"}, ["INCONSISTENT:npp"]),
+    ({"region_code": "17"}, ["BAD_FORMAT:region_code"]),
+    ({"occupation": "DOKTER"}, ["NOT_IN_SET:occupation"]),
+    ({"funding": "APBN"}, ["NOT_IN_SET:funding"]),
+    ({"funding": "APBD"}, ["MISSING_VALUE:funder_code"]),
+    ({"funding": "APBD", "funder_code": "17"}, []),
+    ({"funding": "APBD", "funder_code": "17.71"}, []),
+    ({"funding": "APBD", "funder_code": "BK000123"}, ["BAD_FORMAT:funder_code"]),
+    ({"funding": "APBDES", "funder_code": "17"}, ["BAD_FORMAT:funder_code"]),
+    ({"funding": "CSR", "funder_code": "BK000999"}, []),
+    ({"funding": "CSR", "funder_code": "17.71"}, ["BAD_FORMAT:funder_code"]),
+    ({"funder_code": "17.71"}, ["INCONSISTENT:funder_code"]),
+    ({"jkk": "2"}, ["BAD_TYPE:jkk"]),
+    ({"jkm": "yes"}, ["BAD_TYPE:jkm"]),
+    ({"jkk": "0"}, ["INCONSISTENT:jkk"]),
+    ({"jkk": "0", "status": "INACTIVE"}, []),
+    ({"segment": "JAKON", "jp": "1"}, ["INCONSISTENT:jp"]),
+    ({"monthly_wage_idr": "-1"}, ["OUT_OF_RANGE:monthly_wage_idr"]),
+    ({"monthly_wage_idr": "3.5e6"}, ["BAD_TYPE:monthly_wage_idr"]),
+    ({"status": "active"}, ["NOT_IN_SET:status"]),
+    ({"effective_date": "1999-12-31"}, ["OUT_OF_RANGE:effective_date"]),
+    ({"effective_date": "2025-01-01"}, ["OUT_OF_RANGE:effective_date"]),
+    ({"segment": "BPU", "npp": "", "funding": "EMPLOYER", "jp": "0"}, ["INCONSISTENT:funding"]),
+    # A conditional rule does not judge an invalid value: no INCONSISTENT on top of NOT_IN_SET.
+    ({"segment": "XX", "jp": "1"}, ["NOT_IN_SET:segment"]),
+    ({"status": "X", "jkk": "0"}, ["NOT_IN_SET:status"]),
+]
+
+
+def _quarantine_by_line(sql):
+    return {line: sorted(d) for line, d in sql("select line, reason_details from raw.quarantine")}
+
+
+def test_participant_rules(tmp_path, load, sql):
+    rows = [participant(kpj=f"170123{i:05d}", **{k: v for k, v in o.items() if k != "kpj"})
+            if "kpj" not in o else participant(**o) for i, (o, _) in enumerate(PARTICIPANT_CASES)]
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, rows))
+    report = load(tmp_path / "in")
+    got = _quarantine_by_line(sql)
+    for i, (overrides, expected) in enumerate(PARTICIPANT_CASES):
+        assert got.get(i + 2, []) == sorted(expected), (overrides, got.get(i + 2))
+    r = report.results[0]
+    assert r.rows_loaded == sum(1 for _, e in PARTICIPANT_CASES if not e)
+    assert r.rows_quarantined == sum(1 for _, e in PARTICIPANT_CASES if e)
+    codes = sql("select distinct unnest(reason_codes) from raw.quarantine")
+    assert {"MISSING_VALUE", "BAD_TYPE", "BAD_FORMAT", "NOT_IN_SET", "OUT_OF_RANGE", "INCONSISTENT"} == \
+        {c for (c,) in codes}
+
+
+CLAIM_HEADER = "claim_id,claim_version,kpj,npp,region_code,program,benefit_type,submitted_date,status,paid_date,amount_idr"
+
+
+def claim(**o) -> dict:
+    row = dict(claim_id="C202400000001", claim_version="2", kpj="17012345678", npp="BK000123", region_code="17.71",
+               program="JKM", benefit_type="DEATH_BENEFIT", submitted_date="2024-11-01", status="PAID",
+               paid_date="2024-11-20", amount_idr="42000000")
+    row.update(o)
+    return row
+
+
+CLAIM_CASES = [
+    ({}, []),
+    ({"claim_id": "C20240000001"}, ["BAD_FORMAT:claim_id"]),
+    ({"claim_version": "0"}, ["OUT_OF_RANGE:claim_version"]),
+    ({"npp": ""}, []),
+    ({"program": "JKN"}, ["NOT_IN_SET:program"]),
+    ({"program": "JHT"}, ["INCONSISTENT:benefit_type"]),
+    ({"program": "JKK", "benefit_type": "SCHOLARSHIP"}, []),
+    ({"program": "JP", "benefit_type": "PENSION"}, []),
+    ({"submitted_date": "2025-01-02"}, ["OUT_OF_RANGE:submitted_date"]),
+    ({"paid_date": ""}, ["MISSING_VALUE:paid_date"]),
+    ({"paid_date": "2024-10-01"}, ["OUT_OF_RANGE:paid_date"]),
+    ({"paid_date": "2025-01-05"}, ["OUT_OF_RANGE:paid_date"]),
+    ({"amount_idr": "0"}, ["OUT_OF_RANGE:amount_idr"]),
+    ({"amount_idr": ""}, ["MISSING_VALUE:amount_idr"]),
+    ({"status": "SUBMITTED"}, ["INCONSISTENT:paid_date"]),
+    ({"status": "SUBMITTED", "paid_date": "", "amount_idr": ""}, []),
+    ({"status": "REJECTED", "paid_date": "", "amount_idr": "0"}, []),
+]
+
+
+def test_claim_rules_and_key_conflict(tmp_path, load, sql):
+    rows = [claim(claim_id=f"C2024{i:08d}", **{k: v for k, v in o.items() if k != "claim_id"})
+            if "claim_id" not in o else claim(**o) for i, (o, _) in enumerate(CLAIM_CASES)]
+    # Two different rows for one (claim_id, claim_version): both quarantined.
+    rows += [claim(claim_id="C202499999999", amount_idr="1000"), claim(claim_id="C202499999999", amount_idr="2000")]
+    # The same pair on two versions is no conflict.
+    rows += [claim(claim_id="C202488888888", claim_version="1", status="SUBMITTED", paid_date="", amount_idr=""),
+             claim(claim_id="C202488888888", claim_version="2")]
+    write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, rows))
+    load(tmp_path / "in")
+    got = _quarantine_by_line(sql)
+    for i, (o, expected) in enumerate(CLAIM_CASES):
+        assert got.get(i + 2, []) == sorted(expected), (o, got.get(i + 2))
+    n = len(CLAIM_CASES)
+    assert got[n + 2] == got[n + 3] == ["KEY_CONFLICT:claim_id,claim_version"]
+    assert n + 4 not in got and n + 5 not in got
+
+
+def test_claims_without_optional_npp_column(tmp_path, load, sql):
+    header = CLAIM_HEADER.replace("npp,", "")
+    write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(header, [claim()]))
+    report = load(tmp_path / "in")
+    assert report.results[0].status == "LOADED" and report.results[0].rows_loaded == 1
+    assert sql("select npp from raw.claims") == [(None,)]
+
+
+CONTRIB_HEADER = "npp,period_month,workers_billed,billed_idr,paid_idr,paid_date"
+
+
+def test_contribution_rules(tmp_path, load, sql):
+    base = dict(npp="BK000123", workers_billed="10", billed_idr="1000000", paid_idr="1000000", paid_date="2024-11-10")
+    cases = [
+        (dict(period_month="2024-10"), []),
+        (dict(period_month="2024-13"), ["BAD_FORMAT:period_month"]),
+        (dict(period_month="2024-09", paid_date=""), ["MISSING_VALUE:paid_date"]),
+        (dict(period_month="2024-08", paid_idr="500", paid_date="2024-09-01"), ["INCONSISTENT:paid_date"]),
+        (dict(period_month="2024-07", paid_idr="500", paid_date=""), []),
+        (dict(period_month="2024-06", paid_date="2025-01-01"), ["OUT_OF_RANGE:paid_date"]),
+        (dict(period_month="2024-05", billed_idr="-1"), ["OUT_OF_RANGE:billed_idr"]),
+        (dict(period_month="2024-04"), []),
+        (dict(period_month="2024-04", workers_billed="11"), []),
+    ]
+    rows = [{**base, **o} for o, _ in cases]
+    write_delivery(tmp_path / "in", "contributions__2024-12-31.csv", csv_text(CONTRIB_HEADER, rows))
+    load(tmp_path / "in")
+    got = _quarantine_by_line(sql)
+    for i, (o, expected) in enumerate(cases[:-2]):
+        assert got.get(i + 2, []) == sorted(expected), (o, got.get(i + 2))
+    # The key (npp, period_month) is unique per file: both rows of 2024-04 are quarantined.
+    assert got[len(cases)] == got[len(cases) + 1] == ["KEY_CONFLICT:npp,period_month"]
+
+
+def test_reference_rules(tmp_path, load, sql):
+    landing = tmp_path / "in"
+    write_delivery(landing, "regions__2024-12-31.csv", csv_text("region_code,name,level,parent_code", [
+        dict(region_code="17", name="Bengkulu", level="PROVINSI"),
+        dict(region_code="17.71", name="Kota Bengkulu", level="KOTA", parent_code="17"),
+        dict(region_code="17.01", name="X", level="KABUPATEN", parent_code="18"),
+        dict(region_code="17.02", name="Y", level="PROVINSI"),
+        dict(region_code="18", name="Lampung", level="PROVINSI", parent_code="18"),
+        dict(region_code="17.03", name="Z", level="KABUPATEN"),
+    ]))
+    write_delivery(landing, "workforce__2024-12-31.csv", csv_text("region_code,year,employed,informal_employed", [
+        dict(region_code="17", year="2024", employed="100", informal_employed="60"),
+        dict(region_code="17.71", year="2024", employed="100", informal_employed="101"),
+        dict(region_code="17.01", year="2014", employed="0", informal_employed="0"),
+    ]))
+    write_delivery(landing, "pemda_assessment__2024-12-31.csv", csv_text(
+        "region_code,year,has_regulation,apbd_allocation_idr,non_asn_headcount,innovation_score", [
+            dict(region_code="17", year="2024", has_regulation="1", apbd_allocation_idr="5", non_asn_headcount="3",
+                 innovation_score="75.5"),
+            dict(region_code="17.71", year="2024", has_regulation="1", apbd_allocation_idr="5",
+                 non_asn_headcount="3", innovation_score="100.5"),
+        ]))
+    load(landing)
+    q = {(f.split("__")[0], line): sorted(d) for f, line, d in
+         sql("select file_name, line, reason_details from raw.quarantine")}
+    assert ("regions", 2) not in q and ("regions", 3) not in q
+    assert q[("regions", 4)] == ["INCONSISTENT:parent_code"]
+    assert q[("regions", 5)] == ["INCONSISTENT:level"]
+    assert q[("regions", 6)] == ["INCONSISTENT:parent_code"]
+    assert q[("regions", 7)] == ["MISSING_VALUE:parent_code"]
+    assert q[("workforce", 3)] == ["OUT_OF_RANGE:informal_employed"]
+    assert q[("workforce", 4)] == ["OUT_OF_RANGE:employed", "OUT_OF_RANGE:year"]
+    assert q[("pemda_assessment", 3)] == ["OUT_OF_RANGE:innovation_score"]
+    assert sql("select innovation_score from raw.pemda_assessment") == [(75.5,)]
+
+
+@pytest.mark.parametrize("ext", ["csv", "csv.gz"])
+def test_line_numbers_follow_quoted_line_breaks(tmp_path, load, sql, ext):
+    rows = [participant(kpj="17000000001", full_name="Siti\nAminah"),
+            participant(kpj="17000000002", full_name="Budi\n\nSantoso"),
+            participant(kpj="bad", full_name="Ani")]
+    write_delivery(tmp_path / "in", f"participants__2024-12-31.{ext}", csv_text(PARTICIPANT_HEADER, rows),
+                   row_count=3)
+    load(tmp_path / "in")
+    # header line 1; record 1 on lines 2-3; record 2 on lines 4-6; record 3 on line 7.
+    assert sql("select line from raw.quarantine") == [(7,)]
+    assert sorted(sql("select _line from raw.participants")) == [(2,), (4,)]
+
+
+def test_exact_duplicates_dropped_before_key_conflicts(tmp_path, load, sql):
+    a, b = claim(), claim(amount_idr="1")
+    write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, [a, a, a]))
+    write_delivery(tmp_path / "in", "claims__2024-12-30.csv", csv_text(CLAIM_HEADER, [a, a, b]))
+    report = load(tmp_path / "in")
+    by_date = {r.business_date.isoformat(): r for r in report.results}
+    clean = by_date["2024-12-31"]
+    assert (clean.rows_loaded, clean.rows_quarantined, clean.rows_duplicate) == (1, 0, 2)
+    conflict = by_date["2024-12-30"]
+    assert (conflict.rows_loaded, conflict.rows_quarantined, conflict.rows_duplicate) == (0, 2, 1)
+
+
+def test_reconciliation_on_every_file(tmp_path, load, sql):
+    from paritrana.generator import generate
+    generate(tmp_path / "in", "demo", scale=0.3, days_after=2)
+    load(tmp_path / "in")
+    bad = sql("""
+        select l.file_name from raw.load_ledger l
+        left join (select load_id, count(*) n from raw.quarantine group by all) q using (load_id)
+        where l.status in ('LOADED', 'SUPERSEDED')
+          and (l.rows_in_file <> l.rows_loaded + l.rows_quarantined + l.rows_duplicate
+               or coalesce(q.n, 0) <> l.rows_quarantined)""")
+    assert bad == []
+    # Loaded rows in the raw tables match the ledger for every file still current.
+    for extract, loaded in sql("select extract, sum(rows_loaded) from raw.load_ledger where status = 'LOADED' group by 1"):
+        assert sql(f"select count(*) from raw.{extract}") == [(loaded,)], extract
