@@ -1,0 +1,40 @@
+"""The `paritrana` command as a user runs it: generate, run, summary, exit codes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def paritrana(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "paritrana.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_help_on_every_command():
+    for cmd in ([], ["generate"], ["run"], ["demo"]):
+        out = paritrana(*cmd, "--help")
+        assert out.returncode == 0 and "usage: paritrana" in out.stdout
+
+
+def test_generate_then_run_prints_a_reconciled_summary(tmp_path):
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    gen = paritrana("generate", "--landing", str(landing), "--profile", "demo", "--scale", "0.2", "--days", "2")
+    assert gen.returncode == 0, gen.stderr
+    assert "planted defects" in gen.stdout
+    run = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "files: 17 loaded, 0 rejected, 1 skipped (1 re-deliveries, 0 stale)" in out
+    assert "quarantined" in out and "exact duplicates dropped" in out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("rows:"))
+    nums = [int(x.replace(",", "")) for x in line.replace("=", " ").replace("+", " ").split() if x[0].isdigit()]
+    assert nums[0] == nums[1] + nums[2] + nums[3] and nums[2] == 12 and nums[3] == 2
+    again = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    assert "0 loaded" in again.stdout and "18 already processed" in again.stdout
+
+
+def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
+    out = paritrana("run", "--landing", str(tmp_path / "nowhere"), "--year", "2024", "--home", str(tmp_path / "h"))
+    assert out.returncode == 1
+    assert "nowhere" in out.stderr and "Traceback" not in out.stderr
+    bad = paritrana("generate", "--landing", str(tmp_path / "x"), "--profile", "demo", "--scale", "-1")
+    assert bad.returncode == 1 and "scale" in bad.stderr

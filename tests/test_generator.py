@@ -1,0 +1,78 @@
+"""The generator: deterministic bytes, calibrated Bengkulu figures, planted defects caught."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from paritrana.generator import generate
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_arguments_same_bytes(tmp_path):
+    generate(tmp_path / "a", "demo", scale=0.1, seed=7, days_after=2)
+    generate(tmp_path / "b", "demo", scale=0.1, seed=7, days_after=2)
+    generate(tmp_path / "c", "demo", scale=0.1, seed=8, days_after=2)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_bengkulu_claims_are_calibrated_through_ingestion(tmp_path, load, sql):
+    """Paid claims of province 17 in 2024, current versions, after every delta: the published figures."""
+    generate(tmp_path / "in", "bengkulu-2024", days_after=3)
+    load(tmp_path / "in")
+    (count, amount, children, sch_amount), = sql("""
+        with current as (
+            select * from raw.claims
+            qualify row_number() over (partition by claim_id order by claim_version desc, _business_date desc) = 1)
+        select count(*), sum(amount_idr), count(*) filter (where benefit_type = 'SCHOLARSHIP'),
+               sum(amount_idr) filter (where benefit_type = 'SCHOLARSHIP')
+        from current where status = 'PAID' and year(paid_date) = 2024 and region_code like '17.%'""")
+    assert (count, amount, children, sch_amount) == (15_908, 205_700_000_000, 429, 1_680_000_000)
+    regions = sql("select region_code, name from raw.regions order by 1")
+    assert regions[0] == ("17", "Provinsi Bengkulu") and ("17.71", "Kota Bengkulu") in regions and len(regions) == 11
+    assert sql("select employed from raw.workforce where region_code = '17' and year = 2024") == [(1_101_234,)]
+    assert sql("select minimum_wage_idr from raw.minimum_wages where region_code = '17' and year = 2024") == \
+        [(2_507_079,)]
+    (active,), = sql("""select count(*) from (select * from raw.participants qualify row_number() over
+                        (partition by kpj order by effective_date desc, _business_date desc, _line desc) = 1)
+                        where status = 'ACTIVE'""")
+    assert 195_000 < active < 230_000
+
+
+def test_every_planted_defect_is_caught(tmp_path, load, sql):
+    generate(tmp_path / "in", "demo", scale=0.2, days_after=3)
+    report = load(tmp_path / "in")
+    manifest = json.loads((tmp_path / "in" / ".generator.json").read_text())
+    quarantine = {(f, line): sorted(c) for f, line, c in sql("select file_name, line, reason_codes from raw.quarantine")}
+    statuses = {r.file_name: r for r in report.results}
+    kinds = set()
+    for d in manifest["defects"]:
+        kinds.add(d["kind"])
+        if d["kind"] == "malformed_row":
+            assert quarantine[(d["file"], d["line"])] == sorted(d["reason_codes"]), d
+        elif d["kind"] == "exact_duplicate":
+            assert (d["file"], d["line"]) not in quarantine and statuses[d["file"]].rows_duplicate >= 1
+        elif d["kind"] == "redelivery":
+            assert statuses[d["file"]].status == "SKIPPED_REDELIVERY"
+        elif d["kind"] == "correction":
+            assert statuses[d["file"]].superseded == d["corrects"]
+        elif d["kind"] == "late_file":
+            assert statuses[d["file"]].status == "LOADED"
+    assert kinds == {"malformed_row", "exact_duplicate", "redelivery", "correction", "late_file"}
+    planted_codes = {c for d in manifest["defects"] for c in d.get("reason_codes", [])}
+    assert planted_codes == {"MISSING_VALUE", "BAD_TYPE", "BAD_FORMAT", "NOT_IN_SET", "OUT_OF_RANGE",
+                             "INCONSISTENT", "KEY_CONFLICT"}
+    # Nothing else was quarantined: the clean part of the data is clean.
+    assert len(quarantine) == sum(d["kind"] == "malformed_row" for d in manifest["defects"])
+
+
+def test_national_profile_shape(tmp_path):
+    m = generate(tmp_path / "in", "national", scale=0.002)
+    regions = next(f for f in m["files"] if f["extract"] == "regions")
+    assert regions["rows"] == 38 + 514
+    participants = next(f for f in m["files"] if f["extract"] == "participants")
+    assert 0.002 * 45.2e6 * 0.9 < participants["rows"] < 0.002 * 45.2e6 * 1.35
