@@ -180,7 +180,8 @@ def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) 
                         [load_id, current[0]])
             result.superseded = current[1]
         _insert_rows(con, extract, load_id, d)
-        _insert_quarantine(con, extract, load_id, d, header)
+        if quarantined:
+            _insert_quarantine(con, extract, load_id, d, header)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -266,7 +267,10 @@ def _stage(con, d: Delivery, extract: Extract, ipad: bytes, opad: bytes) -> tupl
         col = extract.column(c) if c in extract.column_names else None
         if col is not None and col.personal:
             v = text(c)
-            select.append(f"case when {v} is not null then {token_sql(v)} end as {quote_ident(c)}")
+            # The NIK gets its keyed token; other personal columns only need to stay comparable
+            # for duplicate detection in this temporary table, which a 128-bit digest does cheaply.
+            digest = token_sql(v) if c == "nik" else f"md5({v})"
+            select.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
             if c == "nik":
                 ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
                 select += [
@@ -277,6 +281,9 @@ def _stage(con, d: Delivery, extract: Extract, ipad: bytes, opad: bytes) -> tupl
                 ]
         else:
             select.append(f"{text(c)} as {quote_ident(c)}")
+    # One 64-bit hash of the whole record finds the few candidates for exact duplicates
+    # without sorting every row by every column.
+    select.append("hash(" + ", ".join(text(c) for c in header) + ") as _h")
     if record_number:
         select.append(f"{record_number} as _rec")
     else:
@@ -302,8 +309,13 @@ def _number_and_dedup(con, d: Delivery, header: list[str]) -> None:
     else:
         numbered = f"select *, rowid + 1 as _rec, rowid + 2 as _line from {STAGE}"
     everything = ", ".join(quote_ident(c) for c in header)
-    con.execute(f"create temp table {ROWS} as select *, row_number() over "
-                f"(partition by {everything} order by _rec) as _dup_rank from ({numbered})")
+    con.execute(f"""create temp view {ROWS} as
+        with numbered as ({numbered}),
+        candidates as (select _h from {STAGE} group by _h having count(*) > 1),
+        ranked as (select _rec, row_number() over (partition by {everything} order by _rec) as _dup_rank
+                   from numbered where _h in (select _h from candidates))
+        select numbered.*, coalesce(ranked._dup_rank, 1) as _dup_rank
+        from numbered left join ranked using (_rec)""")
 
 
 def _validate(con, d: Delivery, extract: Extract, present: set[str]) -> None:
@@ -340,21 +352,25 @@ def _insert_rows(con, extract: Extract, load_id: int, d: Delivery) -> None:
 
 
 def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, header: list[str]) -> None:
+    # Read the delivered text back from the staging table by record number.
+    record = "_rec" if d.ext == "parquet" else "rowid + 1"
     pairs = []
     for c in header:
         personal = c in extract.column_names and extract.column(c).personal
-        value = f"case when {quote_ident(c)} is not null then '{MASK}' end" if personal else quote_ident(c)
+        value = f"case when r.{quote_ident(c)} is not null then '{MASK}' end" if personal else f"r.{quote_ident(c)}"
         pairs.append(f"{sql_str(c)}, {value}")
     if "nik" in header:
-        pairs.append("'nik_token', nik")
+        pairs.append("'nik_token', r.nik")
     con.execute(
         f"insert into {RAW}.quarantine select {load_id}, {sql_str(extract.name)}, {sql_str(d.name)}, "
-        f"DATE '{d.business_date}', _line, list_sort(list_distinct(list_transform(_details, "
-        f"lambda x: split_part(x, ':', 1)))), _details, json_object({', '.join(pairs)}) "
-        f"from {CHECKED} where len(_details) > 0 order by _rec"
+        f"DATE '{d.business_date}', c._line, list_sort(list_distinct(list_transform(c._details, "
+        f"lambda x: split_part(x, ':', 1)))), c._details, json_object({', '.join(pairs)}) "
+        f"from {CHECKED} c join (select *, {record} as _rec_of from {STAGE}) r on r._rec_of = c._rec "
+        f"where len(c._details) > 0 order by c._rec"
     )
 
 
 def _drop_temp(con) -> None:
-    for t in (CHECKED, ROWS, STAGE):
-        con.execute(f"drop table if exists {t}")
+    con.execute(f"drop table if exists {CHECKED}")
+    con.execute(f"drop view if exists {ROWS}")
+    con.execute(f"drop table if exists {STAGE}")

@@ -92,7 +92,8 @@ def _rule_sql(expr: str) -> str:
 
 
 def validation_sql(extract: Extract, stage: str, business_date: str, present: set[str]) -> str:
-    """SELECT over `stage` adding `p__*`, `v__*`, `_details` and `_dup_rank`/`_key_n`.
+    """SELECT over the distinct rows of `stage`: `_rec`, `_line`, the `v__*` values,
+    `_details` and `_key_n` (rows per key, where the key must be unique per file).
 
     `present` is the set of contract columns in the file's header; an optional column
     that is absent is treated as empty on every row.
@@ -113,13 +114,18 @@ def validation_sql(extract: Extract, stage: str, business_date: str, present: se
     items = ", ".join(f"case when {cond} then '{code}:{col}' end" for code, col, cond in checks)
     key_cols = ", ".join(f"raw.{quote_ident('v__' + k)}" for k in extract.key)
     key_not_null = " and ".join(f"raw.{quote_ident('v__' + k)} is not null" for k in extract.key)
+    # Only extracts whose key is unique per file need the (costly) count per key.
+    key_n = (f"case when {key_not_null} then count(*) over (partition by {key_cols}) end"
+             if extract.key_unique_per_file else "null::bigint")
+    # Only what loading needs: the raw text for the quarantine is read back by record number.
+    nik_parts = ", nik__prov, nik__dd, nik__mm, nik__yy" if "nik" in present else ""
     return f"""
 with filled as (select *{fill} from {stage}),
 parsed as (select raw.*, {parsed} from filled raw),
 valid as (select raw.*, {valids} from parsed raw)
-select raw.*,
+select raw._rec, raw._line, {", ".join(quote_ident("v__" + c.name) for c in extract.columns)}{nik_parts},
        list_filter([{items}], lambda x: x is not null) as _details,
-       case when {key_not_null} then count(*) over (partition by {key_cols}) end as _key_n
+       {key_n} as _key_n
 from valid raw
 where raw._dup_rank = 1
 """

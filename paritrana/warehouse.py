@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 
 import duckdb
@@ -17,8 +18,12 @@ class WarehouseBusy(RuntimeError):
     pass
 
 
+# DuckDB spills to HOME/tmp beyond this; keeps a national load inside a modest machine.
+DEFAULT_MEMORY_LIMIT = os.environ.get("PARITRANA_MEMORY_LIMIT", "4GB")
+
+
 @contextlib.contextmanager
-def writer(paths: Paths, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+def writer(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> Iterator[duckdb.DuckDBPyConnection]:
     """The one writing connection. A lock file makes a second writer fail fast with a
     clear message instead of DuckDB's lock error halfway through its work."""
     paths.tmp.mkdir(parents=True, exist_ok=True)
