@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
@@ -11,6 +10,8 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from ingestion.deliveries import file_sha256
 
 JAKARTA = dt.timezone(dt.timedelta(hours=7))
 
@@ -50,17 +51,10 @@ def write_delivery(landing: Path, extract: str, business_date: dt.date, batches:
             if sink is not raw:
                 sink.close()
             raw.close()
-    sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.stat().st_size < 1 << 30 else _sha_file(path)
+    sha = file_sha256(path)
     control = {"extract": extract, "business_date": business_date.isoformat(), "schema_version": 1,
                "row_count": rows, "sha256": sha, "produced_at": produced_at.isoformat()}
     Path(str(path) + ".ctl.json").write_text(json.dumps(control, indent=1) + "\n")
     return {"file": str(path.relative_to(landing)), "extract": extract,
             "business_date": business_date.isoformat(), "rows": rows, "sha256": sha}
 
-
-def _sha_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
