@@ -49,8 +49,9 @@ def cmd_demo(args) -> int:
     paths = resolve_home(args.home)
     landing = paths.home / "landing" / "bengkulu-2024"
     if not (landing / ".generator.json").exists():
-        print(f"generating profile bengkulu-2024 into {landing}")
-        generate(landing, "bengkulu-2024", progress=_progress)
+        # Three daily deltas bring the planted defects, so the summary shows quarantine at work.
+        print(f"generating profile bengkulu-2024 (snapshot and 3 daily deltas) into {landing}")
+        generate(landing, "bengkulu-2024", days_after=3, progress=_progress)
     result = run(paths, landing, 2024, progress=_progress)
     print(summary(result))
     print(f"warehouse: {paths.warehouse} (open read-only: duckdb -readonly {paths.warehouse})")
