@@ -51,11 +51,11 @@ def _ingest(home, landing, run_id, kill_after=None):
 
 def test_killed_load_is_finished_by_the_next_run(tmp_path):
     landing = tmp_path / "in"
-    generate(landing, "demo", scale=1.0, days_after=1)
+    generate(landing, "demo", scale=4.0, days_after=1)
     _ingest(tmp_path / "clean", landing, "clean")
     expected = _state(tmp_path / "clean")
 
-    assert _ingest(tmp_path / "killed", landing, "first", kill_after=0.3) == -signal.SIGKILL
+    assert _ingest(tmp_path / "killed", landing, "first", kill_after=0.2) == -signal.SIGKILL
     half = _state(tmp_path / "killed")
     # Killed inside the participants snapshot: none of its rows, no ledger row, earlier files intact.
     assert half["participants"] == [] and half["claims"] == expected["claims"]

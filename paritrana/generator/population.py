@@ -19,7 +19,6 @@ from ingestion.contracts import FUNDINGS, NON_ASN_OCCUPATIONS, OCCUPATIONS, SEGM
 from .geography import Region
 from .profiles import Profile
 
-EPOCH = np.datetime64("1970-01-01", "D")
 FIRST = ["Agus", "Siti", "Budi", "Dewi", "Andi", "Rina", "Joko", "Sri", "Eko", "Wati", "Hendra", "Nur",
          "Rudi", "Yuni", "Bambang", "Lestari", "Dedi", "Fitri", "Imam", "Ratna", "Slamet", "Ayu", "Iwan", "Putri"]
 LAST = ["Saputra", "Wijaya", "Lestari", "Hidayat", "Siregar", "Nasution", "Simanjuntak", "Pratama", "Santoso",
@@ -219,10 +218,9 @@ def build_population(rng: np.random.Generator, profile: Profile, geo: Geography,
     def col(i, dtype):
         return np.concatenate([np.broadcast_to(np.asarray(p[i]), (len(p[1]),)).astype(dtype) for p in parts])
 
-    pop = Population(col(0, np.int8), col(1, np.int32), col(2, np.int32), col(3, np.int8), col(4, np.int8),
-                     col(5, np.int32), np.ones(sum(len(p[1]) for p in parts), bool))
-    pop.active = rng.random(len(pop)) < 0.9
-    return pop
+    n = sum(len(p[1]) for p in parts)
+    return Population(col(0, np.int8), col(1, np.int32), col(2, np.int32), col(3, np.int8), col(4, np.int8),
+                      col(5, np.int32), rng.random(n) < 0.9)
 
 
 def _pick_in_territory(rng, provinces: np.ndarray, prov_kabs: dict) -> np.ndarray:

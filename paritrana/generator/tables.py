@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from ingestion.contracts import BENEFITS_BY_PROGRAM, FUNDINGS, OCCUPATIONS, SEGMENTS, SIZE_CLASSES
 
 from .population import (
-    CONTRIBUTION_RATE, FIRST, FUND, LAST, SEG, SIZE, Employers, Geography, Population, days, to_date_array,
+    FIRST, FUND, LAST, SEG, SIZE, Employers, Geography, Population, days, to_date_array,
 )
 from .profiles import Profile
 
@@ -50,7 +50,7 @@ def participant_rows(rng, profile: Profile, geo: Geography, emp: Employers, pop:
     h = (idx.astype(np.uint64) * np.uint64(2654435761)) % np.uint64(2**32)
     female = (h % np.uint64(5)) < np.uint64(2)
     birth = days(dt.date(1960, 1, 1)) + (h % np.uint64(16_000)).astype(np.int64)
-    bdate = EPOCHS(birth)
+    bdate = year_month_day(birth)
     regions_codes = np.array([r.code for r in geo.regions])
     kab_codes = regions_codes[geo.kab[region]]
     prov = pc.utf8_slice_codeunits(_str(kab_codes), 0, 2)
@@ -108,7 +108,7 @@ def participant_rows(rng, profile: Profile, geo: Geography, emp: Employers, pop:
     })
 
 
-def EPOCHS(day_numbers: np.ndarray):  # noqa: N802 - returns (year, month, day) arrays
+def year_month_day(day_numbers: np.ndarray):
     d = (np.datetime64("1970-01-01", "D") + day_numbers.astype("timedelta64[D]"))
     y = d.astype("datetime64[Y]").astype(int) + 1970
     m = d.astype("datetime64[M]").astype(int) % 12 + 1
@@ -157,11 +157,9 @@ def exact_split(rng, n: int, total: int, mean_shape: np.ndarray | None = None) -
     a = np.maximum(1, np.floor(w / w.sum() * units)).astype(np.int64)
     diff = units - a.sum()
     order = np.argsort(-a)
-    i = 0
     while diff != 0:  # at most a few passes: spreads the rounding remainder over the largest amounts
         step = 1 if diff > 0 else -1
         k = min(abs(diff), n)
         a[order[:k]] += step
         diff -= step * k
-        i += 1
     return a * 1000
