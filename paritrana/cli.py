@@ -36,9 +36,24 @@ def cmd_generate(args) -> int:
 
 def cmd_run(args) -> int:
     from .pipeline import run, summary
+    from .quality.gate import GateFailed
 
-    result = run(resolve_home(args.home), Path(args.landing), args.year, args.as_of, _progress)
+    try:
+        result = run(resolve_home(args.home), Path(args.landing), args.year, args.as_of, _progress,
+                     config_file=args.config, full_refresh=args.full_refresh)
+    except GateFailed as e:
+        print(summary(e.result))
+        print(str(e), file=sys.stderr)
+        return 2
     print(summary(result))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    out = export(resolve_home(args.home), args.category, args.year, args.format, Path(args.out))
+    print(f"wrote {out}")
     return 0
 
 
@@ -54,7 +69,7 @@ def cmd_demo(args) -> int:
         generate(landing, "bengkulu-2024", days_after=3, progress=_progress)
     result = run(paths, landing, 2024, progress=_progress)
     print(summary(result))
-    print(f"warehouse: {paths.warehouse} (open read-only: duckdb -readonly {paths.warehouse})")
+    print(f"analysts: duckdb -readonly {paths.reader_copy}")
     return 0
 
 
@@ -74,12 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="one pipeline run without Airflow",
-                       description="Ingest every ready delivery of the landing folder and report.")
+                       description="Ingest every ready delivery, build the warehouse, validate, publish. "
+                                   "Exit 0 published, 2 quality gate failed (nothing published), 1 error.")
     r.add_argument("--landing", required=True)
     r.add_argument("--year", type=int, required=True)
     r.add_argument("--as-of", type=_date, help="as-of date (default: YEAR-12-31)")
     r.add_argument("--home", help="warehouse home (default $PARITRANA_HOME, else ./paritrana_home)")
+    r.add_argument("--config", type=Path, help="methodology configuration YAML overriding the defaults "
+                                               "(default: HOME/methodology-YEAR.yml if present)")
+    r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("export", help="write the latest published ranking of a category",
+                       description="Write the latest published ranking of a category as CSV, Parquet or XLSX.")
+    e.add_argument("--category", required=True, choices=["pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"])
+    e.add_argument("--year", type=int, required=True)
+    e.add_argument("--format", required=True, choices=["csv", "parquet", "xlsx"])
+    e.add_argument("--out", required=True, help="file to write")
+    e.add_argument("--home")
+    e.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="from nothing to a loaded warehouse on the bengkulu-2024 profile")
     d.add_argument("--home")
@@ -97,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
+        from .transform import BuildFailed
         from .warehouse import WarehouseBusy
-        if isinstance(e, WarehouseBusy):
+        if isinstance(e, (WarehouseBusy, BuildFailed)):
             print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
             return 1
         raise

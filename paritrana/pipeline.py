@@ -1,22 +1,27 @@
 """One pipeline run without Airflow: the same steps the DAG wires together.
 
-Today: ingest every ready delivery and report. The warehouse build, quality gate and
-publication steps join here as they are built, so the CLI and the DAG stay one path.
+ingest → dbt build (+ docs) → quality gate → publish → analysts' copy. Each step is a
+function the DAG calls as its own task; `run` calls them in order under one writer lock.
+The methodology configuration is validated before any work starts.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ingestion.loader import IngestReport, ingest
 from ingestion.personal_data import load_key
 
+from . import methodology as methodology_config
+from .methodology import Methodology
 from .settings import Paths
-from .warehouse import writer
+from .warehouse import connect, exclusive
+
+Progress = Callable[[str], None]
 
 
 @dataclass
@@ -26,39 +31,116 @@ class RunResult:
     as_of: dt.date
     ingest: IngestReport
     record: Path
+    build_seconds: float = 0.0
+    models: int = 0
+    data_tests: int = 0
+    gate: object = None
+    published: Path | None = None
+    dbt_docs: Path | None = None
+    highlights: dict = field(default_factory=dict)
 
 
 def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
-        progress: Callable[[str], None] = print, run_id: str | None = None) -> RunResult:
-    as_of = as_of or dt.date(year, 12, 31)
-    run_id = run_id or new_run_id()
+def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = print) -> IngestReport:
     landing = Path(landing)
     if not landing.is_dir():
         raise FileNotFoundError(f"landing folder {landing} does not exist")
     key = load_key(paths.home)
+    with connect(paths) as con:
+        return ingest(con, landing, key, run_id, progress)
+
+
+def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology, progress: Progress = print,
+               full_refresh: bool = False):
+    from .transform import build, generate_docs
+    result = build(paths, year, as_of, methodology, progress, full_refresh=full_refresh)
+    result.docs = generate_docs(paths, year, as_of, methodology)
+    return result
+
+
+def gate_step(paths: Paths, run_id: str, methodology: Methodology):
+    from .quality.gate import validate
+    return validate(paths, run_id, methodology)
+
+
+def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology, gate):
+    from .publication import publish
+    from .readers import refresh_reader_copy
+    publication = publish(paths, run_id, year, as_of, methodology,
+                          [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
+                            "threshold": c.threshold} for c in gate.checks])
+    refresh_reader_copy(paths)
+    return publication
+
+
+def highlights(paths: Paths, year: int) -> dict:
+    """The province totals and top entities a run summary shows."""
+    with connect(paths) as con:
+        provinces = con.execute(
+            "select entity_code, entity_name, claims_paid_count, claims_paid_idr, scholarship_children, "
+            "scholarship_idr from marts.pemda_indicators where level = 'PROVINSI' order by entity_code").fetchall()
+        tops = {}
+        for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
+            tops[ranking] = con.execute(
+                f"select rank_national, entity_code, entity_name, round(total_score, 4) "
+                f"from marts.rankings_{ranking} where rank_national is not null "
+                f"{'and size_class = ' + chr(39) + 'BESAR' + chr(39) if ranking == 'badan_usaha' else ''} "
+                f"order by rank_national limit 3").fetchall()
+    return {"provinces": provinces, "top": tops}
+
+
+def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
+        progress: Progress = print, run_id: str | None = None, config_file: Path | None = None,
+        full_refresh: bool = False) -> RunResult:
+    """Raises GateFailed (exit 2) when blocking checks fail; nothing is published then."""
+    from .quality.gate import GateFailed
+
+    as_of = as_of or dt.date(year, 12, 31)
+    methodology = methodology_config.load(config_file, paths.home, year)  # refused before any work
+    run_id = run_id or new_run_id()
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")
-    with writer(paths) as con:
-        report = ingest(con, landing, key, run_id, progress)
-    paths.runs.mkdir(parents=True, exist_ok=True)
-    record = paths.runs / f"{run_id}.json"
-    record.write_text(json.dumps({
-        "run_id": run_id, "year": year, "as_of": as_of.isoformat(), "landing": str(landing),
-        "files": [asdict(r) for r in report.results], "already_processed": report.already_processed,
-        "not_ready": report.not_ready, "orphan_controls": report.orphan_controls, "ignored": report.ignored,
-        "rows": report.rows,
-    }, indent=1, default=str) + "\n")
-    return RunResult(run_id, year, as_of, report, record)
+    progress(f"methodology configuration: {methodology.source} (sha256 {methodology.sha256[:12]}…)")
+    with exclusive(paths):
+        report = ingest_step(paths, landing, run_id, progress)
+        result = RunResult(run_id, year, as_of, report, paths.runs / f"{run_id}.json")
+        progress("building the warehouse (dbt build)")
+        build = build_step(paths, year, as_of, methodology, progress, full_refresh)
+        result.build_seconds, result.dbt_docs = build.seconds, build.docs
+        result.models, result.data_tests = build.count("model"), build.count("test")
+        progress("validating (Great Expectations)")
+        gate = gate_step(paths, run_id, methodology)
+        result.gate = gate
+        if gate.passed:
+            progress("publishing")
+            result.published = publish_step(paths, run_id, year, as_of, methodology, gate).folder
+            result.highlights = highlights(paths, year)
+        _write_record(paths, landing, result)
+    if not gate.passed:
+        error = GateFailed(gate)
+        error.result = result
+        raise error
+    return result
 
 
-def summary(result: RunResult) -> str:
+def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
     r = result.ingest
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    result.record.write_text(json.dumps({
+        "run_id": result.run_id, "year": result.year, "as_of": result.as_of.isoformat(), "landing": str(landing),
+        "files": [asdict(f) for f in r.results], "already_processed": r.already_processed,
+        "not_ready": r.not_ready, "orphan_controls": r.orphan_controls, "ignored": r.ignored, "rows": r.rows,
+        "dbt": {"seconds": round(result.build_seconds, 2), "models": result.models, "data_tests": result.data_tests},
+        "gate": result.gate.to_json() if result.gate else None,
+        "published": str(result.published) if result.published else None,
+    }, indent=1, default=str) + "\n")
+
+
+def ingest_summary(r: IngestReport) -> list[str]:
     rows = r.rows
     lines = [
-        f"Run {result.run_id} (year {result.year}, as of {result.as_of})",
         f"  files: {r.count('LOADED')} loaded, {r.count('REJECTED')} rejected, "
         f"{r.count('SKIPPED_REDELIVERY') + r.count('SKIPPED_STALE')} skipped "
         f"({r.count('SKIPPED_REDELIVERY')} re-deliveries, {r.count('SKIPPED_STALE')} stale), "
@@ -73,5 +155,28 @@ def summary(result: RunResult) -> str:
         lines.append(f"  waiting  {name}: no control file yet")
     for name in r.orphan_controls:
         lines.append(f"  orphan   {name}: control file without its data file")
+    return lines
+
+
+def gate_summary(gate) -> list[str]:
+    lines = [f"  checks: {sum(c.passed for c in gate.checks)} passed, {len(gate.blocking_failures)} blocking failed, "
+             f"{len(gate.warnings)} warnings; Data Docs {gate.data_docs}"]
+    for c in gate.warnings:
+        lines.append(f"  warning {c.name}: observed {c.observed!r}")
+    return lines
+
+
+def summary(result: RunResult) -> str:
+    lines = [f"Run {result.run_id} (year {result.year}, as of {result.as_of})"]
+    lines += ingest_summary(result.ingest)
+    lines.append(f"  warehouse: dbt built {result.models} models, {result.data_tests} data tests passed "
+                 f"in {result.build_seconds:.1f} s; dbt docs {result.dbt_docs}")
+    if result.gate is not None:
+        lines += gate_summary(result.gate)
+    if result.published:
+        lines.append(f"  published: {result.published} (latest: {result.published.parent / 'latest'})")
+    for code, name, claims, claims_idr, children, children_idr in result.highlights.get("provinces", [])[:5]:
+        lines.append(f"  {name} ({code}), {result.year}: {claims:,} paid claims, Rp{claims_idr:,}; "
+                     f"{children:,} scholarship children, Rp{children_idr:,}")
     lines.append(f"  ledger and quarantine: tables raw.load_ledger and raw.quarantine; run record {result.record}")
     return "\n".join(lines)

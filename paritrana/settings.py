@@ -17,6 +17,12 @@ class Paths:
         return self.home / "warehouse.duckdb"
 
     @property
+    def reader_copy(self) -> Path:
+        """The analysts' read-only copy, replaced atomically after each publication: the
+        working file is locked by the writer during runs (stack.md, DuckDB)."""
+        return self.home / "analytics.duckdb"
+
+    @property
     def lock(self) -> Path:
         return self.home / ".writer.lock"
 

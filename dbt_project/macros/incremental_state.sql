@@ -1,0 +1,116 @@
+{#-
+  Current-row models that follow the deliveries, not the history.
+
+  A model keeping one current row per key (a participant's state on D, a claim's current
+  version, a bill's latest state) recomputes, on an incremental run, only the keys that
+  a load since its last run touched, plus the keys whose current row came from a load
+  that a correction has since superseded (those raw rows are gone). A key left with no
+  row comes back as an `_absent` row: delete+insert replaces the stale row with it and
+  the post-hook removes it. The watermark is the highest load id the model has seen for
+  the run's as-of date, so changing the as-of date recomputes every key, and a full
+  refresh builds the same table.
+-#}
+
+{% macro watermark_relation() -%}
+    {{ generate_schema_name('intermediate', none) }}.incremental_watermarks
+{%- endmacro %}
+
+{#- Run once at the start of every dbt invocation (on-run-start), not per model: the
+    models run on parallel threads. -#}
+{% macro ensure_watermarks() -%}
+    create schema if not exists {{ generate_schema_name('intermediate', none) }};
+    create table if not exists {{ watermark_relation() }} (
+        model_name varchar(200), as_of date, max_load_id bigint)
+{%- endmacro %}
+
+{% macro forget_watermark() -%}
+    delete from {{ watermark_relation() }} where model_name = '{{ this.identifier }}'
+{%- endmacro %}
+
+{% macro save_watermark(as_of_sql) -%}
+    insert into {{ watermark_relation() }}
+    select '{{ this.identifier }}', {{ as_of_sql }}, coalesce(max(load_id), 0)
+    from {{ source('raw', 'load_ledger') }}
+{%- endmacro %}
+
+{#- as_of_macro: name of the macro giving the as-of date the rows depend on. -#}
+{% macro current_row_config(key, as_of_macro, materialized='incremental') -%}
+    {%- if materialized != 'incremental' -%}
+    {{ config(materialized=materialized) }}
+    {%- else -%}
+    {{ config(
+        materialized=materialized,
+        unique_key=key,
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        post_hook=[
+            "delete from {{ this }} where _absent",
+            "{{ forget_watermark() }}",
+            "{{ save_watermark(" ~ as_of_macro ~ "()) }}",
+        ]) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro last_watermark(as_of_sql) -%}
+    (select coalesce(max(max_load_id), 0) from {{ watermark_relation() }}
+     where model_name = '{{ this.identifier }}' and as_of = {{ as_of_sql }})
+{%- endmacro %}
+
+{#-
+  The whole select of a current-row model. history: the staging relation with every
+  version; columns: what to keep (must include key and load_id); order_by: the version
+  order, winner first; cutoff: an optional filter such as effective_date <= D.
+-#}
+{% macro current_row_per_key(history, key, columns, order_by, as_of_sql, cutoff=none) -%}
+{%- if is_incremental() %}
+with changed as (
+    select {{ key }} from {{ history }} where load_id > {{ last_watermark(as_of_sql) }}
+    union
+    select {{ key }} from {{ this }}
+    where load_id in (select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED')
+),
+
+history as (
+    select * from {{ history }} where {{ key }} in (select {{ key }} from changed)
+),
+{%- else %}
+with history as (
+    select * from {{ history }}
+),
+{%- endif %}
+
+ranked as (
+    select
+        {{ columns | join(',\n        ') }},
+        row_number() over (partition by {{ key }} order by {{ order_by }}) as version_rank
+    from history
+    {% if cutoff %}where {{ cutoff }}{% endif %}
+),
+
+current_rows as (
+    select * from ranked where version_rank = 1
+)
+
+{% if is_incremental() -%}
+select
+    changed.{{ key }},
+    {%- for column in columns if column != key %}
+    current_rows.{{ column }},
+    {%- endfor %}
+    {{ as_of_sql }} as as_of,
+    current_rows.{{ key }} is null as _absent
+from changed
+left join current_rows on current_rows.{{ key }} = changed.{{ key }}
+{%- else -%}
+select
+    {{ columns | join(',\n    ') }},
+    {{ as_of_sql }} as as_of,
+    false as _absent
+from current_rows
+{%- endif %}
+{%- endmacro %}
+
+{#- A fixed as-of for current-row models whose state does not depend on D. -#}
+{% macro any_as_of() -%}
+    {{ dbt.cast("'1970-01-01'", api.Column.translate_type('date')) }}
+{%- endmacro %}

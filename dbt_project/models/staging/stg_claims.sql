@@ -1,0 +1,30 @@
+-- Every loaded claim version; the current state is chosen in int_claims_current.
+with source as (
+    select * from {{ source('raw', 'claims') }}
+),
+
+renamed as (
+    select
+        ---------- ids
+        claim_id,
+        claim_version,
+        kpj,
+        npp,
+        region_code,
+        ---------- attributes
+        program,
+        benefit_type,
+        status,
+        ---------- dates
+        submitted_date,
+        paid_date,
+        ---------- numerics
+        amount_idr,
+        ---------- lineage
+        _business_date as business_date,
+        _load_id as load_id,
+        _line as line_number
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,34 @@
+-- Every loaded participant row (all versions); versioning happens in int_participant_state.
+with source as (
+    select * from {{ source('raw', 'participants') }}
+),
+
+renamed as (
+    select
+        ---------- ids
+        kpj,
+        nik_token,
+        npp,
+        region_code,
+        funder_code,
+        ---------- attributes
+        nik_consistent,
+        birth_date,
+        gender,
+        segment,
+        occupation,
+        funding,
+        status,
+        ---------- programmes (0/1)
+        jkk, jkm, jht, jp, jkp,
+        ---------- numerics
+        monthly_wage_idr,
+        ---------- versioning and lineage
+        effective_date,
+        _business_date as business_date,
+        _load_id as load_id,
+        _line as line_number
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,119 @@
+"""The methodology configuration (methodology.md §8): defaults, overrides, validation, hash.
+
+The defaults live in one place, the `methodology` var of dbt_project/dbt_project.yml, so
+dbt run by hand and `paritrana run` agree. Evaluators override any part of it per year in
+a YAML file (`paritrana run --config FILE`, or HOME/methodology-<year>.yml when present).
+The merged configuration is validated before any work starts and its sha256 goes on every
+mart row and into every manifest.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
+CATEGORIES = ("pemda", "badan_usaha", "umk")
+SIZE_CLASSES = ("BESAR", "MENENGAH", "KECIL", "MIKRO")
+PROGRAMMES = ("jkk", "jkm", "jht", "jp", "jkp")
+
+
+class ConfigError(ValueError):
+    """A configuration that methodology §8 refuses; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Methodology:
+    values: dict
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.values).encode()).hexdigest()
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def defaults() -> dict:
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    return copy.deepcopy(project["vars"]["methodology"])
+
+
+def _merge(base: dict, override: dict, where: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in base:
+            raise ConfigError(f"unknown setting {path!r} (known: {', '.join(map(str, base))})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a mapping")
+            merged[key] = _merge(base[key], value, path)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _number(value, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    return float(value)
+
+
+def validate(values: dict) -> None:
+    for category in CATEGORIES:
+        weights = values["weights"][category]
+        for name, w in weights.items():
+            if _number(w, f"weights.{category}.{name}") < 0:
+                raise ConfigError(f"weights.{category}.{name} is {w}: weights must be non-negative")
+        total = sum(float(w) for w in weights.values())
+        if abs(total - 100) > 1e-9:
+            raise ConfigError(f"weights of {category} sum to {total:g}, not 100 ({weights})")
+        for name, t in values["targets"][category].items():
+            if _number(t, f"targets.{category}.{name}") <= 0:
+                raise ConfigError(f"targets.{category}.{name} is {t}: targets must be positive")
+    for size_class, programmes in values["mandatory_programmes"].items():
+        if size_class not in SIZE_CLASSES:
+            raise ConfigError(f"mandatory_programmes.{size_class}: not a size class {SIZE_CLASSES}")
+        if not isinstance(programmes, list) or not programmes or any(p not in PROGRAMMES for p in programmes):
+            raise ConfigError(f"mandatory_programmes.{size_class} must be a non-empty list of {PROGRAMMES}")
+    threshold = values["arrears_threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        raise ConfigError(f"arrears_threshold must be a whole number of months >= 0, got {threshold!r}")
+    gate = _number(values["referential_gate"], "referential_gate")
+    if not 0 <= gate <= 1:
+        raise ConfigError(f"referential_gate is a share between 0 and 1, got {gate}")
+
+
+def load(config_file: Path | None = None, home: Path | None = None, year: int | None = None) -> Methodology:
+    """Defaults, overridden by config_file, else by HOME/methodology-<year>.yml if it exists."""
+    values, source = defaults(), "defaults (dbt_project/dbt_project.yml)"
+    if config_file is None and home is not None and year is not None:
+        candidate = Path(home) / f"methodology-{year}.yml"
+        config_file = candidate if candidate.exists() else None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.exists():
+            raise FileNotFoundError(f"configuration file {path} does not exist")
+        try:
+            override = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {e}") from None
+        if not isinstance(override, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping")
+        try:
+            values = _merge(values, override.get("methodology", override))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        source = str(path)
+    try:
+        validate(values)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return Methodology(values, source)

@@ -1,0 +1,139 @@
+"""Publication (outputs.md §2): the four rankings as CSV and Parquet plus a manifest, in a
+run folder that becomes `latest` atomically, and only when complete.
+
+Files are written into HOME/published/<year>/.<run_id>.partial, fsynced, the manifest
+last; the folder is then renamed to <run_id> and the `latest` symlink replaced with one
+rename. A crash at any point leaves the previous `latest` untouched and readable; a
+leftover .partial folder is ignored by readers and removed by the next publication.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .methodology import Methodology
+from .settings import Paths
+from .warehouse import connect
+
+RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
+# Published rounding (methodology §2): values to 6 decimals, scores to 4.
+VALUE_TYPE, SCORE_TYPE = "decimal(24, 6)", "decimal(10, 4)"
+# A test hook: pause (seconds) after the first file, so a test can kill a publication midway.
+PAUSE_ENV = "PARITRANA_TEST_PUBLISH_PAUSE"
+
+
+@dataclass
+class Publication:
+    folder: Path
+    latest: Path
+    manifest: dict
+
+
+def code_version() -> str:
+    from importlib.metadata import version
+    root = Path(__file__).resolve().parent.parent
+    head = root / ".git" / "HEAD"
+    commit = ""
+    try:
+        ref = head.read_text().strip()
+        commit = (root / ".git" / ref[5:]).read_text().strip() if ref.startswith("ref: ") else ref
+    except OSError:
+        pass
+    return f"{version('paritrana-warehouse')}" + (f"+{commit[:12]}" if commit else "")
+
+
+def _rounded_select(con, ranking: str) -> str:
+    columns = [r[0] for r in con.execute(
+        "select column_name from information_schema.columns where table_schema = 'marts' "
+        "and table_name = ? order by ordinal_position", [f"rankings_{ranking}"]).fetchall()]
+    exprs = []
+    for c in columns:
+        if c.endswith("_value"):
+            exprs.append(f"cast(round({c}, 6) as {VALUE_TYPE}) as {c}")
+        elif c.endswith("_score"):
+            exprs.append(f"cast(round({c}, 4) as {SCORE_TYPE}) as {c}")
+        else:
+            exprs.append(c)
+    return f"select {', '.join(exprs)} from marts.rankings_{ranking}"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def inputs_used(con) -> list[dict]:
+    rows = con.execute(
+        "select file_name, extract, business_date, data_sha256, rows_in_file, rows_loaded, rows_quarantined, "
+        "rows_duplicate, load_id from raw.load_ledger where status = 'LOADED' order by extract, business_date, load_id"
+    ).fetchall()
+    keys = ("file_name", "extract", "business_date", "sha256", "rows_in_file", "rows_loaded", "rows_quarantined",
+            "rows_duplicate", "load_id")
+    return [dict(zip(keys, (v.isoformat() if isinstance(v, dt.date) else v for v in r))) for r in rows]
+
+
+def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology,
+            checks: list[dict]) -> Publication:
+    root = paths.home / "published" / str(year)
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(".*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial = root / f".{run_id}.partial"
+    partial.mkdir()
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    files = []
+    with connect(paths) as con:
+        referential = [dict(zip(("check", "records", "orphans", "share", "gate", "over_gate"), r)) for r in con.execute(
+            "select check_name, records, orphans, orphan_share, gate, over_gate from marts.referential_checks "
+            "order by check_name").fetchall()]
+        inputs = inputs_used(con)
+        for ranking in RANKINGS:
+            select = _rounded_select(con, ranking)
+            rows = con.execute(f"select count(*) from ({select})").fetchone()[0]
+            for fmt, options in (("csv", "format csv, header true"), ("parquet", "format parquet")):
+                out = partial / f"rankings_{ranking}.{fmt}"
+                con.execute(f"copy ({select}) to '{out}' ({options})")
+                _fsync(out)
+                files.append({"file": out.name, "ranking": ranking, "format": fmt, "rows": rows,
+                              "sha256": sha256_file(out)})
+                if pause:
+                    import time
+                    time.sleep(pause)
+                    pause = 0
+    manifest = {
+        "run_id": run_id, "year": year, "as_of": as_of.isoformat(),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "configuration": {"sha256": methodology.sha256, "source": methodology.source, "values": methodology.values},
+        "inputs": inputs, "quality_checks": checks, "referential_checks": referential, "files": files,
+    }
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    _fsync(partial / "manifest.json")
+    folder = root / run_id
+    os.rename(partial, folder)
+    link_tmp = root / f".latest.{run_id}"
+    os.symlink(run_id, link_tmp)
+    os.replace(link_tmp, root / "latest")  # the one atomic step that makes it the latest
+    _fsync(root)
+    return Publication(folder, root / "latest", manifest)
+
+
+def latest(paths: Paths, year: int) -> Path | None:
+    link = paths.home / "published" / str(year) / "latest"
+    return link.resolve() if link.exists() else None

@@ -1,0 +1,190 @@
+"""Running the expectation suites and deciding whether a run may publish.
+
+Suites are read from expectations/*.yml (reviewable, with a severity per expectation),
+turned into GX suites in a file data context under HOME/gx, and validated through GX's
+SQL data source on the warehouse. One checkpoint per run writes Data
+Docs; every run's results stay there and in HOME/reports/<run_id>/gate.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..methodology import Methodology
+from ..settings import Paths
+from ..warehouse import STORAGE_VERSION
+
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
+SEVERITIES = ("blocking", "warning")
+
+
+class GateFailed(RuntimeError):
+    """Blocking checks failed: nothing is published. Carries the gate result."""
+
+    def __init__(self, gate: "GateResult"):
+        self.gate = gate
+        super().__init__(gate.failure_message())
+
+
+@dataclass
+class CheckResult:
+    name: str
+    suite: str
+    asset: str
+    expectation: str
+    column: str | None
+    severity: str
+    passed: bool
+    observed: object
+    threshold: dict
+    error: str | None = None
+
+
+@dataclass
+class GateResult:
+    run_id: str
+    checks: list[CheckResult] = field(default_factory=list)
+    data_docs: str | None = None
+    report: str | None = None
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def blocking_failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed and c.severity == "blocking"]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed and c.severity == "warning"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.blocking_failures
+
+    def failure_message(self) -> str:
+        lines = [f"quality gate failed: {len(self.blocking_failures)} blocking check(s); nothing was published"]
+        for c in self.blocking_failures:
+            lines.append(f"  FAILED {c.name}: observed {c.observed!r}, expected {c.threshold}"
+                         + (f" (error: {c.error})" if c.error else ""))
+        lines.append(f"  report: {self.data_docs or self.report}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "passed": self.passed, "data_docs": self.data_docs,
+                "seconds": self.seconds, "checks": [asdict(c) for c in self.checks]}
+
+
+def load_suites(directory: Path = EXPECTATIONS_DIR) -> list[dict]:
+    suites = []
+    for path in sorted(directory.glob("*.yml")):
+        spec = yaml.safe_load(path.read_text())
+        for asset, body in spec["assets"].items():
+            for e in body["expectations"]:
+                if e.get("severity") not in SEVERITIES:
+                    raise ValueError(f"{path}: {asset} {e.get('type')}: severity must be one of {SEVERITIES}")
+        spec["path"] = str(path)
+        suites.append(spec)
+    return suites
+
+
+def _substitute(value, params: dict):
+    if isinstance(value, str) and value.startswith("{") and value.endswith("}") and value[1:-1] in params:
+        return params[value[1:-1]]
+    if isinstance(value, list):
+        return [_substitute(v, params) for v in value]
+    return value
+
+
+def _expectation(gx, spec: dict, params: dict):
+    kwargs = {k: _substitute(v, params) for k, v in spec.items() if k not in ("type", "severity")}
+    cls = getattr(gx.expectations, "".join(part.title() for part in spec["type"].split("_")))
+    return cls(**kwargs, meta={"severity": spec["severity"]})
+
+
+def _observed(result) -> object:
+    r = result.result or {}
+    if "observed_value" in r:
+        return r["observed_value"]
+    if "unexpected_count" in r:
+        return {"unexpected_count": r.get("unexpected_count"), "unexpected_percent": r.get("unexpected_percent"),
+                "element_count": r.get("element_count"),
+                "sample": (r.get("partial_unexpected_list") or [])[:5]}
+    return None
+
+
+def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: list[str] | None = None) -> GateResult:
+    """Run the suites (all, or those named) and write the run's report. Does not raise on
+    failure: the caller decides (pipeline raises GateFailed when blocking checks fail)."""
+    t0 = time.perf_counter()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+
+    from . import gx_duckdb
+
+    gx_duckdb.apply()
+    imported = time.perf_counter()
+    params = {"config_sha256": methodology.sha256,
+              "referential_gate": float(methodology.values["referential_gate"])}
+    context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
+    bars = context.variables.progress_bars
+    if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+        context.variables.save()
+    datasource = context.data_sources.add_or_update_sql(
+        "warehouse", connection_string=f"duckdb:///{paths.warehouse}",
+        # Same configuration as every other connection of the process (dbt's stays open):
+        # DuckDB refuses a second connection to one file with a different configuration.
+        kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
+    suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
+    validations, by_suite_asset = [], {}
+    for spec in suites:
+        for asset_name, body in spec["assets"].items():
+            key = f"{spec['suite']}.{asset_name}"
+            query = " ".join(body["query"].split())
+            if not query.lower().startswith("select "):
+                query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
+            asset = datasource.add_query_asset(key, query=query)
+            batch = asset.add_batch_definition_whole_table("all")
+            suite = context.suites.add_or_update(gx.ExpectationSuite(
+                name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
+            validations.append(context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=key, data=batch, suite=suite)))
+            by_suite_asset[key] = (spec["suite"], asset_name)
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name="paritrana_gate", validation_definitions=validations,
+        actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+        result_format={"result_format": "SUMMARY"}))
+    started = time.perf_counter()
+    outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))
+    gate = GateResult(run_id)
+    for identifier, validation in outcome.run_results.items():
+        suite_name, asset_name = by_suite_asset[validation.suite_name]
+        for r in validation.results:
+            config = r.expectation_config
+            kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+            error = None
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                error = str(r.exception_info.get("exception_message"))[:300]
+            column = config.kwargs.get("column")
+            gate.checks.append(CheckResult(
+                name=f"{suite_name}.{asset_name}.{config.type}" + (f"({column})" if column else ""),
+                suite=suite_name, asset=asset_name, expectation=config.type, column=column,
+                severity=(config.meta or {}).get("severity", "blocking"), passed=bool(r.success),
+                observed=_observed(r), threshold=kwargs, error=error))
+    urls = context.get_docs_sites_urls()
+    gate.data_docs = urls[0]["site_url"] if urls else None
+    gx_duckdb.release_connections()
+    gate.seconds = {"import": round(imported - t0, 2), "validate": round(time.perf_counter() - started, 2),
+                    "total": round(time.perf_counter() - t0, 2)}
+    report = paths.home / "reports" / run_id / "gate.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(gate.to_json(), indent=1, default=str) + "\n")
+    gate.report = str(report)
+    return gate

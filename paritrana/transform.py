@@ -1,0 +1,122 @@
+"""Building the warehouse with dbt, in-process (dbtRunner): no subprocess start-up per run.
+
+The dbt project's target/ and logs/ live under HOME/dbt, so runs never write into the
+checkout and two homes never share compiled state.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .methodology import DBT_PROJECT_DIR, Methodology
+from .settings import Paths
+
+
+class BuildFailed(RuntimeError):
+    """dbt build failed: the message lists the failing nodes and where the log is."""
+
+
+@dataclass
+class NodeResult:
+    name: str
+    resource_type: str
+    status: str
+    seconds: float
+    message: str | None = None
+
+
+@dataclass
+class BuildResult:
+    seconds: float
+    nodes: list[NodeResult] = field(default_factory=list)
+    docs: Path | None = None
+
+    def count(self, resource_type: str, status: str | None = None) -> int:
+        return sum(1 for n in self.nodes if n.resource_type == resource_type and (status is None or n.status == status))
+
+
+def dbt_vars(year: int, as_of: dt.date, methodology: Methodology) -> dict:
+    return {"year": year, "as_of": as_of.isoformat(), "config_sha256": methodology.sha256,
+            "methodology": methodology.values}
+
+
+def _invoke(paths: Paths, args: list[str], progress: Callable[[str], None] | None = None):
+    from dbt.cli.main import dbtRunner
+
+    os.environ["PARITRANA_WAREHOUSE"] = str(paths.warehouse)
+    target = paths.home / "dbt" / "target"
+    logs = paths.home / "dbt" / "logs"
+
+    def on_event(event) -> None:
+        if progress and event.info.name in ("LogModelResult", "LogTestResult", "LogNodeResult"):
+            progress("    " + event.info.msg)
+
+    runner = dbtRunner(callbacks=[on_event] if progress else [])
+    try:
+        return runner.invoke(args + [
+            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
+        ])
+    finally:
+        _release_duckdb()
+
+
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its DuckDB instance open in the process after an in-process run;
+    the quality gate's connection (different client configuration) would then be refused,
+    and the warehouse file would stay open. Close it explicitly."""
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager as manager
+
+    with manager._LOCK:
+        if manager._ENV is not None:
+            try:
+                manager._ENV.close()
+            finally:
+                manager._ENV = None
+    gc.collect()
+
+
+def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
+          progress: Callable[[str], None] = print, full_refresh: bool = False,
+          select: str | None = None, unit_tests: bool = False) -> BuildResult:
+    """`dbt build` of models and data tests (unit tests run in the test suite, not nightly)."""
+    t0 = time.perf_counter()
+    args = ["build", "--vars", json.dumps(dbt_vars(year, as_of, methodology))]
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
+    if full_refresh:
+        args.append("--full-refresh")
+    if select:
+        args += ["--select", select]
+    res = _invoke(paths, args, progress)
+    result = BuildResult(time.perf_counter() - t0)
+    for r in (res.result.results if res.result is not None else []):
+        result.nodes.append(NodeResult(r.node.name, str(r.node.resource_type), str(r.status),
+                                       float(r.execution_time or 0), r.message))
+    if not res.success:
+        failed = [n for n in result.nodes if n.status in ("error", "fail", "runtime error")]
+        detail = "; ".join(f"{n.resource_type} {n.name}: {n.status} ({n.message})" for n in failed[:10])
+        cause = detail or (str(res.exception) if res.exception else "see the dbt log")
+        raise BuildFailed(f"dbt build failed: {cause}. Log: {paths.home / 'dbt' / 'logs' / 'dbt.log'}")
+    return result
+
+
+def generate_docs(paths: Paths, year: int, as_of: dt.date, methodology: Methodology) -> Path:
+    """`dbt docs generate --static`: one self-contained HTML file that opens from disk."""
+    res = _invoke(paths, ["docs", "generate", "--static", "--vars", json.dumps(dbt_vars(year, as_of, methodology))])
+    if not res.success:
+        raise BuildFailed(f"dbt docs generate failed: {res.exception}")
+    site = paths.home / "docs" / "dbt" / "index.html"
+    site.parent.mkdir(parents=True, exist_ok=True)
+    tmp = site.with_suffix(".tmp")
+    shutil.copyfile(paths.home / "dbt" / "target" / "static_index.html", tmp)
+    os.replace(tmp, site)
+    return site
