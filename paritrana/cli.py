@@ -133,5 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def entry() -> None:
+    """The console script. Exits without interpreter finalisation: DuckDB's bindings print
+    a page of harmless "nanobind: leaked ..." warnings at shutdown once GX and SQLAlchemy
+    have held connections, which would bury the run summary."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

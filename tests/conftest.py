@@ -88,3 +88,52 @@ def _q(v: str) -> str:
 
 
 TODAY = dt.date(2024, 12, 31)
+
+
+# ---------------------------------------------------------------- whole-pipeline fixtures
+
+import os
+import shutil
+import subprocess
+import sys
+
+from paritrana.generator import generate
+
+PYTHON = sys.executable
+
+
+def paritrana(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real command line, in its own process, as a user runs it."""
+    return subprocess.run([PYTHON, "-m", "paritrana.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+class Published:
+    """A landing folder and a home after one clean `paritrana run`."""
+
+    def __init__(self, root: Path, landing: Path, home_dir: Path, result: subprocess.CompletedProcess):
+        self.root, self.landing, self.home_dir, self.result = root, landing, home_dir, result
+        self.paths = resolve_home(home_dir)
+
+    def copy(self, target: Path) -> "Published":
+        """An independent copy (home and landing) for tests that change things."""
+        shutil.copytree(self.root, target, symlinks=True)
+        return Published(target, target / "landing", target / "home", self.result)
+
+
+def _publish(root: Path, profile: str, days: int, **kw) -> Published:
+    landing, home_dir = root / "landing", root / "home"
+    generate(landing, profile, days_after=days, **kw)
+    result = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home_dir))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return Published(root, landing, home_dir, result)
+
+
+@pytest.fixture(scope="session")
+def bengkulu(tmp_path_factory) -> Published:
+    return _publish(tmp_path_factory.mktemp("bengkulu"), "bengkulu-2024", days=3)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Published:
+    return _publish(tmp_path_factory.mktemp("demo"), "demo", days=2)

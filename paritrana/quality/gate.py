@@ -7,6 +7,7 @@ Docs; every run's results stay there and in HOME/reports/<run_id>/gate.json.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -162,7 +163,10 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
         result_format={"result_format": "SUMMARY"}))
     started = time.perf_counter()
-    outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=run_id))
+    # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
+    # out-of-range UTC offset): the prefix makes it plainly not a date.
+    outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=f"paritrana_{run_id}",
+                                                     run_time=dt.datetime.now(dt.timezone.utc)))
     gate = GateResult(run_id)
     for identifier, validation in outcome.run_results.items():
         suite_name, asset_name = by_suite_asset[validation.suite_name]

@@ -1,27 +1,2 @@
--- Per year, the rows of the delivery with the latest business date that contains that
--- year (a reference delivery is a full snapshot of the years it contains, extracts.md §3.5).
-with source as (
-    select * from {{ source('raw', 'workforce') }}
-),
-
-snapshot_per_year as (
-    select year, max(_business_date) as snapshot_date
-    from source
-    group by year
-),
-
-renamed as (
-    select
-        source.region_code,
-        source.year,
-        employed,
-        informal_employed,
-        source._business_date as business_date,
-        source._load_id as load_id
-    from source
-    inner join snapshot_per_year
-        on source.year = snapshot_per_year.year
-        and source._business_date = snapshot_per_year.snapshot_date
-)
-
-select * from renamed
+-- BPS labour force survey per region for each year, from that year's latest snapshot.
+{{ reference_snapshot('workforce', ['employed', 'informal_employed']) }}

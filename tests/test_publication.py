@@ -1,0 +1,238 @@
+"""Quality gate and publication (issue 4): manifest hashes, exit 2 on a blocking failure or
+referential orphans over the gate, crash-safe `latest`, export round trips, readers during a run."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
+
+RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _latest(work) -> Path:
+    return (work.home_dir / "published" / "2024" / "latest").resolve()
+
+
+def _assert_publication_intact(folder: Path) -> dict:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["files"]) == 8
+    for f in manifest["files"]:
+        assert _sha(folder / f["file"]) == f["sha256"], f["file"]
+    return manifest
+
+
+def test_clean_run_publishes_files_matching_the_manifest(bengkulu):
+    folder = _latest(bengkulu)
+    manifest = _assert_publication_intact(folder)
+    assert folder.name == manifest["run_id"] and manifest["year"] == 2024 and manifest["as_of"] == "2024-12-31"
+    assert {f["file"] for f in manifest["files"]} == {f"rankings_{r}.{x}" for r in RANKINGS for x in ("csv", "parquet")}
+    assert len(manifest["configuration"]["sha256"]) == 64 and manifest["configuration"]["values"]["weights"]
+    assert manifest["quality_checks"] and all(c["passed"] for c in manifest["quality_checks"]
+                                              if c["severity"] == "blocking")
+    assert {r["check"] for r in manifest["referential_checks"]} >= {"participants_region_code", "claims_kpj"}
+    assert sum(i["rows_loaded"] for i in manifest["inputs"]) > 400_000
+    for f in manifest["files"]:
+        path = folder / f["file"]
+        rows = (sum(1 for _ in path.open()) - 1) if f["format"] == "csv" else \
+            duckdb.sql(f"select count(*) from '{path}'").fetchall()[0][0]
+        assert rows == f["rows"], f["file"]
+    # CSV and Parquet hold the same content; columns in the published order.
+    for r in RANKINGS:
+        con = duckdb.connect()
+        a = con.sql(f"select * from read_csv('{folder}/rankings_{r}.csv', all_varchar=true)").fetchall()
+        b = con.sql(f"select * from '{folder}/rankings_{r}.parquet'").fetchall()
+        norm = lambda v: "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))  # noqa: E731
+        assert [[norm(v) or None for v in row] for row in a] == [[norm(v) or None for v in row] for row in b]
+    header = (folder / "rankings_badan_usaha.csv").open().readline().strip().split(",")
+    assert header[:7] == ["year", "as_of", "entity_code", "entity_name", "province_code", "size_class", "sector"]
+    assert header[header.index("eligible"):header.index("eligible") + 5] == \
+        ["eligible", "ineligible_reason", "total_score", "rank_national", "rank_province"]
+    assert header[-2:] == ["ecosystem_extension_value", "ecosystem_extension_score"]
+
+
+def test_rows_are_in_published_order(bengkulu):
+    with (_latest(bengkulu) / "rankings_badan_usaha.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    order = {"BESAR": 0, "MENENGAH": 1, "KECIL": 2}
+    # size class, then eligible by rank, then ineligible by entity code
+    keys = [(order[r["size_class"]], r["eligible"] == "false", int(r["rank_national"] or 0),
+             r["entity_code"] if r["eligible"] == "false" else "") for r in rows]
+    assert keys == sorted(keys)
+    for size in order:
+        ranks = [int(r["rank_national"]) for r in rows if r["size_class"] == size and r["rank_national"]]
+        assert ranks == list(range(1, len(ranks) + 1))
+    assert all(r["total_score"] == "" and r["ineligible_reason"] for r in rows if r["eligible"] == "false")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "xlsx"])
+def test_export_round_trips(bengkulu, tmp_path, fmt):
+    out = tmp_path / f"bu.{fmt}"
+    result = paritrana("export", "--category", "badan_usaha", "--year", "2024", "--format", fmt, "--out", str(out),
+                       "--home", str(bengkulu.home_dir))
+    assert result.returncode == 0, result.stderr
+    published = _latest(bengkulu) / "rankings_badan_usaha.csv"
+    with published.open(newline="") as f:
+        expected = list(csv.reader(f))
+    if fmt == "csv":
+        assert out.read_bytes() == published.read_bytes()
+    elif fmt == "parquet":
+        assert out.read_bytes() == (published.with_suffix(".parquet")).read_bytes()
+    else:
+        from openpyxl import load_workbook
+        wb = load_workbook(out)
+        assert wb.sheetnames == ["badan_usaha", "Indicators", "Run"]
+        ws = wb["badan_usaha"]
+        got = [[_cell_text(v) for v in row] for row in ws.iter_rows(values_only=True)]
+        assert got[0] == expected[0]
+        assert len(got) == len(expected)
+        for g, e in zip(got[1:], expected[1:]):
+            assert [_same(a, b) for a, b in zip(g, e)] == [True] * len(e), (g, e)
+        assert ws.freeze_panes == "F2" and ws.cell(2, expected[0].index("total_score") + 1).number_format == "0.0000"
+        weights = {r[0]: r[2] for r in wb["Indicators"].iter_rows(min_row=2, values_only=True) if r[2] is not None}
+        assert weights == {"worker_registration": 30, "wage_compliance": 20, "program_compliance": 20,
+                           "contribution_timeliness": 20, "ecosystem_extension": 10}
+
+
+def _cell_text(v):
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def _same(cell, text: str) -> bool:
+    if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+        return abs(cell - float(text)) < 1e-9
+    return str(cell) == text
+
+
+def test_unknown_category_or_nothing_published_is_a_clear_error(tmp_path):
+    result = paritrana("export", "--category", "umk", "--year", "2031", "--format", "csv", "--out",
+                       str(tmp_path / "x.csv"), "--home", str(tmp_path / "home"))
+    assert result.returncode == 1 and "nothing published for 2031" in result.stderr
+
+
+def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_path):
+    """A UMP keyed with a digit too many passes ingestion but is implausible: blocking."""
+    work = demo.copy(tmp_path / "w")
+    before = _latest(work)
+    write_delivery(work.landing, "minimum_wages__2025-01-05.csv",
+                   "region_code,year,minimum_wage_idr\n17,2024,25070790\n18,2024,2893070\n19,2024,3640000\n",
+                   produced_at="2025-01-05T01:00:00+07:00")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr)" in result.stderr
+    assert "25070790" in result.stderr  # the observed value
+    assert "data_docs/local_site/index.html" in result.stderr
+    assert _latest(work) == before
+    _assert_publication_intact(before)
+    reports = sorted((work.home_dir / "reports").glob("*/gate.json"), key=os.path.getmtime)
+    assert json.loads(reports[-1].read_text())["passed"] is False
+
+
+def test_referential_orphans_over_the_gate_exit_2(demo, tmp_path):
+    work = demo.copy(tmp_path / "w")
+    before = _latest(work)
+    with duckdb.connect(str(work.paths.reader_copy), read_only=True) as con:
+        states = con.execute("select count(*) from intermediate.int_participant_state").fetchone()[0]
+    orphans = int(states * 0.02) + 1
+    rows = [participant(kpj=f"{99000000000 + i:011d}", region_code="19.99", segment="BPU", npp="",
+                        occupation="PETANI", funding="SELF", jp="0", effective_date="2024-06-01")
+            for i in range(orphans)]
+    write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, rows),
+                   produced_at="2025-01-06T01:00:00+07:00")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "marts.referential_checks.expect_column_max_to_be_between(orphan_share)" in result.stderr
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        assert con.execute("select orphans from marts.referential_checks where check_name = "
+                           "'participants_region_code'").fetchone()[0] == orphans
+    assert _latest(work) == before
+
+
+def test_kill_during_publication_keeps_previous_latest_and_rerun_publishes(demo, tmp_path):
+    work = demo.copy(tmp_path / "w")
+    before = _latest(work)
+    proc = subprocess.Popen([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(work.landing),
+                             "--year", "2024", "--home", str(work.home_dir)],
+                            env={**os.environ, "PARITRANA_TEST_PUBLISH_PAUSE": "60"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    root = work.home_dir / "published" / "2024"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(p.is_file() for p in root.glob(".*.partial/*")):
+        assert proc.poll() is None, "the run ended before publishing"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any(root.glob(".*.partial"))  # it really was killed mid-publication
+    assert _latest(work) == before
+    _assert_publication_intact(before)
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _latest(work) != before and not any(root.glob(".*.partial"))
+    _assert_publication_intact(_latest(work))
+
+
+def test_readers_query_during_a_run(demo, tmp_path):
+    """Analysts read HOME/analytics.duckdb (Python and the DuckDB CLI) while a run writes."""
+    work = demo.copy(tmp_path / "w")
+    cli = Path(sys.executable).parent / "duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(work.landing),
+                             "--year", "2024", "--home", str(work.home_dir), "--full-refresh"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    reads = cli_reads = 0
+    while proc.poll() is None:
+        with duckdb.connect(str(work.paths.reader_copy), read_only=True) as con:
+            assert con.execute("select count(*) from marts.rankings_umk").fetchone()[0] > 0
+        reads += 1
+        out = subprocess.run([str(cli), "-readonly", str(work.paths.reader_copy), "-csv", "-noheader", "-c",
+                              "select count(*) from marts.rankings_pemda_provinsi"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and int(out.stdout.strip()) > 0, out.stderr
+        cli_reads += 1
+        time.sleep(0.3)
+    assert proc.returncode == 0
+    assert reads >= 5 and cli_reads >= 5
+
+
+def test_gx_duckdb_workaround_still_needed(tmp_path):
+    """Fails loudly when a GX upgrade fixes DuckDB (drop the work-around) or breaks it."""
+    import great_expectations as gx
+
+    from paritrana.quality import gx_duckdb
+
+    db = tmp_path / "t.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select range as x from range(10)")
+
+    def run(name):
+        context = gx.get_context(mode="ephemeral")
+        ds = context.data_sources.add_sql(name, connection_string=f"duckdb:///{db}")
+        batch = ds.add_query_asset("q", query="select * from t").add_batch_definition_whole_table("all")
+        result = batch.get_batch().validate(gx.expectations.ExpectColumnValuesToBeBetween(column="x", min_value=0,
+                                                                                            max_value=9))
+        gx_duckdb.release_connections()
+        return result.success
+
+    gx_duckdb.remove()
+    try:
+        assert run("without") is False
+    finally:
+        gx_duckdb.apply()
+    assert run("with") is True

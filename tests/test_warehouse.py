@@ -1,0 +1,161 @@
+"""The dbt warehouse (issue 3): the published figures, dbt unit tests, configuration,
+incremental runs equal to a full refresh."""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import duckdb
+import pytest
+import yaml
+
+from paritrana import methodology
+from paritrana.pipeline import build_step, ingest_step
+from paritrana.settings import resolve_home
+from paritrana.transform import _invoke
+
+from conftest import paritrana
+
+
+def test_run_reports_bengkulu_figures(bengkulu):
+    """outputs.md: exactly 15,908 paid claims, Rp205.7 billion, 429 children, Rp1.68 billion."""
+    assert ("Provinsi Bengkulu (17), 2024: 15,908 paid claims, Rp205,700,000,000; "
+            "429 scholarship children, Rp1,680,000,000") in bengkulu.result.stdout
+    con = duckdb.connect(str(bengkulu.paths.reader_copy), read_only=True)
+    row = con.execute("select claims_paid_count, claims_paid_idr, scholarship_children, scholarship_idr "
+                      "from marts.rankings_pemda_provinsi where entity_code = '17'").fetchone()
+    kab = con.execute("select sum(claims_paid_count), count(*) from marts.rankings_pemda_kabkota").fetchone()
+    assert row == (15_908, 205_700_000_000, 429, 1_680_000_000)
+    assert kab == (15_908, 10)
+
+
+def test_dbt_unit_tests_pin_the_formulas(bengkulu):
+    """Every `unit_tests:` of the project runs and passes (they also fail: see the YAML)."""
+    res = _invoke(bengkulu.paths, ["test", "--select", "test_type:unit"])
+    names = [r.node.name for r in res.result.results]
+    assert res.success, [(r.node.name, r.status, r.message) for r in res.result.results if str(r.status) != "pass"]
+    assert len(names) >= 15
+    for expected in ("claim_re_versions", "umk_overrides_ump", "business_eligibility_reasons_in_order",
+                     "business_scores_caps_and_tie_breaking", "pemda_territory_funding_and_references",
+                     "bills_paid_late_after_as_of_partially_and_prior_year", "participant_state_equal_effective_dates"):
+        assert expected in names
+
+
+def test_data_tests_ran_on_the_marts(bengkulu):
+    """Keys unique, scores in [0, 100], values non-negative, ranks 1..n, eligible ranked once."""
+    dbt_count = int(bengkulu.result.stdout.split(" data tests passed")[0].rsplit(" ", 1)[1])
+    assert dbt_count >= 150
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"weights": {"pemda": {"coverage": 30}}}, "weights of pemda sum to 105"),
+    ({"weights": {"umk": {"enrolment": -10, "payment_continuity": 90}}}, "must be non-negative"),
+    ({"targets": {"badan_usaha": {"ecosystem_extension": 0}}}, "targets must be positive"),
+    ({"mandatory_programmes": {"KECIL": ["jkk", "jkn"]}}, "mandatory_programmes.KECIL"),
+    ({"referential_gate": 5}, "referential_gate"),
+    ({"weigths": {}}, "unknown setting 'weigths'"),
+])
+def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message):
+    config = tmp_path / "methodology.yml"
+    config.write_text(yaml.safe_dump({"methodology": change}))
+    with pytest.raises(methodology.ConfigError, match=message.replace(".", r"\.")):
+        methodology.load(config)
+    (tmp_path / "landing").mkdir()
+    result = paritrana("run", "--landing", str(tmp_path / "landing"), "--year", "2024",
+                       "--home", str(tmp_path / "home"), "--config", str(config))
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "warehouse.duckdb").exists()
+
+
+def test_configuration_hash_is_stable_and_changes_with_values(tmp_path):
+    default = methodology.load()
+    again = methodology.load()
+    config = tmp_path / "m.yml"
+    config.write_text("arrears_threshold: 2\n")
+    changed = methodology.load(config)
+    assert default.sha256 == again.sha256 != changed.sha256
+    assert changed.values["arrears_threshold"] == 2 and changed.values["weights"] == default.values["weights"]
+
+
+def _tables(con, schema):
+    return [r[0] for r in con.execute(
+        "select table_name from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' "
+        "and table_name <> 'incremental_watermarks' order by 1", [schema]).fetchall()]
+
+
+def _assert_same_tables(a, b):
+    con = duckdb.connect()
+    con.execute(f"attach '{a}' as a (read_only)")
+    con.execute(f"attach '{b}' as b (read_only)")
+    compared = 0
+    for schema in ("intermediate", "marts"):
+        tables = [r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_catalog = 'a' and table_schema = ? "
+            "and table_name <> 'incremental_watermarks'", [schema]).fetchall()]
+        assert tables
+        for t in tables:
+            for x, y in (("a", "b"), ("b", "a")):
+                diff = con.execute(f"select count(*) from (select * from {x}.{schema}.{t} except all "
+                                   f"select * from {y}.{schema}.{t})").fetchone()[0]
+                assert diff == 0, f"{schema}.{t}: {diff} rows of {x} not in {y}"
+            compared += 1
+    return compared
+
+
+def test_incremental_runs_equal_a_full_refresh(tmp_path):
+    """Snapshot, then day-by-day deltas (with a correction and re-versions) built
+    incrementally, equal a full refresh table for table; also after the as-of date moves."""
+    from paritrana.generator import generate
+
+    full = tmp_path / "all"
+    generate(full, "demo", scale=0.5, days_after=3)
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    paths = resolve_home(tmp_path / "inc")
+    config = methodology.load()
+
+    def arrive(day_prefix):
+        for f in sorted(full.rglob("*")):
+            if f.is_file() and day_prefix in f.name:
+                target = landing / f.relative_to(full)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, target)
+
+    arrive("__2024-12-31")
+    for n, day in enumerate([None, "__2025-01-01", "__2025-01-02", "__2025-01-03"]):
+        if day:
+            arrive(day)
+        ingest_step(paths, landing, f"r{n}", progress=lambda m: None)
+        build_step(paths, 2024, dt.date(2024, 12, 31), config, progress=None)
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        superseded = con.execute("select count(*) from raw.load_ledger where status = 'SUPERSEDED'").fetchone()[0]
+        reversioned = con.execute("select count(*) from intermediate.int_claims_current where claim_version > 1"
+                                  ).fetchone()[0]
+    assert superseded >= 1 and reversioned >= 1  # the deltas exercised corrections and re-versions
+
+    refreshed = resolve_home(tmp_path / "full")
+    shutil.copy2(paths.warehouse, refreshed.warehouse)
+    build_step(refreshed, 2024, dt.date(2024, 12, 31), config, progress=None, full_refresh=True)
+    assert _assert_same_tables(paths.warehouse, refreshed.warehouse) >= 10
+
+    # A provisional run with another as-of date recomputes the as-of states.
+    build_step(paths, 2025, dt.date(2025, 1, 2), config, progress=None)
+    build_step(refreshed, 2025, dt.date(2025, 1, 2), config, progress=None, full_refresh=True)
+    _assert_same_tables(paths.warehouse, refreshed.warehouse)
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        assert con.execute("select max(effective_date) from intermediate.int_participant_state").fetchone()[0] \
+            == dt.date(2025, 1, 2)
+
+
+def test_changed_weights_flow_into_scores_and_hash(demo, tmp_path):
+    work = demo.copy(tmp_path / "copy")
+    config = tmp_path / "coverage_only.yml"
+    config.write_text(yaml.safe_dump({"weights": {"pemda": {
+        "coverage": 100, "vulnerable_coverage": 0, "non_asn_coverage": 0, "apbd_support": 0, "regulation": 0,
+        "employer_compliance": 0, "innovation": 0}}}))
+    m = methodology.load(config)
+    build_step(work.paths, 2024, dt.date(2024, 12, 31), m, progress=None)
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        rows = con.execute("select total_score, coverage_score, config_sha256 from marts.pemda_indicators "
+                           "where eligible").fetchall()
+    assert rows and all(abs(t - c) < 1e-9 and h == m.sha256 for t, c, h in rows)
