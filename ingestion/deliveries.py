@@ -55,6 +55,19 @@ class Delivery:
         return (self.extract or "~", self.business_date or dt.date.max, produced, self.name)
 
 
+UNRECOGNISED = "unrecognised"
+
+
+def extract_group(name: str) -> str:
+    """The extract a file name claims, for splitting work per extract (the DAG maps one
+    ingest task over these); names that claim none form one group of their own, so their
+    UNKNOWN_EXTRACT rejection is still recorded."""
+    from .contracts import EXTRACTS
+
+    claimed = name.rsplit("/", 1)[-1].split("__", 1)[0]
+    return claimed if claimed in EXTRACTS else UNRECOGNISED
+
+
 @dataclass(frozen=True)
 class LandingScan:
     ready: list[Delivery]

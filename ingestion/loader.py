@@ -16,12 +16,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from .contracts import EXTRACTS, NIK, PROVINCE_CODES, Extract
 from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_sha256, parse_name,
-    read_control, scan_landing,
+    read_control, scan_landing, extract_group,
 )
 from .personal_data import MASK, hmac_pads, token_sql
 from .raw_schema import RAW, ensure_raw_schema, loaded_columns
@@ -69,12 +69,17 @@ class IngestReport:
 Progress = Callable[[str], None]
 
 
-def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lambda _: None) -> IngestReport:
+def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lambda _: None,
+           extracts: Collection[str] | None = None) -> IngestReport:
+    """Load every ready delivery of the landing folder, or only those of `extracts`
+    (extract names, or deliveries.UNRECOGNISED)."""
     ensure_raw_schema(con)
     scan: LandingScan = scan_landing(landing)
     ipad, opad = hmac_pads(key)
     pending, done = [], []
     for d in scan.ready:
+        if extracts is not None and extract_group(d.name) not in extracts:
+            continue
         if _already_processed(con, d):
             done.append(d.name)
         else:

@@ -57,20 +57,70 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
+    from .airflow_local import run_dag
+
+    state, timings, note, elapsed, airflow_run_id = run_dag(paths, landing, logical, conf)
+    print(f"\nDAG paritrana_nightly, run {airflow_run_id}: {state} in {elapsed:.1f} s")
+    for task, (task_state, seconds) in sorted(timings.items(), key=lambda kv: kv[0]):
+        print(f"  {task:<28} {task_state:<16} {seconds:6.1f} s")
+    print("\n" + (note or "(no run summary)"))
+    return 0 if state == "success" else 2
+
+
+def _print_outcome(paths, year: int) -> None:
+    import duckdb
+
+    from .publication import latest
+
+    folder = latest(paths, year)
+    if folder is None:
+        return
+    con = duckdb.connect(str(paths.reader_copy), read_only=True)
+    try:
+        for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
+            rows = con.execute(
+                f"select rank_national, entity_code, entity_name, round(total_score, 2) from marts.rankings_{ranking} "
+                f"where rank_national is not null {'and size_class = ' + chr(39) + 'BESAR' + chr(39) if ranking == 'badan_usaha' else ''} "
+                f"order by rank_national limit 3").fetchall()
+            print(f"\ntop of rankings_{ranking}" + (" (BESAR)" if ranking == "badan_usaha" else ""))
+            for rank, code, name, total in rows:
+                print(f"  {rank:>3}. {code:<10} {name:<40} {total:>7}")
+    finally:
+        con.close()
+    print(f"\npublication: {folder}")
+    print(f"Data Docs:   {paths.home / 'gx' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
+    print(f"dbt docs:    {paths.home / 'docs' / 'dbt' / 'index.html'}")
+    print(f"analysts:    {Path(sys.executable).parent / 'duckdb'} -readonly {paths.reader_copy}")
+
+
 def cmd_demo(args) -> int:
     from .generator import generate
-    from .pipeline import run, summary
 
+    t0 = time.perf_counter()
     paths = resolve_home(args.home)
     landing = paths.home / "landing" / "bengkulu-2024"
     if not (landing / ".generator.json").exists():
         # Three daily deltas bring the planted defects, so the summary shows quarantine at work.
         print(f"generating profile bengkulu-2024 (snapshot and 3 daily deltas) into {landing}")
         generate(landing, "bengkulu-2024", days_after=3, progress=_progress)
-    result = run(paths, landing, 2024, progress=_progress)
-    print(summary(result))
-    print(f"analysts: duckdb -readonly {paths.reader_copy}")
-    return 0
+    # The night after the last delta (2025-01-03), as the final run for 2024.
+    logical = dt.datetime(2025, 1, 4, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    print("running the Airflow DAG paritrana_nightly in-process (dag.test(), SQLite metadata, embedded DuckDB)")
+    code = _dag_report(paths, landing, logical, {"year": 2024})
+    _print_outcome(paths, 2024)
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s")
+    return code
+
+
+def cmd_dag_test(args) -> int:
+    paths = resolve_home(args.home)
+    logical = dt.datetime.combine(args.date, dt.time(1, 0), tzinfo=dt.timezone(dt.timedelta(hours=7)))
+    conf = {"year": args.year, "full_refresh": args.full_refresh, "config": str(args.config) if args.config else None}
+    code = _dag_report(paths, Path(args.landing).resolve(), logical, conf)
+    if args.year:
+        _print_outcome(paths, args.year)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,9 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--home")
     e.set_defaults(func=cmd_export)
 
-    d = sub.add_parser("demo", help="from nothing to a loaded warehouse on the bengkulu-2024 profile")
+    d = sub.add_parser("demo", help="from nothing to published rankings on bengkulu-2024, through the real DAG",
+                       description="Generate bengkulu-2024 and run the real Airflow DAG in-process on it "
+                                   "(dag.test(), SQLite metadata, embedded DuckDB); print where everything is.")
     d.add_argument("--home")
     d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("dag-test", help="one run of the nightly DAG in-process, without a scheduler",
+                       description="Run dags/paritrana_nightly.py once with dag.test() for the night of DATE "
+                                   "(01:00 Asia/Jakarta): as-of date is the day before.")
+    t.add_argument("--landing", required=True)
+    t.add_argument("--date", type=_date, required=True, help="the night to run (logical date), YYYY-MM-DD")
+    t.add_argument("--year", type=int, help="final run for this year (as-of capped at YEAR-12-31)")
+    t.add_argument("--config", type=Path)
+    t.add_argument("--full-refresh", action="store_true")
+    t.add_argument("--home")
+    t.set_defaults(func=cmd_dag_test)
     return p
 
 

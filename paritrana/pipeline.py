@@ -44,13 +44,14 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = print) -> IngestReport:
+def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = print,
+                extracts: list[str] | None = None) -> IngestReport:
     landing = Path(landing)
     if not landing.is_dir():
         raise FileNotFoundError(f"landing folder {landing} does not exist")
     key = load_key(paths.home)
     with connect(paths) as con:
-        return ingest(con, landing, key, run_id, progress)
+        return ingest(con, landing, key, run_id, progress, extracts)
 
 
 def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology, progress: Progress = print,
@@ -66,12 +67,11 @@ def gate_step(paths: Paths, run_id: str, methodology: Methodology):
     return validate(paths, run_id, methodology)
 
 
-def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology, gate):
+def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology,
+                 checks: list[dict]):
     from .publication import publish
     from .readers import refresh_reader_copy
-    publication = publish(paths, run_id, year, as_of, methodology,
-                          [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
-                            "threshold": c.threshold} for c in gate.checks])
+    publication = publish(paths, run_id, year, as_of, methodology, checks)
     refresh_reader_copy(paths)
     return publication
 
@@ -115,7 +115,9 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         result.gate = gate
         if gate.passed:
             progress("publishing")
-            result.published = publish_step(paths, run_id, year, as_of, methodology, gate).folder
+            checks = [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
+                       "threshold": c.threshold} for c in gate.checks]
+            result.published = publish_step(paths, run_id, year, as_of, methodology, checks).folder
             result.highlights = highlights(paths, year)
         _write_record(paths, landing, result)
     if not gate.passed:

@@ -126,7 +126,14 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     _fsync(partial / "manifest.json")
     folder = root / run_id
-    os.rename(partial, folder)
+    if folder.exists():  # a re-run of the same run id (a cleared Airflow task) replaces its folder
+        stale = root / f".{run_id}.replaced"
+        shutil.rmtree(stale, ignore_errors=True)
+        os.rename(folder, stale)
+        os.rename(partial, folder)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.rename(partial, folder)
     link_tmp = root / f".latest.{run_id}"
     os.symlink(run_id, link_tmp)
     os.replace(link_tmp, root / "latest")  # the one atomic step that makes it the latest

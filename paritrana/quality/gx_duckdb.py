@@ -44,13 +44,16 @@ def release_connections() -> None:
     import duckdb_engine
     import sqlalchemy
 
+    # type(obj), not isinstance(obj, ...): the latter asks lazy proxies (Airflow's, in a
+    # task) for their __class__, which imports optional modules.
     for obj in gc.get_objects():
-        if isinstance(obj, _engine.SqlAlchemyExecutionEngine) and getattr(obj, "dialect_name", "") == DIALECT:
+        kind = type(obj)
+        if issubclass(kind, _engine.SqlAlchemyExecutionEngine) and getattr(obj, "dialect_name", "") == DIALECT:
             obj.close()
-        elif isinstance(obj, sqlalchemy.engine.Engine) and obj.url.drivername.startswith(DIALECT):
+        elif issubclass(kind, sqlalchemy.engine.Engine) and obj.url.drivername.startswith(DIALECT):
             obj.dispose()
     for obj in gc.get_objects():
-        if isinstance(obj, duckdb_engine.ConnectionWrapper):
+        if issubclass(type(obj), duckdb_engine.ConnectionWrapper):
             try:
                 obj.close()
             except Exception:  # noqa: BLE001 - already closed

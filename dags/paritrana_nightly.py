@@ -1,0 +1,130 @@
+"""
+### Paritrana nightly
+
+Every night at 01:00 Asia/Jakarta: find ready deliveries (control files) in the landing
+folder → ingest, one mapped task per extract → dbt build (+ dbt docs) → Great
+Expectations gate → publish → run summary (task log and DAG run note).
+
+* **As-of date**: the business date before the logical date (Jakarta time); a backfill
+  over past dates recomputes those dates. Param `year` makes it the final run of that
+  year (as-of capped at Y-12-31), e.g. in January.
+* **One writer**: `max_active_runs=1`, the ingest task maps with
+  `max_active_tis_per_dag=1`, the other steps depend on each other, and every step takes
+  the warehouse's writer lock (a manual `paritrana run` makes a task retry, not corrupt).
+  Put the tasks in a one-slot pool too if several DAGs share the warehouse.
+* **Idempotent**: clearing any task and re-running it gives the same result.
+* **Gate**: a blocking failure fails the `quality_gate` task with the check names; the
+  previous publication stays the latest and `summary` fails the run visibly.
+
+Locations: `$PARITRANA_HOME` (warehouse, publications, reports) and `$PARITRANA_LANDING`
+(default `$PARITRANA_HOME/landing`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import dag, get_current_context, task
+
+DEFAULT_ARGS = {
+    "owner": "paritrana-data-engineering",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=20),
+}
+
+
+def _dates():
+    from paritrana.orchestration import run_dates
+
+    context = get_current_context()
+    logical = context.get("logical_date") or context["dag_run"].run_after
+    return run_dates(logical, context["params"].get("year"))
+
+
+def _run_id():
+    from paritrana.orchestration import safe_run_id
+
+    return safe_run_id(get_current_context()["run_id"])
+
+
+@dag(
+    dag_id="paritrana_nightly",
+    schedule="0 1 * * *",
+    start_date=pendulum.datetime(2025, 1, 1, tz="Asia/Jakarta"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params={"year": None, "full_refresh": False, "config": None},
+    tags=["paritrana", "warehouse", "nightly"],
+    doc_md=__doc__,
+)
+def paritrana_nightly():
+    @task(retries=0)
+    def find_deliveries() -> list[str]:
+        from paritrana.orchestration import find_deliveries, load_methodology, locations
+
+        paths, landing = locations()
+        year, _ = _dates()
+        load_methodology(paths, year, get_current_context()["params"].get("config"))  # refused before any work
+        return find_deliveries(landing)
+
+    @task(max_active_tis_per_dag=1)
+    def ingest(extract: str) -> dict:
+        from paritrana.orchestration import ingest_group, locations
+
+        paths, landing = locations()
+        return ingest_group(paths, landing, extract, _run_id())
+
+    @task(trigger_rule="none_failed")
+    def dbt_build() -> dict:
+        from paritrana.orchestration import build, locations
+
+        paths, _ = locations()
+        year, as_of = _dates()
+        params = get_current_context()["params"]
+        return build(paths, year, as_of, params.get("config"), bool(params.get("full_refresh")))
+
+    @task(retries=0)
+    def quality_gate() -> dict:
+        from paritrana.orchestration import gate, locations
+
+        paths, _ = locations()
+        year, _ = _dates()
+        return gate(paths, _run_id(), year, get_current_context()["params"].get("config"))
+
+    @task
+    def publish() -> dict:
+        from paritrana.orchestration import locations, publish
+
+        paths, _ = locations()
+        year, as_of = _dates()
+        return publish(paths, _run_id(), year, as_of, get_current_context()["params"].get("config"))
+
+    @task(trigger_rule="all_done", retries=0)
+    def summary(ingested) -> str:
+        from airflow.exceptions import AirflowFailException
+
+        from paritrana.orchestration import set_run_note, summarize
+
+        context = get_current_context()
+        # Pulled, not passed: a failed gate leaves no XCom and must not stop the summary.
+        built, checked, published = (context["ti"].xcom_pull(task_ids=t) for t in
+                                     ("dbt_build", "quality_gate", "publish"))
+        year, as_of = _dates()
+        text = summarize(_run_id(), year, as_of, list(ingested or []), built, checked, published)
+        print(text)
+        set_run_note(context["dag"].dag_id, context["run_id"], text)
+        if not published:
+            raise AirflowFailException("nothing was published this run:\n" + text)
+        return text
+
+    ingested = ingest.expand(extract=find_deliveries())
+    built = dbt_build()
+    checked = quality_gate()
+    published = publish()
+    ingested >> built >> checked >> published >> summary(ingested)
+
+
+paritrana_nightly()

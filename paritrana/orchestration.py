@@ -1,0 +1,163 @@
+"""The bodies of the nightly DAG's tasks (dags/paritrana_nightly.py only wires them).
+
+Each function takes and returns small JSON-able values (XCom), takes the writer lock for
+its own step, and is idempotent: clearing and re-running any task gives the same result
+(ingestion skips processed files, dbt rebuilds, the gate re-validates, publication of a
+run id replaces that run's folder).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from . import methodology as methodology_config
+from .settings import Paths, resolve_home
+
+log = logging.getLogger("paritrana")
+JAKARTA = dt.timezone(dt.timedelta(hours=7))
+LANDING_ENV = "PARITRANA_LANDING"
+
+
+def locations() -> tuple[Paths, Path]:
+    """HOME from $PARITRANA_HOME; landing from $PARITRANA_LANDING, else HOME/landing."""
+    paths = resolve_home(None)
+    landing = Path(os.environ.get(LANDING_ENV) or paths.home / "landing")
+    return paths, landing
+
+
+def run_dates(logical_date: dt.datetime, year: int | None = None) -> tuple[int, dt.date]:
+    """The nightly run at 01:00 WIB on day N processes business date N-1: that is the
+    as-of date, and its year the assessment year (a provisional run). With `year` given
+    (e.g. in January, the final run for last year) the as-of date is capped at Y-12-31."""
+    business_date = logical_date.astimezone(JAKARTA).date() - dt.timedelta(days=1)
+    if year is None:
+        return business_date.year, business_date
+    return int(year), min(business_date, dt.date(int(year), 12, 31))
+
+
+def safe_run_id(airflow_run_id: str) -> str:
+    """A publication folder name from an Airflow run id ("scheduled__2025-01-01T18:00:00+00:00")."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", airflow_run_id).strip("-")
+
+
+def load_methodology(paths: Paths, year: int, config: str | None):
+    return methodology_config.load(Path(config) if config else None, paths.home, year)
+
+
+def find_deliveries(landing: Path) -> list[str]:
+    """The extract groups with ready files (control file present); one ingest task each."""
+    from ingestion.deliveries import extract_group, scan_landing
+
+    scan = scan_landing(landing)
+    for name in scan.not_ready:
+        log.info("waiting for the control file of %s", name)
+    return sorted({extract_group(d.name) for d in scan.ready})
+
+
+def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
+    from .pipeline import ingest_step
+    from .warehouse import exclusive
+
+    with exclusive(paths):
+        report = ingest_step(paths, landing, run_id, log.info, extracts=[group])
+    return {"group": group, "rows": report.rows, "already_processed": len(report.already_processed),
+            "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
+                                                                   "reason_detail", "rows_in_file", "rows_loaded",
+                                                                   "rows_quarantined", "rows_duplicate")}
+                      for f in report.results]}
+
+
+def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refresh: bool = False) -> dict:
+    from .pipeline import build_step
+    from .warehouse import exclusive
+
+    m = load_methodology(paths, year, config)
+    with exclusive(paths):
+        result = build_step(paths, year, as_of, m, log.info, full_refresh)
+    return {"seconds": round(result.seconds, 2), "models": result.count("model"), "data_tests": result.count("test"),
+            "dbt_docs": str(result.docs)}
+
+
+def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
+    """Raises GateFailed (the task fails, with the check names) when a blocking check fails."""
+    from .pipeline import gate_step
+    from .quality.gate import GateFailed
+    from .warehouse import exclusive
+
+    m = load_methodology(paths, year, config)
+    with exclusive(paths):
+        result = gate_step(paths, run_id, m)
+    summary = {"passed": result.passed, "checks": len(result.checks), "warnings": [c.name for c in result.warnings],
+               "failed": [c.name for c in result.blocking_failures], "data_docs": result.data_docs,
+               "report": result.report}
+    if not result.passed:
+        raise GateFailed(result)
+    return summary
+
+
+def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | None) -> dict:
+    from .pipeline import highlights, publish_step
+    from .warehouse import exclusive
+
+    m = load_methodology(paths, year, config)
+    report = json.loads((paths.home / "reports" / run_id / "gate.json").read_text())
+    if not report["passed"]:
+        raise RuntimeError(f"the quality gate of run {run_id} did not pass; nothing to publish")
+    checks = [{k: c[k] for k in ("name", "severity", "passed", "observed", "threshold")} for c in report["checks"]]
+    with exclusive(paths):
+        publication = publish_step(paths, run_id, year, as_of, m, checks)
+        tops = highlights(paths, year)
+    return {"folder": str(publication.folder), "latest": str(publication.latest),
+            "files": {f["file"]: f["rows"] for f in publication.manifest["files"]},
+            "provinces": tops["provinces"], "top": tops["top"]}
+
+
+def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
+              checked: dict | None, published: dict | None) -> str:
+    files: dict[str, int] = {}
+    rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
+    for group in ingested or []:
+        for f in group["files"]:
+            files[f["status"]] = files.get(f["status"], 0) + 1
+        for k in rows:
+            rows[k] += group["rows"].get(k, 0)
+    lines = [f"Paritrana run {run_id}: year {year}, as of {as_of}",
+             "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
+             f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
+             f"+ {rows['duplicate']:,} duplicates"]
+    if built:
+        lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
+                     f"docs {built['dbt_docs']}")
+    if checked:
+        lines.append(f"checks: {checked['checks']} run, {len(checked['warnings'])} warnings; {checked['data_docs']}")
+    else:
+        lines.append("checks: the quality gate did not pass (see the gate task's log and HOME/reports)")
+    if published:
+        lines.append(f"published: {published['folder']}")
+        for code, name, claims, claims_idr, children, children_idr in published["provinces"][:5]:
+            lines.append(f"{name} ({code}): {claims:,} paid claims, Rp{claims_idr:,}; "
+                         f"{children:,} scholarship children, Rp{children_idr:,}")
+    else:
+        lines.append("published: nothing; the previous publication stays the latest")
+    return "\n".join(lines)
+
+
+def set_run_note(dag_id: str, airflow_run_id: str, note: str) -> bool:
+    """Best effort: the run summary as the DAG run's note (metadata database access; works
+    in-process with dag.test() and from DAG callbacks)."""
+    try:
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == airflow_run_id).one()
+            run.note = note[:1000]
+        return True
+    except Exception as e:  # noqa: BLE001 - a note is never worth failing a run
+        log.warning("could not set the DAG run note: %s", e)
+        return False
