@@ -104,17 +104,18 @@ def paritrana_nightly():
 
     @task(trigger_rule="all_done", retries=0)
     def summary(ingested) -> str:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
-        from paritrana.orchestration import set_run_note, summarize
+        from paritrana.orchestration import log, set_run_note, summarize
 
         context = get_current_context()
         # Pulled, not passed: a failed gate leaves no XCom and must not stop the summary.
         built, checked, published = (context["ti"].xcom_pull(task_ids=t) for t in
                                      ("dbt_build", "quality_gate", "publish"))
         year, as_of = _dates()
-        text = summarize(_run_id(), year, as_of, list(ingested or []), built, checked, published)
-        print(text)
+        groups = [ingested[i] for i in range(len(ingested))] if ingested else []
+        text = summarize(_run_id(), year, as_of, groups, built, checked, published)
+        log.info("run summary\n%s", text)
         set_run_note(context["dag"].dag_id, context["run_id"], text)
         if not published:
             raise AirflowFailException("nothing was published this run:\n" + text)

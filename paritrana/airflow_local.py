@@ -30,6 +30,9 @@ def prepare_environment(paths: Paths, landing: Path) -> None:
         "PARITRANA_HOME": str(paths.home),
         "PARITRANA_LANDING": str(landing),
     })
+    # dag.test() prints every task's log to the terminal; warnings and errors are enough
+    # there (the full logs stay under HOME/airflow/logs).
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     if not (airflow_home / "airflow.db").exists():
         # `airflow db migrate` in its own process: about 9 s, once per home.
         subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
