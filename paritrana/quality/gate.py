@@ -132,6 +132,10 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     imported = time.perf_counter()
     params = {"config_sha256": methodology.sha256,
               "referential_gate": float(methodology.values["referential_gate"])}
+    suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
+    # One datasource and checkpoint per set of suites: a stored checkpoint must only
+    # reference assets its datasource still has.
+    selection = "_".join(s["suite"] for s in suites)
     context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
     bars = context.variables.progress_bars
     if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
@@ -139,15 +143,15 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
         context.variables.save()
     datasource = context.data_sources.add_or_update_sql(
-        "warehouse", connection_string=f"duckdb:///{paths.warehouse}",
+        f"warehouse_{selection}", connection_string=f"duckdb:///{paths.warehouse}",
         # Same configuration as every other connection of the process (dbt's stays open):
         # DuckDB refuses a second connection to one file with a different configuration.
         kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
-    suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
     validations, by_suite_asset = [], {}
     for spec in suites:
         for asset_name, body in spec["assets"].items():
             key = f"{spec['suite']}.{asset_name}"
+            name = f"{selection}:{key}"
             query = " ".join(body["query"].split())
             if not query.lower().startswith("select "):
                 query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
@@ -156,10 +160,10 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
             suite = context.suites.add_or_update(gx.ExpectationSuite(
                 name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
             validations.append(context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=key, data=batch, suite=suite)))
+                gx.ValidationDefinition(name=name, data=batch, suite=suite)))
             by_suite_asset[key] = (spec["suite"], asset_name)
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name="paritrana_gate", validation_definitions=validations,
+        name=f"paritrana_gate_{selection}", validation_definitions=validations,
         actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
         result_format={"result_format": "SUMMARY"}))
     started = time.perf_counter()

@@ -1,0 +1,228 @@
+"""Pipeline benchmark (issue 6): `national` at a given scale (cached), the pipeline stage by
+stage (ingest, dbt build, validation, publish) for two workloads, beside two baselines
+measured in the same run on the same files.
+
+    python bench/pipeline_bench.py --scale 0.05 [--scale 0.2 ...] [--cache bench/.cache]
+
+Workloads: `initial` loads the snapshot (the whole history) into an empty home;
+`nightly` then adds one day of deltas (about 0.3% of participants touched, a day of
+claims and payments) and runs again on the full warehouse.
+Baselines: (a) DuckDB alone loading every snapshot file with plain read_csv/read_parquet
+(the floor); (b) `bench/analyst_baseline.sql`, the indicators computed by one hand-written
+DuckDB script straight from the files (what a skilled analyst would do without the product).
+Every measured step runs in its own child process, which reports its own peak RSS.
+Writes bench/results/pipeline-<scale>.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+YEAR = 2024
+
+STAGE = r"""
+import datetime as dt, json, resource, sys, time
+from pathlib import Path
+from paritrana import methodology
+from paritrana.pipeline import build_step, gate_step, ingest_step, publish_step
+from paritrana.settings import resolve_home
+from paritrana.warehouse import exclusive
+stage, home, landing, run_id = sys.argv[1:5]
+paths = resolve_home(home)
+m = methodology.load()
+as_of = dt.date(2024, 12, 31)
+extra = {}
+with exclusive(paths):
+    if stage == "ingest":
+        extra = ingest_step(paths, Path(landing), run_id, progress=lambda s: None).rows
+    elif stage == "dbt_build":
+        r = build_step(paths, 2024, as_of, m, progress=None)
+        extra = {"dbt_s": round(r.seconds, 2), "models": r.count("model"), "tests": r.count("test")}
+    elif stage == "validate":
+        g = gate_step(paths, run_id, m)
+        extra = {"passed": g.passed, "checks": len(g.checks), **g.seconds,
+                 "by_suite_checks": {s: sum(1 for c in g.checks if c.suite == s) for s in ("raw", "marts")}}
+        json.dump([{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
+                    "threshold": c.threshold} for c in g.checks], open(Path(home) / "checks.json", "w"), default=str)
+    elif stage == "validate_raw" or stage == "validate_marts":
+        from paritrana.quality.gate import validate
+        g = validate(paths, run_id + "-" + stage, m, suite_names=[stage.split("_")[1]])
+        extra = {"checks": len(g.checks), **g.seconds}
+    elif stage == "publish":
+        checks = json.load(open(Path(home) / "checks.json"))
+        publish_step(paths, run_id, 2024, as_of, m, checks)
+u = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"peak_rss_mb": round(u.ru_maxrss / 1024), "extra": extra}, default=str))
+"""
+
+PLAIN = r"""
+import sys, duckdb, resource, json
+from pathlib import Path
+landing = Path(sys.argv[2])
+con = duckdb.connect(str(Path(sys.argv[1]) / "plain.duckdb"))
+rows = 0
+for i, p in enumerate(sorted(landing.rglob("*"))):
+    if p.name.endswith(".ctl.json") or p.name.startswith(".") or not p.is_file() or "resent" in p.parts:
+        continue
+    reader = f"read_parquet('{p}')" if p.suffix == ".parquet" else f"read_csv('{p}', header = true)"
+    con.execute(f"create table t{i} as select * from {reader}")
+    rows += con.execute(f"select count(*) from t{i}").fetchone()[0]
+print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "extra": {"rows": rows}}))
+"""
+
+ANALYST = r"""
+import re, sys, duckdb, resource, json
+from pathlib import Path
+landing = Path(sys.argv[2])
+
+# Codes that look like numbers ("17.01", "17") stay text, as any careful analyst writes.
+TEXT = {"participants": ["kpj", "nik", "npp", "region_code", "funder_code"], "employers": ["npp", "region_code"],
+        "claims": ["claim_id", "kpj", "npp", "region_code"], "contributions": ["npp", "period_month"],
+        "regions": ["region_code", "parent_code"], "workforce": ["region_code"], "minimum_wages": ["region_code"],
+        "pemda_assessment": ["region_code"]}
+
+def source(extract):
+    files = [p for p in sorted(landing.rglob(extract + "__*")) if not p.name.endswith(".ctl.json")
+             and "resent" not in p.parts]
+    csvs = [str(p) for p in files if ".csv" in p.name]
+    parquets = [str(p) for p in files if p.suffix == ".parquet"]
+    parts = []
+    if csvs:
+        types = {c: "VARCHAR" for c in TEXT[extract]}
+        parts.append(f"select * from read_csv({csvs}, union_by_name = true, filename = true, types = {types})")
+    if parquets:
+        parts.append(f"select * from read_parquet({parquets}, union_by_name = true, filename = true)")
+    return "(" + " union all by name ".join(parts) + ")"
+
+sql = re.sub(r"\{src:(\w+)\}", lambda m: source(m.group(1)), Path(sys.argv[3]).read_text())
+con = duckdb.connect()
+out = {}
+for statement in [s for s in sql.split(";") if s.strip()]:
+    res = con.execute(statement)
+rows = con.execute("select count(*) from pemda").fetchone()[0] + con.execute("select count(*) from employers_scored").fetchone()[0]
+print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "extra": {"rows": rows}}))
+"""
+
+
+def measure(script: str, *args: str) -> dict:
+    t0 = time.perf_counter()
+    c0 = os.times()
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    c1 = os.times()
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"wall_s": round(time.perf_counter() - t0, 2),
+            "cpu_s": round((c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), 2),
+            **report}
+
+
+def size_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def link_files(source: Path, target: Path, marker: str) -> None:
+    for f in source.rglob("*"):
+        if f.is_file() and marker in f.name and "resent" not in f.parts:
+            dest = target / f.relative_to(source)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                os.link(f, dest)
+
+
+def bench(scale: float, cache: Path, seed: int) -> dict:
+    generated = cache / f"national-{scale}-{seed}-days1"
+    t_gen = None
+    if not (generated / ".generator.json").exists():
+        shutil.rmtree(generated, ignore_errors=True)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "paritrana.cli", "generate", "--landing", str(generated), "--profile",
+                        "national", "--scale", str(scale), "--seed", str(seed), "--days", "1"], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+        t_gen = round(time.perf_counter() - t0, 1)
+    work = cache / "pipeline-work"
+    shutil.rmtree(work, ignore_errors=True)
+    landing, home = work / "landing", work / "home"
+    landing.mkdir(parents=True)
+    link_files(generated, landing, f"__{YEAR}-12-31")
+    snapshot_mb = size_mb(landing)
+    record = {"scale": scale, "seed": seed, "generate_s": t_gen, "input_mb": snapshot_mb, "stages": {}}
+
+    plain = work / "plain"
+    plain.mkdir()
+    record["baseline_plain_load"] = measure(PLAIN, str(plain), str(landing))
+    record["baseline_plain_load"]["disk_mb"] = size_mb(plain)
+    shutil.rmtree(plain)
+    record["baseline_analyst_sql_initial"] = measure(ANALYST, "", str(landing), str(ROOT / "bench" / "analyst_baseline.sql"))
+
+    for workload in ("initial", "nightly"):
+        if workload == "nightly":
+            link_files(generated, landing, f"__{YEAR + 1}-01-01")
+            record["nightly_delta_mb"] = round(size_mb(landing) - snapshot_mb, 1)
+        stages = {}
+        for stage in ("ingest", "dbt_build", "validate", "publish"):
+            stages[stage] = measure(STAGE, stage, str(home), str(landing), f"bench-{workload}")
+            stages[stage]["disk_mb"] = size_mb(home)
+        stages["total_wall_s"] = round(sum(s["wall_s"] for s in stages.values()), 2)
+        stages["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values() if isinstance(s, dict))
+        record["stages"][workload] = stages
+    record["baseline_analyst_sql_full_history"] = measure(ANALYST, "", str(landing),
+                                                          str(ROOT / "bench" / "analyst_baseline.sql"))
+    # Validation by suite, on the full warehouse (issue 4's figure).
+    for suite in ("validate_raw", "validate_marts"):
+        record[suite] = measure(STAGE, suite, str(home), str(landing), "bench-suites")
+    record["warehouse_mb"] = round((home / "warehouse.duckdb").stat().st_size / 2**20, 1)
+    record["home_mb"] = size_mb(home)
+    init, night = record["stages"]["initial"], record["stages"]["nightly"]
+    record["ratios"] = {
+        "initial_to_plain_load": round(init["total_wall_s"] / record["baseline_plain_load"]["wall_s"], 2),
+        "initial_to_analyst_sql": round(init["total_wall_s"] / record["baseline_analyst_sql_initial"]["wall_s"], 2),
+        "analyst_sql_full_history_to_nightly": round(
+            record["baseline_analyst_sql_full_history"]["wall_s"] / night["total_wall_s"], 2),
+        "disk_to_input": round(record["home_mb"] / snapshot_mb, 2),
+    }
+    record["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def markdown(r: dict) -> str:
+    lines = [f"### national scale {r['scale']} (input {r['input_mb']} MB)", "",
+             "| workload | ingest s | dbt build s | validate s | publish s | total s | peak RSS MB | disk MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for w, s in r["stages"].items():
+        lines.append(f"| {w} | {s['ingest']['wall_s']} | {s['dbt_build']['wall_s']} | {s['validate']['wall_s']} | "
+                     f"{s['publish']['wall_s']} | {s['total_wall_s']} | {s['peak_rss_mb']} | {s['publish']['disk_mb']} |")
+    lines += ["", f"baselines: plain load {r['baseline_plain_load']['wall_s']} s "
+              f"({r['baseline_plain_load']['peak_rss_mb']} MB); analyst SQL {r['baseline_analyst_sql_initial']['wall_s']} s "
+              f"on the snapshot, {r['baseline_analyst_sql_full_history']['wall_s']} s with the delta; "
+              f"validation raw {r['validate_raw']['wall_s']} s, marts {r['validate_marts']['wall_s']} s",
+              f"ratios: {r['ratios']}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, action="append", required=True)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache")
+    args = ap.parse_args()
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(exist_ok=True)
+    for scale in args.scale:
+        r = bench(scale, args.cache, args.seed)
+        (out_dir / f"pipeline-{scale}.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
+        print(markdown(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()
