@@ -45,7 +45,9 @@ with exclusive(paths):
         extra = ingest_step(paths, Path(landing), run_id, progress=lambda s: None).rows
     elif stage == "dbt_build":
         r = build_step(paths, 2024, as_of, m, progress=None)
-        extra = {"dbt_s": round(r.seconds, 2), "models": r.count("model"), "tests": r.count("test")}
+        slowest = sorted(r.nodes, key=lambda n: -n.seconds)[:8]
+        extra = {"dbt_s": round(r.seconds, 2), "models": r.count("model"), "tests": r.count("test"),
+                 "slowest": [(n.name, round(n.seconds, 2)) for n in slowest]}
     elif stage == "validate":
         g = gate_step(paths, run_id, m)
         extra = {"passed": g.passed, "checks": len(g.checks), **g.seconds,
@@ -83,11 +85,10 @@ import re, sys, duckdb, resource, json
 from pathlib import Path
 landing = Path(sys.argv[2])
 
-# Codes that look like numbers ("17.01", "17") stay text, as any careful analyst writes.
-TEXT = {"participants": ["kpj", "nik", "npp", "region_code", "funder_code"], "employers": ["npp", "region_code"],
-        "claims": ["claim_id", "kpj", "npp", "region_code"], "contributions": ["npp", "period_month"],
-        "regions": ["region_code", "parent_code"], "workforce": ["region_code"], "minimum_wages": ["region_code"],
-        "pemda_assessment": ["region_code"]}
+# Every column typed as the contract says (sniffing guesses "17.01" as a number and a
+# mostly empty column as text), as a careful analyst writes it.
+from ingestion.contracts import EXTRACTS
+from ingestion.rules import SQL_TYPES
 
 def source(extract):
     files = [p for p in sorted(landing.rglob(extract + "__*")) if not p.name.endswith(".ctl.json")
@@ -96,14 +97,16 @@ def source(extract):
     parquets = [str(p) for p in files if p.suffix == ".parquet"]
     parts = []
     if csvs:
-        types = {c: "VARCHAR" for c in TEXT[extract]}
-        parts.append(f"select * from read_csv({csvs}, union_by_name = true, filename = true, types = {types})")
+        types = {c.name: SQL_TYPES[c.type] for c in EXTRACTS[extract].columns}
+        parts.append(f"select * from read_csv({csvs}, union_by_name = true, filename = true, types = {types}, "
+                     "ignore_errors = true)")  # bad rows vanish silently: what the product refuses to do
     if parquets:
         parts.append(f"select * from read_parquet({parquets}, union_by_name = true, filename = true)")
     return "(" + " union all by name ".join(parts) + ")"
 
 sql = re.sub(r"\{src:(\w+)\}", lambda m: source(m.group(1)), Path(sys.argv[3]).read_text())
 con = duckdb.connect()
+con.execute("set enable_progress_bar = false")
 out = {}
 for statement in [s for s in sql.split(";") if s.strip()]:
     res = con.execute(statement)
@@ -120,7 +123,10 @@ def measure(script: str, *args: str) -> dict:
     c1 = os.times()
     if out.returncode:
         raise SystemExit(out.stderr[-3000:])
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    # The report is the last line that is ours (DuckDB may draw progress bars on stdout).
+    marker = '{"peak_rss_mb"'
+    line = next(ln for ln in reversed(out.stdout.splitlines()) if marker in ln)
+    report = json.loads(line[line.index(marker):])
     return {"wall_s": round(time.perf_counter() - t0, 2),
             "cpu_s": round((c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), 2),
             **report}

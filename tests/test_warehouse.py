@@ -44,7 +44,7 @@ def test_dbt_unit_tests_pin_the_formulas(bengkulu):
 def test_data_tests_ran_on_the_marts(bengkulu):
     """Keys unique, scores in [0, 100], values non-negative, ranks 1..n, eligible ranked once."""
     dbt_count = int(bengkulu.result.stdout.split(" data tests passed")[0].rsplit(" ", 1)[1])
-    assert dbt_count >= 100
+    assert dbt_count >= 60
 
 
 @pytest.mark.parametrize("change, message", [
