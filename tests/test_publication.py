@@ -69,10 +69,11 @@ def test_rows_are_in_published_order(bengkulu):
     with (_latest(bengkulu) / "rankings_badan_usaha.csv").open() as f:
         rows = list(csv.DictReader(f))
     order = {"BESAR": 0, "MENENGAH": 1, "KECIL": 2}
-    # size class, then eligible by rank, then ineligible by entity code
-    keys = [(order[r["size_class"]], r["eligible"] == "false", int(r["rank_national"] or 0),
-             r["entity_code"] if r["eligible"] == "false" else "") for r in rows]
+    # eligible by size class then rank; ineligible ones last, by entity code
+    keys = [(r["eligible"] == "false", order[r["size_class"]] if r["eligible"] == "true" else 0,
+             int(r["rank_national"] or 0), r["entity_code"] if r["eligible"] == "false" else "") for r in rows]
     assert keys == sorted(keys)
+    assert rows[-1]["eligible"] == "false" and rows[0]["size_class"] == "BESAR"
     for size in order:
         ranks = [int(r["rank_national"]) for r in rows if r["size_class"] == size and r["rank_national"]]
         assert ranks == list(range(1, len(ranks) + 1))

@@ -7,4 +7,7 @@ select
     {{ ranking_columns('badan_usaha', category_columns) }}
 from {{ ref('badan_usaha_indicators') }}
 
-order by case size_class when 'BESAR' then 1 when 'MENENGAH' then 2 else 3 end, rank_national, entity_code
+-- eligible rows by size class then rank; ineligible ones last, by entity_code alone
+order by case when eligible then 0 else 1 end,
+    case when eligible then (case size_class when 'BESAR' then 1 when 'MENENGAH' then 2 else 3 end) end,
+    rank_national, entity_code
