@@ -62,6 +62,7 @@ def _invoke(paths: Paths, args: list[str], progress: Callable[[str], None] | Non
         return runner.invoke(args + [
             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
             "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
+            "--no-send-anonymous-usage-stats",
         ])
     finally:
         _release_duckdb()
