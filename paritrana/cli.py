@@ -69,25 +69,16 @@ def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
 
 
 def _print_outcome(paths, year: int) -> None:
-    import duckdb
-
+    from .pipeline import highlights
     from .publication import latest
 
     folder = latest(paths, year)
     if folder is None:
         return
-    con = duckdb.connect(str(paths.reader_copy), read_only=True)
-    try:
-        for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
-            rows = con.execute(
-                f"select rank_national, entity_code, entity_name, round(total_score, 2) from marts.rankings_{ranking} "
-                f"where rank_national is not null {'and size_class = ' + chr(39) + 'BESAR' + chr(39) if ranking == 'badan_usaha' else ''} "
-                f"order by rank_national limit 3").fetchall()
-            print(f"\ntop of rankings_{ranking}" + (" (BESAR)" if ranking == "badan_usaha" else ""))
-            for rank, code, name, total in rows:
-                print(f"  {rank:>3}. {code:<10} {name:<40} {total:>7}")
-    finally:
-        con.close()
+    for ranking, rows in highlights(paths)["top"].items():
+        print(f"\ntop of rankings_{ranking}" + (" (BESAR)" if ranking == "badan_usaha" else ""))
+        for rank, code, name, total in rows:
+            print(f"  {rank:>3}. {code:<10} {name:<40} {total:>7}")
     print(f"\npublication: {folder}")
     print(f"Data Docs:   {paths.home / 'gx' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
     print(f"dbt docs:    {paths.home / 'docs' / 'dbt' / 'index.html'}")

@@ -77,12 +77,9 @@ def _typed(value: str, column: str):
     if value in ("true", "false"):
         return value == "true"
     fmt = _number_format(column)
-    if fmt is None or column == "year" and not value.isdigit():
+    if fmt is None:
         return value
-    try:
-        return int(value) if fmt in ("#,##0", "0") else float(value)
-    except ValueError:
-        return value
+    return int(value) if fmt in ("#,##0", "0") else float(value)
 
 
 def write_workbook(folder: Path, category: str, out: Path) -> None:

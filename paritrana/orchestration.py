@@ -111,10 +111,9 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
     checks = [{k: c[k] for k in ("name", "severity", "passed", "observed", "threshold")} for c in report["checks"]]
     with exclusive(paths):
         publication = publish_step(paths, run_id, year, as_of, m, checks)
-        tops = highlights(paths, year)
     return {"folder": str(publication.folder), "latest": str(publication.latest),
             "files": {f["file"]: f["rows"] for f in publication.manifest["files"]},
-            "provinces": tops["provinces"], "top": tops["top"]}
+            "provinces": highlights(paths)["provinces"]}
 
 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,

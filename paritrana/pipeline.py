@@ -76,19 +76,24 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
     return publication
 
 
-def highlights(paths: Paths, year: int) -> dict:
-    """The province totals and top entities a run summary shows."""
-    with connect(paths) as con:
+def highlights(paths: Paths) -> dict:
+    """The province totals and the top of each ranking, from the analysts' copy (read-only:
+    it matches the latest publication) for run summaries and the demo."""
+    import duckdb
+
+    con = duckdb.connect(str(paths.reader_copy), read_only=True)
+    try:
         provinces = con.execute(
             "select entity_code, entity_name, claims_paid_count, claims_paid_idr, scholarship_children, "
             "scholarship_idr from marts.pemda_indicators where level = 'PROVINSI' order by entity_code").fetchall()
         tops = {}
         for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
+            only_besar = "and size_class = 'BESAR'" if ranking == "badan_usaha" else ""
             tops[ranking] = con.execute(
-                f"select rank_national, entity_code, entity_name, round(total_score, 4) "
-                f"from marts.rankings_{ranking} where rank_national is not null "
-                f"{'and size_class = ' + chr(39) + 'BESAR' + chr(39) if ranking == 'badan_usaha' else ''} "
-                f"order by rank_national limit 3").fetchall()
+                f"select rank_national, entity_code, entity_name, round(total_score, 2) from marts.rankings_{ranking} "
+                f"where rank_national is not null {only_besar} order by rank_national limit 3").fetchall()
+    finally:
+        con.close()
     return {"provinces": provinces, "top": tops}
 
 
@@ -118,7 +123,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
             checks = [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
                        "threshold": c.threshold} for c in gate.checks]
             result.published = publish_step(paths, run_id, year, as_of, methodology, checks).folder
-            result.highlights = highlights(paths, year)
+            result.highlights = highlights(paths)
         _write_record(paths, landing, result)
     if not gate.passed:
         error = GateFailed(gate)
