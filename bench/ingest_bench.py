@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -20,49 +19,20 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from pipeline_bench import PLAIN, measure, size_mb  # noqa: E402  (one floor, measured one way)
 
 INGEST = """
-import sys, json
+import sys, json, resource
 from pathlib import Path
 from ingestion.loader import ingest
 from paritrana.settings import resolve_home
 from paritrana.warehouse import writer
 with writer(resolve_home(sys.argv[1])) as con:
     r = ingest(con, Path(sys.argv[2]), b"bench-key", "bench")
-print(json.dumps(r.rows))
+print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "extra": {"rows": r.rows}}))
 """
-
-PLAIN = """
-import sys, duckdb
-from pathlib import Path
-landing = Path(sys.argv[2])
-con = duckdb.connect(str(Path(sys.argv[1]) / "plain.duckdb"))
-rows = 0
-for i, p in enumerate(sorted(landing.rglob("*"))):
-    if p.name.endswith(".ctl.json") or p.name.startswith(".") or not p.is_file() or "resent" in p.parts:
-        continue
-    reader = f"read_parquet('{p}')" if p.suffix == ".parquet" else f"read_csv('{p}', header = true)"
-    con.execute(f"create table t{i} as select * from {reader}")
-    rows += con.execute(f"select count(*) from t{i}").fetchone()[0]
-print(rows)
-"""
-
-
-def measure(script: str, *args: str) -> dict:
-    t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if out.returncode:
-        raise SystemExit(out.stderr[-3000:])
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_s": round(time.perf_counter() - t0, 2),
-            "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
-            "peak_rss_mb": round(after.ru_maxrss / 1024), "output": out.stdout.strip().splitlines()[-1]}
-
-
-def size_mb(path: Path) -> float:
-    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
 
 
 def bench(scale: float, cache: Path, seed: int) -> dict:
@@ -81,7 +51,7 @@ def bench(scale: float, cache: Path, seed: int) -> dict:
         work.mkdir(parents=True)
         results[name] = measure(script, str(work), str(landing))
         results[name]["disk_mb"] = size_mb(work)
-    rows = json.loads(results["ingestion"]["output"])
+    rows = results["ingestion"]["extra"]["rows"]
     shutil.rmtree(work, ignore_errors=True)
     return {
         "scale": scale, "seed": seed, "generate_s": t_gen, "input_mb": size_mb(landing),

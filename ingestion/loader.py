@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import gzip
 import io
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,15 @@ from .personal_data import MASK, hmac_pads, token_sql
 from .raw_schema import RAW, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
 
-STAGE, ROWS, CHECKED = "_ingest_stage", "_ingest_rows", "_ingest_checked"
+# A large file is staged in a table of the warehouse, not a temporary one: written
+# compressed as it is scanned, it stays small on disk where a temporary table of a 45 M-row
+# file would spill uncompressed. It holds no personal data and is dropped after each file.
+STAGE_SCHEMA = "_ingest"
+# A file whose stage fits comfortably in memory (about 350 bytes a row) is staged in a
+# temporary table instead, written without compression: twice as fast.
+TEMP_STAGE_MAX_ROWS = int(os.environ.get("PARITRANA_TEMP_STAGE_MAX_ROWS", "3000000"))
+TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{STAGE_SCHEMA}.stage"
+DUPS, CONFLICTS, LINES, REREAD = "_ingest_dups", "_ingest_conflicts", "_ingest_lines", "_ingest_reread"
 
 
 @dataclass
@@ -74,6 +83,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     """Load every ready delivery of the landing folder, or only those of `extracts`
     (extract names, or deliveries.UNRECOGNISED)."""
     ensure_raw_schema(con)
+    _drop_temp(con)  # a stage left by a killed load
     scan: LandingScan = scan_landing(landing)
     ipad, opad = hmac_pads(key)
     pending, done = [], []
@@ -160,22 +170,22 @@ def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) 
         _record(con, d, run_id, started, result)
         return result
 
-    header, extra = _stage(con, d, extract, ipad, opad)
-    missing = [c for c in extract.header_required if c not in header]
+    source = _source(con, d, extract)
+    source.stage = _stage_table(d.control.row_count)
+    missing = [c for c in extract.header_required if c not in source.header]
     if missing:
+        _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
         raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: {', '.join(missing)}")
-    n_rows = con.execute(f"select count(*) from {STAGE}").fetchone()[0]
+    _scan(con, d, extract, source, ipad, opad)
+    n_rows = con.execute(f"select count(*) from {source.stage}").fetchone()[0]
     if n_rows != d.control.row_count:
         raise FileRejected("CONTROL_MISMATCH", f"file has {n_rows:,} data rows, control file says {d.control.row_count:,}")
 
-    _number_and_dedup(con, d, header)
-    _validate(con, d, extract, set(header))
-    loaded, quarantined = con.execute(
-        f"select count(*) filter (where len(_details) = 0), count(*) filter (where len(_details) > 0) from {CHECKED}"
-    ).fetchone()
+    judged = _judge_whole_file(con, d, extract, source)
     result = FileResult(d.name, "LOADED", d.extract, d.business_date, rows_in_file=n_rows,
-                        rows_loaded=loaded, rows_quarantined=quarantined,
-                        rows_duplicate=n_rows - loaded - quarantined, extra_columns=extra)
+                        rows_loaded=n_rows - judged.duplicates - judged.quarantined,
+                        rows_quarantined=judged.quarantined, rows_duplicate=judged.duplicates,
+                        extra_columns=source.extra)
     con.execute("begin transaction")
     try:
         load_id = _record(con, d, run_id, started, result, commit=False)
@@ -184,9 +194,9 @@ def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) 
             con.execute(f"update {RAW}.load_ledger set status = 'SUPERSEDED', superseded_by = ? where load_id = ?",
                         [load_id, current[0]])
             result.superseded = current[1]
-        _insert_rows(con, extract, load_id, d)
-        if quarantined:
-            _insert_quarantine(con, extract, load_id, d, header)
+        _insert_rows(con, extract, load_id, d, judged)
+        if judged.quarantined:
+            _insert_quarantine(con, extract, load_id, d, judged)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -236,10 +246,18 @@ def _csv_header(path: Path, gz: bool) -> list[str]:
     return header
 
 
-def _stage(con, d: Delivery, extract: Extract, ipad: bytes, opad: bytes) -> tuple[list[str], list[str]]:
-    """Read the whole file into a temporary table of text columns, tokenising personal data.
+@dataclass
+class Source:
+    """A data file as a relation of text columns, and what its header says."""
+    relation: str
+    header: list[str]
+    extra: list[str]
+    text: Callable[[str], str]  # SQL for a column's delivered text (NULL when empty)
+    record: str | None  # SQL for the 1-based record number, when the reader knows it
+    stage: str = ""  # the table the scan writes
 
-    Returns the header and the unknown (ignored) columns."""
+
+def _source(con, d: Delivery, extract: Extract) -> Source:
     path = sql_str(str(d.path))
     if d.ext == "parquet":
         try:
@@ -248,134 +266,225 @@ def _stage(con, d: Delivery, extract: Extract, ipad: bytes, opad: bytes) -> tupl
             raise FileRejected("UNREADABLE", f"not a readable Parquet file: {safe_error(e)}") from None
         header = [name for name, *_ in schema]
         types = {name: t for name, t, *_ in schema}
-        source = f"(select * from read_parquet({path}, file_row_number = true))"
-        record_number = "file_row_number + 1"
 
         def text(c):
             q = quote_ident(c)
             return f"case when {q} then '1' else '0' end" if types[c] == "BOOLEAN" else f"cast({q} as varchar)"
+        relation = f"read_parquet({path}, file_row_number = true)"
+        record = "file_row_number + 1"
     else:
         header = _csv_header(d.path, d.ext == "csv.gz")
         columns = "{" + ", ".join(f"{sql_str(c)}: 'VARCHAR'" for c in header) + "}"
-        source = (f"read_csv({path}, header = true, auto_detect = false, delim = ',', quote = '\"', "
-                  f"escape = '\"', strict_mode = true, null_padding = false, encoding = 'utf-8', "
-                  f"max_line_size = 16777216, columns = {columns})")
-        record_number = None
+        relation = (f"read_csv({path}, header = true, auto_detect = false, delim = ',', quote = '\"', "
+                    f"escape = '\"', strict_mode = true, null_padding = false, encoding = 'utf-8', "
+                    f"max_line_size = 16777216, columns = {columns})")
+        record = None
 
         def text(c):
             return f"nullif({quote_ident(c)}, '')"
     if len(set(header)) != len(header) or any(not h for h in header):
         raise FileRejected("UNREADABLE", "header has empty or repeated column names")
-    extra = [c for c in header if c not in extract.column_names]
-    select = []
-    for c in header:
-        col = extract.column(c) if c in extract.column_names else None
-        if col is not None and col.personal:
-            v = text(c)
-            # The NIK gets its keyed token; other personal columns only need to stay comparable
-            # for duplicate detection in this temporary table, which a 128-bit digest does cheaply.
+    return Source(relation, header, [c for c in header if c not in extract.column_names], text, record)
+
+
+def _stage_table(expected_rows: int) -> str:
+    return TEMP_STAGE if expected_rows <= TEMP_STAGE_MAX_ROWS else PERSISTENT_STAGE
+
+
+def _readable(con, d: Delivery, source: Source) -> None:
+    try:
+        con.execute(f"select count(*) from {source.relation}").fetchall()
+    except Exception as e:  # noqa: BLE001
+        what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
+        raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None
+
+
+def _is_personal(extract: Extract, c: str) -> bool:
+    return c in extract.column_names and extract.column(c).personal
+
+
+def _scan(con, d: Delivery, extract: Extract, source: Source, ipad: bytes, opad: bytes) -> None:
+    """The one pass over the file: parse, tokenise, validate every record and keep what the
+    load needs in the stage table, in file order (its rowid is the record index).
+
+    What is kept: the valid values, the reason details, two independent 64-bit hashes of
+    the delivered record (exact duplicates), the count of line breaks inside quoted fields
+    (line numbers), and, for rows that break a rule, the delivered content with personal
+    data masked (the quarantine). No raw NIK or name reaches the stage."""
+    text = source.text
+    delivered = []
+    for c in source.header:
+        v = text(c)
+        if _is_personal(extract, c):
+            # The NIK gets its keyed token; a name only needs to stay comparable, which a
+            # 128-bit digest does cheaply; both are dropped before loading but the token.
             digest = token_sql(v) if c == "nik" else f"md5({v})"
-            select.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
+            delivered.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
             if c == "nik":
                 ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
-                select += [
+                delivered += [
                     f"{ok} as nik__fmt",
                     f"case when {ok} then substr({v}, 1, 2) end as nik__prov",
                     *(f"case when {ok} then cast(substr({v}, {pos}, 2) as integer) end as nik__{part}"
                       for part, pos in (("dd", 7), ("mm", 9), ("yy", 11))),
                 ]
         else:
-            select.append(f"{text(c)} as {quote_ident(c)}")
-    # One 64-bit hash of the whole record finds the few candidates for exact duplicates
-    # without sorting every row by every column.
-    select.append("hash(" + ", ".join(text(c) for c in header) + ") as _h")
-    if record_number:
-        select.append(f"{record_number} as _rec")
+            delivered.append(f"{v} as {quote_ident(c)}")
+    texts = [text(c) for c in source.header]
+    # Duplicates are found by a 128-bit fingerprint of the delivered text: the chance that
+    # two different records of one 45 M-row file share it is below 1e-23.
+    delivered.append(f"hash({', '.join(texts)}) as _h1")
+    delivered.append(f"hash('paritrana', {', '.join(reversed(texts))}) as _h2")
+    keep = ["_h1", "_h2"]
+    if source.record:
+        delivered.append(f"{source.record} as _rec")
+        keep.append("_rec")
     else:
         # Newlines inside quoted fields push later records down: count them for line numbers.
-        joined = "concat(" + ", ".join(quote_ident(c) for c in header) + ")"
-        select.append(f"length({joined}) - length(replace({joined}, chr(10), '')) as _nl")
-    sql = f"create temp table {STAGE} as select {', '.join(select)} from {source}"
+        joined = "concat(" + ", ".join(quote_ident(c) for c in source.header) + ")"
+        delivered.append(f"length({joined}) - length(replace({joined}, chr(10), '')) as _nl")
+        keep.append("_nl")
+    keep += source.header  # the delivered text, for the content of quarantined rows
+    validated = validation_sql(extract, f"(select {', '.join(delivered)} from {source.relation})",
+                               d.business_date.isoformat(), set(source.header), tuple(keep))
+    sql = (f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as select checked.* exclude ({', '.join(map(quote_ident, source.header))}), "
+           f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', 'checked.nik' if 'nik' in source.header else None)} end "
+           f"as _content from ({validated}) checked")
+    con.execute(f"create schema if not exists {STAGE_SCHEMA}")
     try:
         con.execute(sql, {"ipad": ipad, "opad": opad} if "$ipad" in sql else None)
     except Exception as e:  # noqa: BLE001
         what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
         raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None
-    return header, extra
 
 
-def _number_and_dedup(con, d: Delivery, header: list[str]) -> None:
-    """Give every record its line number and rank exact duplicates (all columns equal)."""
-    if d.ext == "parquet":
-        numbered = f"select *, _rec as _line from {STAGE}"
-    elif con.execute(f"select count(*) from {STAGE} where _nl > 0").fetchone()[0]:
-        numbered = (f"select *, rowid + 1 as _rec, rowid + 2 + coalesce(sum(_nl) over "
-                    f"(order by rowid rows between unbounded preceding and 1 preceding), 0) as _line from {STAGE}")
-    else:
-        numbered = f"select *, rowid + 1 as _rec, rowid + 2 as _line from {STAGE}"
-    everything = ", ".join(quote_ident(c) for c in header)
-    con.execute(f"""create temp view {ROWS} as
-        with numbered as ({numbered}),
-        candidates as (select _h from {STAGE} group by _h having count(*) > 1),
-        ranked as (select _rec, row_number() over (partition by {everything} order by _rec) as _dup_rank
-                   from numbered where _h in (select _h from candidates))
-        select numbered.*, coalesce(ranked._dup_rank, 1) as _dup_rank
-        from numbered left join ranked using (_rec)""")
+def _content_sql(extract: Extract, header: list[str], alias: str, token: str | None) -> str:
+    """The delivered row as JSON with personal data masked (the quarantine's `content`),
+    plus the NIK's token so that a quarantined person can still be looked up."""
+    pairs = []
+    for c in header:
+        q = f"{alias}.{quote_ident(c)}"
+        pairs.append(f"{sql_str(c)}, case when {q} is not null then '{MASK}' end" if _is_personal(extract, c)
+                     else f"{sql_str(c)}, {q}")
+    if token:
+        pairs.append(f"'nik_token', {token}")
+    return f"json_object({', '.join(pairs)})"
 
 
-def _validate(con, d: Delivery, extract: Extract, present: set[str]) -> None:
-    sql = validation_sql(extract, ROWS, d.business_date.isoformat(), present)
+@dataclass
+class Judged:
+    """What the whole file decides about its rows, beyond each row's own rules."""
+    duplicates: int
+    quarantined: int
+    has_duplicates: bool
+    has_conflicts: bool
+    line_table: bool
+    stage: str
+
+
+def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Judged:
+    """Exact duplicates (all but the first copy are counted, not loaded), KEY_CONFLICT
+    among the distinct rows, and line numbers when quoted fields hold line breaks: each on
+    narrow columns of the stage, and each skipped when the file has none."""
+    con.execute(f"""create temp table {DUPS} as
+        select r from (select rowid as r, row_number() over (partition by _h1, _h2 order by rowid) as k
+                       from {source.stage} where _h1 in (select _h1 from {source.stage} group by _h1 having count(*) > 1))
+        where k > 1""")
+    duplicates = con.execute(f"select count(*) from {DUPS}").fetchone()[0]
+    not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
+    conflicts = 0
     if extract.key_unique_per_file:
-        key = ",".join(extract.key)
-        sql = (f"select * replace (case when _key_n > 1 then list_append(_details, 'KEY_CONFLICT:{key}') "
-               f"else _details end as _details) from ({sql})")
-    con.execute(f"create temp table {CHECKED} as {sql}")
+        key = ", ".join(quote_ident("v__" + k) for k in extract.key)
+        key_set = " and ".join(f"{quote_ident('v__' + k)} is not null" for k in extract.key)
+        con.execute(f"""create temp table {CONFLICTS} as
+            with kept as (select rowid as r, {key} from {source.stage} where {key_set} and {not_dup})
+            select r from kept semi join (select {key} from kept group by {key} having count(*) > 1) using ({key})""")
+        conflicts = con.execute(f"select count(*) from {CONFLICTS}").fetchone()[0]
+        if conflicts:
+            _content_of_conflicts(con, d, extract, source)
+    line_table = False
+    if not source.record and con.execute(f"select count(*) from {source.stage} where _nl > 0").fetchone()[0]:
+        con.execute(f"""create temp table {LINES} as select rowid as r, rowid + 2 + coalesce(sum(_nl) over
+            (order by rowid rows between unbounded preceding and 1 preceding), 0) as line from {source.stage}""")
+        line_table = True
+    conflict = f"rowid in (select r from {CONFLICTS})" if conflicts else "false"
+    quarantined = con.execute(
+        f"select count(*) from {source.stage} where (len(_details) > 0 or {conflict}) and {not_dup}").fetchone()[0]
+    return Judged(duplicates, quarantined, bool(duplicates), bool(conflicts), line_table, source.stage)
 
 
-def _insert_rows(con, extract: Extract, load_id: int, d: Delivery) -> None:
+def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) -> None:
+    """Rows whose only fault is KEY_CONFLICT were valid during the scan, so their content
+    was not kept: read those records again (rare; one more pass over the file)."""
+    missing = con.execute(f"select list(r) from {CONFLICTS} c join {source.stage} s on s.rowid = c.r "
+                          "where s._content is null").fetchone()[0]
+    if not missing:
+        return
+    # Personal columns are masked in this pass; the token is taken from the stage.
+    texts = ", ".join(f"case when {source.text(c)} is not null then '{MASK}' end as {quote_ident(c)}"
+                      if _is_personal(extract, c) else f"{source.text(c)} as {quote_ident(c)}"
+                      for c in source.header)
+    con.execute(f"""create temp table {REREAD} as
+        select _rec - 1 as r, * exclude (_rec)
+        from (select {source.record or "row_number() over ()"} as _rec, {texts} from {source.relation})
+        where _rec - 1 in (select unnest(?::bigint[]))""", [missing])
+    content = _content_sql(extract, source.header, "x", f"{source.stage}.v__nik" if "nik" in source.header else None)
+    con.execute(f"update {source.stage} set _content = {content} "
+                f"from {REREAD} x where {source.stage}.rowid = x.r")
+
+
+def _insert_rows(con, extract: Extract, load_id: int, d: Delivery, judged: Judged) -> None:
     select = []
     for name, _ in loaded_columns(extract):
         if name == "nik_token":
-            select.append("v__nik")
+            select.append("s.v__nik")
         elif name == "nik_consistent":
-            prov = ", ".join(sql_str(p) for p in PROVINCE_CODES)
-            select.append(
-                f"coalesce(nik__prov in ({prov}) "
-                "and nik__dd = day(v__birth_date) + case when v__gender = 'P' then 40 else 0 end "
-                "and nik__mm = month(v__birth_date) and nik__yy = year(v__birth_date) % 100, false)"
-            )
+            select.append("s.nik_consistent")
         elif name == "_load_id":
             select.append(str(load_id))
         elif name == "_business_date":
             select.append(f"DATE '{d.business_date}'")
         elif name == "_line":
-            select.append("_line")
+            select.append(_line_sql(d, judged))
         else:
-            select.append(quote_ident("v__" + name))
-    con.execute(f"insert into {RAW}.{extract.name} select {', '.join(select)} from {CHECKED} "
-                "where len(_details) = 0 order by _rec")
+            select.append("s." + quote_ident("v__" + name))
+    where = ["len(s._details) = 0"]
+    if judged.has_duplicates:
+        where.append(f"s.rowid not in (select r from {DUPS})")
+    if judged.has_conflicts:
+        where.append(f"s.rowid not in (select r from {CONFLICTS})")
+    con.execute(f"insert into {RAW}.{extract.name} select {', '.join(select)} from {judged.stage} s "
+                f"{_line_join(judged)} where {' and '.join(where)}")
 
 
-def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, header: list[str]) -> None:
-    # Read the delivered text back from the staging table by record number.
-    record = "_rec" if d.ext == "parquet" else "rowid + 1"
-    pairs = []
-    for c in header:
-        personal = c in extract.column_names and extract.column(c).personal
-        value = f"case when r.{quote_ident(c)} is not null then '{MASK}' end" if personal else f"r.{quote_ident(c)}"
-        pairs.append(f"{sql_str(c)}, {value}")
-    if "nik" in header:
-        pairs.append("'nik_token', r.nik")
+def _line_sql(d: Delivery, judged: Judged) -> str:
+    if d.ext == "parquet":
+        return "s._rec"
+    return "l.line" if judged.line_table else "s.rowid + 2"
+
+
+def _line_join(judged: Judged) -> str:
+    return f"join {LINES} l on l.r = s.rowid" if judged.line_table else ""
+
+
+def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, judged: Judged) -> None:
+    details = "s._details"
+    faulty = "len(s._details) > 0"
+    if judged.has_conflicts:
+        key = ",".join(extract.key)
+        details = (f"case when s.rowid in (select r from {CONFLICTS}) "
+                   f"then list_append(s._details, 'KEY_CONFLICT:{key}') else s._details end")
+        faulty = f"(len(s._details) > 0 or s.rowid in (select r from {CONFLICTS}))"
+    where = faulty + (f" and s.rowid not in (select r from {DUPS})" if judged.has_duplicates else "")
     con.execute(
         f"insert into {RAW}.quarantine select {load_id}, {sql_str(extract.name)}, {sql_str(d.name)}, "
-        f"DATE '{d.business_date}', c._line, list_sort(list_distinct(list_transform(c._details, "
-        f"lambda x: split_part(x, ':', 1)))), c._details, json_object({', '.join(pairs)}) "
-        f"from {CHECKED} c join (select *, {record} as _rec_of from {STAGE}) r on r._rec_of = c._rec "
-        f"where len(c._details) > 0 order by c._rec"
+        f"DATE '{d.business_date}', {_line_sql(d, judged)}, list_sort(list_distinct(list_transform({details}, "
+        f"lambda x: split_part(x, ':', 1)))), {details}, s._content "
+        f"from {judged.stage} s {_line_join(judged)} where {where} order by s.rowid"
     )
 
 
 def _drop_temp(con) -> None:
-    con.execute(f"drop table if exists {CHECKED}")
-    con.execute(f"drop view if exists {ROWS}")
-    con.execute(f"drop table if exists {STAGE}")
+    for table in (TEMP_STAGE, DUPS, CONFLICTS, LINES, REREAD):
+        con.execute(f"drop table if exists {table}")
+    con.execute(f"drop schema if exists {STAGE_SCHEMA} cascade")

@@ -1,8 +1,7 @@
 """Row validation as SQL: one pass over a staged file gives every row its reason codes.
 
-The staged table holds every column as text (personal columns already replaced by
-their tokens, see `personal_data`), plus `_rec` (record number) and `_line`.
-Three projections build on each other:
+The source holds every column as text (personal columns already replaced by their
+tokens, see `personal_data`). Three projections build on each other:
 
 * `p__<col>`: the value parsed to its type, NULL when empty or unparseable;
 * `v__<col>`: the parsed value when it is also inside its bounds, else NULL;
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .contracts import Column, Extract
+from .contracts import PROVINCE_CODES, Column, Extract
 
 DATE_SHAPE = r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
 INT_SHAPE = r"-?[0-9]{1,18}"
@@ -91,12 +90,15 @@ def _rule_sql(expr: str) -> str:
     return re.sub(r"\braw\.(\w+)", lambda m: f"raw.{quote_ident(m.group(1))}", expr)
 
 
-def validation_sql(extract: Extract, stage: str, business_date: str, present: set[str]) -> str:
-    """SELECT over the distinct rows of `stage`: `_rec`, `_line`, the `v__*` values,
-    `_details` and `_key_n` (rows per key, where the key must be unique per file).
+def validation_sql(extract: Extract, source: str, business_date: str, present: set[str],
+                   keep: tuple[str, ...] = ()) -> str:
+    """SELECT over every record of `source` (text columns, personal ones already
+    tokenised): the `v__*` values, `_details`, `nik_consistent` when the file has a NIK,
+    and the `keep` columns of `source` passed through unchanged.
 
     `present` is the set of contract columns in the file's header; an optional column
-    that is absent is treated as empty on every row.
+    that is absent is treated as empty on every row. Exact duplicates and KEY_CONFLICT
+    need the whole file and are judged afterwards (ingestion.loader).
     """
     missing_optional = [c for c in extract.columns if c.name not in present]
     fill = "".join(f", cast(null as varchar) as {quote_ident(c.name)}" for c in missing_optional)
@@ -112,20 +114,27 @@ def validation_sql(extract: Extract, stage: str, business_date: str, present: se
     checks = [(code, c.name, cond) for c in extract.columns for code, cond in _column_checks(c)]
     checks += [(r.code, r.column, _rule_sql(r.broken)) for r in extract.rules]
     items = ", ".join(f"case when {cond} then '{code}:{col}' end" for code, col, cond in checks)
-    key_cols = ", ".join(f"raw.{quote_ident('v__' + k)}" for k in extract.key)
-    key_not_null = " and ".join(f"raw.{quote_ident('v__' + k)} is not null" for k in extract.key)
-    # Only extracts whose key is unique per file need the (costly) count per key.
-    key_n = (f"case when {key_not_null} then count(*) over (partition by {key_cols}) end"
-             if extract.key_unique_per_file else "null::bigint")
-    # Only what loading needs: the raw text for the quarantine is read back by record number.
-    nik_parts = ", nik__prov, nik__dd, nik__mm, nik__yy" if "nik" in present else ""
+    select = [f"raw.{quote_ident('v__' + c.name)}" for c in extract.columns]
+    if "nik" in present:
+        select.append(f"{_nik_consistent()} as nik_consistent")
+    select += [f"raw.{quote_ident(k)}" for k in keep]
+    # Building a list per row costs more than all the checks: only rows that break a rule get one.
+    broken = " or ".join(f"({cond})" for _, _, cond in checks)
+    select.append(f"case when coalesce({broken}, false) then list_filter([{items}], lambda x: x is not null) "
+                  "else []::varchar[] end as _details")
     return f"""
-with filled as (select *{fill} from {stage}),
+with filled as (select *{fill} from {source}),
 parsed as (select raw.*, {parsed} from filled raw),
 valid as (select raw.*, {valids} from parsed raw)
-select raw._rec, raw._line, {", ".join(quote_ident("v__" + c.name) for c in extract.columns)}{nik_parts},
-       list_filter([{items}], lambda x: x is not null) as _details,
-       {key_n} as _key_n
+select {", ".join(select)}
 from valid raw
-where raw._dup_rank = 1
 """
+
+
+def _nik_consistent() -> str:
+    """extracts.md §4: the NIK's province, birth date and gender (day + 40 for women)
+    agree with the row. Only the parts cut from the raw NIK before tokenising are used."""
+    prov = ", ".join(sql_str(p) for p in PROVINCE_CODES)
+    return ("coalesce(raw.nik__prov in (" + prov + ") "
+            "and raw.nik__dd = day(raw.v__birth_date) + case when raw.v__gender = 'P' then 40 else 0 end "
+            "and raw.nik__mm = month(raw.v__birth_date) and raw.nik__yy = year(raw.v__birth_date) % 100, false)")

@@ -1,6 +1,8 @@
 """Every row rule of extracts.md §2–3 quarantines with its reason code, and only it."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
@@ -229,3 +231,74 @@ def test_reconciliation_on_every_file(tmp_path, load, sql):
     # Loaded rows in the raw tables match the ledger for every file still current.
     for extract, loaded in sql("select extract, sum(rows_loaded) from raw.load_ledger where status = 'LOADED' group by 1"):
         assert sql(f"select count(*) from raw.{extract}") == [(loaded,)], extract
+
+
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_key_conflict_rows_keep_their_delivered_content(tmp_path, load, sql, ext):
+    # Rows whose only fault is the conflict were valid during the scan: their content is
+    # read back from the file, in CSV by record number, in Parquet by file row number.
+    rows = [claim(claim_id="C202400000001"), claim(claim_id="C202499999999", amount_idr="1000"),
+            claim(claim_id="C202499999999", amount_idr="2000", benefit_type="PENSION")]
+    text = csv_text(CLAIM_HEADER, rows)
+    if ext == "parquet":
+        import duckdb
+        (tmp_path / "src.csv").write_text(text)
+        target = tmp_path / "claims.parquet"
+        duckdb.sql(f"copy (select * from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)) "
+                   f"to '{target}' (format parquet)")
+        write_delivery(tmp_path / "in", "claims__2024-12-31.parquet", target.read_bytes(), row_count=3)
+    else:
+        write_delivery(tmp_path / "in", "claims__2024-12-31.csv", text)
+    load(tmp_path / "in")
+    header = 1 if ext == "csv" else 0  # a Parquet row's "line" is its row number
+    got = {line + 1 - header: (sorted(d), json.loads(c)) for line, d, c in
+           sql("select line, reason_details, content from raw.quarantine")}
+    assert sorted(got) == [3, 4]
+    assert got[3][0] == ["KEY_CONFLICT:claim_id,claim_version"]
+    assert got[4][0] == ["INCONSISTENT:benefit_type", "KEY_CONFLICT:claim_id,claim_version"]
+    assert got[3][1] == {k: (v or None) for k, v in rows[1].items()}
+    assert got[4][1] == {k: (v or None) for k, v in rows[2].items()}
+    assert sql("select claim_id, _line from raw.claims") == [("C202400000001", 1 + header)]
+
+
+def test_duplicates_of_a_quarantined_row_are_counted_once(tmp_path, load, sql):
+    bad = participant(kpj="bad")
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv",
+                   csv_text(PARTICIPANT_HEADER, [participant(), bad, bad, bad]))
+    r = load(tmp_path / "in").results[0]
+    assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate) == (1, 1, 2)
+    assert sql("select line from raw.quarantine") == [(3,)]
+
+
+def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeypatch):
+    """Files above PARITRANA_TEMP_STAGE_MAX_ROWS are staged in a compressed table of the
+    warehouse instead of a temporary one: same rows, same quarantine, nothing left behind."""
+    from conftest import KEY
+    from ingestion import loader
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import writer
+
+    landing = tmp_path / "in"
+    a = claim()
+    write_delivery(landing, "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, [
+        a, a, claim(claim_id="C202499999999"), claim(claim_id="C202499999999", amount_idr="7"),
+        claim(claim_version="0")]))
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
+        participant(kpj="17000000001", full_name="Siti\nAminah"), participant(kpj="bad")]), row_count=2)
+
+    def load(max_rows):
+        monkeypatch.setattr(loader, "TEMP_STAGE_MAX_ROWS", max_rows)
+        with writer(resolve_home(str(tmp_path / f"home{max_rows}"))) as con:
+            report = loader.ingest(con, landing, KEY, "t")
+            tables = con.execute("select schema_name, table_name from duckdb_tables() "
+                                 "where schema_name not in ('raw')").fetchall()
+            state = [con.execute(q).fetchall() for q in (
+                "select * exclude (_load_id) from raw.claims order by all",
+                "select * exclude (_load_id) from raw.participants order by all",
+                "select file_name, line, reason_details, content from raw.quarantine order by all")]
+        return [(r.rows_loaded, r.rows_quarantined, r.rows_duplicate) for r in report.results], tables, state
+
+    in_memory, persistent = load(10**9), load(0)
+    assert persistent == in_memory
+    assert in_memory[0] == [(1, 3, 1), (1, 1, 0)]
+    assert in_memory[1] == []  # no stage left, temporary or in the warehouse
