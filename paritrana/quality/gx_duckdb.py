@@ -4,7 +4,7 @@ GX 1.x reads a metric's rows after closing the SQLAlchemy connection; for DuckDB
 close rolls back and the rows are gone (`MetricResolutionError: list index out of
 range`, upstream issues #10738 and #11579). GX already keeps one persistent connection
 for SQLite and a few others; adding the `duckdb` dialect to that list fixes it.
-tests/test_quality.py::test_gx_duckdb_workaround_still_needed fails loudly when an
+tests/test_publication.py::test_gx_duckdb_workaround_still_needed fails loudly when an
 upgrade breaks this or makes it unnecessary. Table assets also fail on DuckDB 2.0 (the
 column-type inspection), so every asset is a query asset.
 """
