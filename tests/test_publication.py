@@ -237,3 +237,25 @@ def test_gx_duckdb_workaround_still_needed(tmp_path):
     finally:
         gx_duckdb.apply()
     assert run("with") is True
+
+
+def test_compute_once_assets_report_their_counts_and_leave_nothing(bengkulu, tmp_path):
+    """Aggregates over the large tables are computed once into schema _gate for GX; a
+    failing check still names itself and its observed count, and _gate is gone after."""
+    from paritrana import methodology
+    from paritrana.quality.gate import COMPUTED_SCHEMA, load_suites, validate
+
+    work = bengkulu.copy(tmp_path / "b")
+    db = str(work.paths.warehouse)
+    with duckdb.connect(db) as con:  # one negative wage: raw rules forbid it, the gate must see it too
+        con.execute("update intermediate.int_participant_state set monthly_wage_idr = -1 "
+                    "where kpj = (select min(kpj) from intermediate.int_participant_state)")
+    assert any(a.get("compute_once") for s in load_suites() for a in s["assets"].values())
+    gate = validate(work.paths, "compute-once", methodology.load(None, work.home_dir, 2024), ["raw"])
+    failed = [c for c in gate.checks if not c.passed]
+    assert [(c.asset, c.column, c.severity) for c in failed] == \
+        [("participant_states", "monthly_wage_negative", "blocking")]
+    assert failed[0].observed["sample"] == [1]
+    with duckdb.connect(db, read_only=True) as con:
+        assert con.execute("select count(*) from duckdb_schemas() where schema_name = ?",
+                           [COMPUTED_SCHEMA]).fetchall() == [(0,)]

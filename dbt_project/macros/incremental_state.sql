@@ -79,31 +79,16 @@ with history as (
 ),
 {%- endif %}
 
-{#- The versions are ranked on narrow columns only, then the winners' rows are fetched by
-    (business_date, line_number), which identifies a row of an extract's history (one
-    loaded file per extract and business date): a window over every column of 45 M rows
-    would sort them all and spill. #}
 ranked as (
     select
-        {{ key }},
-        business_date,
-        line_number,
+        {{ columns | join(',\n        ') }},
         row_number() over (partition by {{ key }} order by {{ order_by }}) as version_rank
     from history
     {% if cutoff %}where {{ cutoff }}{% endif %}
 ),
 
 current_rows as (
-    select
-        {%- for column in columns %}
-        history.{{ column }}{{ "," if not loop.last }}
-        {%- endfor %}
-    from history
-    inner join ranked
-        on ranked.business_date = history.business_date
-        and ranked.line_number = history.line_number
-        and ranked.{{ key }} = history.{{ key }}
-    where ranked.version_rank = 1
+    select * from ranked where version_rank = 1
 )
 
 {% if is_incremental() -%}
