@@ -376,8 +376,7 @@ class Judged:
     """What the whole file decides about its rows, beyond each row's own rules."""
     duplicates: int
     quarantined: int
-    has_duplicates: bool
-    has_conflicts: bool
+    conflicts: int
     line_table: bool
     stage: str
 
@@ -410,7 +409,7 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Jud
     conflict = f"rowid in (select r from {CONFLICTS})" if conflicts else "false"
     quarantined = con.execute(
         f"select count(*) from {source.stage} where (len(_details) > 0 or {conflict}) and {not_dup}").fetchone()[0]
-    return Judged(duplicates, quarantined, bool(duplicates), bool(conflicts), line_table, source.stage)
+    return Judged(duplicates, quarantined, conflicts, line_table, source.stage)
 
 
 def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) -> None:
@@ -449,9 +448,9 @@ def _insert_rows(con, extract: Extract, load_id: int, d: Delivery, judged: Judge
         else:
             select.append("s." + quote_ident("v__" + name))
     where = ["len(s._details) = 0"]
-    if judged.has_duplicates:
+    if judged.duplicates:
         where.append(f"s.rowid not in (select r from {DUPS})")
-    if judged.has_conflicts:
+    if judged.conflicts:
         where.append(f"s.rowid not in (select r from {CONFLICTS})")
     con.execute(f"insert into {RAW}.{extract.name} select {', '.join(select)} from {judged.stage} s "
                 f"{_line_join(judged)} where {' and '.join(where)}")
@@ -470,12 +469,12 @@ def _line_join(judged: Judged) -> str:
 def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, judged: Judged) -> None:
     details = "s._details"
     faulty = "len(s._details) > 0"
-    if judged.has_conflicts:
+    if judged.conflicts:
         key = ",".join(extract.key)
         details = (f"case when s.rowid in (select r from {CONFLICTS}) "
                    f"then list_append(s._details, 'KEY_CONFLICT:{key}') else s._details end")
         faulty = f"(len(s._details) > 0 or s.rowid in (select r from {CONFLICTS}))"
-    where = faulty + (f" and s.rowid not in (select r from {DUPS})" if judged.has_duplicates else "")
+    where = faulty + (f" and s.rowid not in (select r from {DUPS})" if judged.duplicates else "")
     con.execute(
         f"insert into {RAW}.quarantine select {load_id}, {sql_str(extract.name)}, {sql_str(d.name)}, "
         f"DATE '{d.business_date}', {_line_sql(d, judged)}, list_sort(list_distinct(list_transform({details}, "

@@ -19,7 +19,7 @@ import yaml
 
 from ..methodology import Methodology
 from ..settings import Paths
-from ..warehouse import STORAGE_VERSION
+from ..warehouse import STORAGE_VERSION, connect
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("blocking", "warning")
@@ -121,13 +121,6 @@ def _observed(result) -> object:
 COMPUTED_SCHEMA = "_gate"
 
 
-def _connect(paths: Paths):
-    import duckdb
-
-    # The configuration of every other connection of the process (see the datasource).
-    return duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
-
-
 def _compute_once(paths: Paths, suites: list[dict]) -> dict[str, str]:
     """Assets marked `compute_once` (aggregates over the large tables) run their query once
     into a table of schema _gate, which GX then reads: GX runs an asset's query once per
@@ -138,7 +131,7 @@ def _compute_once(paths: Paths, suites: list[dict]) -> dict[str, str]:
     if not wanted:
         return {}
     replaced = {}
-    with _connect(paths) as con:
+    with connect(paths) as con:
         con.execute(f"create schema if not exists {COMPUTED_SCHEMA}")
         for suite, name, body in wanted:
             table = f"{COMPUTED_SCHEMA}.{suite}__{name}"
@@ -148,7 +141,7 @@ def _compute_once(paths: Paths, suites: list[dict]) -> dict[str, str]:
 
 
 def _drop_computed(paths: Paths) -> None:
-    with _connect(paths) as con:
+    with connect(paths) as con:
         con.execute(f"drop schema if exists {COMPUTED_SCHEMA} cascade")
 
 
