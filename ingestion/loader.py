@@ -310,15 +310,17 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, ipad: bytes, opad:
     What is kept: the valid values, the reason details, two independent 64-bit hashes of
     the delivered record (exact duplicates), the count of line breaks inside quoted fields
     (line numbers), and, for rows that break a rule, the delivered content with personal
-    data masked (the quarantine). No raw NIK or name reaches the stage."""
+    data masked (the quarantine). No raw NIK or name, nor an unkeyed digest of one,
+    reaches the stage."""
     text = source.text
     delivered = []
     for c in source.header:
         v = text(c)
         if _is_personal(extract, c):
-            # The NIK gets its keyed token; a name only needs to stay comparable, which a
-            # 128-bit digest does cheaply; both are dropped before loading but the token.
-            digest = token_sql(v) if c == "nik" else f"md5({v})"
+            # The NIK gets its keyed token; a name only needs to stay comparable within the
+            # file (duplicates), which one keyed SHA-256 pass does: an unkeyed digest of a
+            # name could be reversed with a list of names.
+            digest = token_sql(v) if c == "nik" else f"sha256($ipad || encode({v}))"
             delivered.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
             if c == "nik":
                 ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
@@ -330,12 +332,7 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, ipad: bytes, opad:
                 ]
         else:
             delivered.append(f"{v} as {quote_ident(c)}")
-    texts = [text(c) for c in source.header]
-    # Duplicates are found by a 128-bit fingerprint of the delivered text: the chance that
-    # two different records of one 45 M-row file share it is below 1e-23.
-    delivered.append(f"hash({', '.join(texts)}) as _h1")
-    delivered.append(f"hash('paritrana', {', '.join(reversed(texts))}) as _h2")
-    keep = ["_h1", "_h2"]
+    keep = []
     if source.record:
         delivered.append(f"{source.record} as _rec")
         keep.append("_rec")
@@ -347,7 +344,14 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, ipad: bytes, opad:
     keep += source.header  # the delivered text, for the content of quarantined rows
     validated = validation_sql(extract, f"(select {', '.join(delivered)} from {source.relation})",
                                d.business_date.isoformat(), set(source.header), tuple(keep))
-    sql = (f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as select checked.* exclude ({', '.join(map(quote_ident, source.header))}), "
+    # Duplicates are found by a 128-bit fingerprint of the delivered record, personal
+    # fields as their keyed digests (so the fingerprint cannot be reversed to a NIK or a
+    # name): the chance that two different records of a 45 M-row file share it is below 1e-23.
+    fields = [f"checked.{quote_ident(c)}" for c in source.header]
+    fingerprint = f"hash({', '.join(fields)}) as _h1, hash('paritrana', {', '.join(reversed(fields))}) as _h2"
+    dropped = [*source.header, *(f"v__{c}" for c in source.header if _is_personal(extract, c) and c != "nik")]
+    sql = (f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
+           f"select checked.* exclude ({', '.join(map(quote_ident, dropped))}), {fingerprint}, "
            f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', 'checked.nik' if 'nik' in source.header else None)} end "
            f"as _content from ({validated}) checked")
     con.execute(f"create schema if not exists {STAGE_SCHEMA}")
