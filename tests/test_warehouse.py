@@ -14,7 +14,7 @@ from paritrana.pipeline import build_step, ingest_step
 from paritrana.settings import resolve_home
 from paritrana.transform import _invoke
 
-from conftest import paritrana
+from conftest import PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
 
 
 def test_run_reports_bengkulu_figures(bengkulu):
@@ -83,6 +83,10 @@ def _tables(con, schema):
         "and table_name <> 'incremental_watermarks' order by 1", [schema]).fetchall()]
 
 
+# What the incremental models record about their last run (state_changes.sql), not data.
+BOOKKEEPING = ("_changes", "_transition", "_basis")
+
+
 def _assert_same_tables(a, b):
     con = duckdb.connect()
     con.execute(f"attach '{a}' as a (read_only)")
@@ -91,7 +95,8 @@ def _assert_same_tables(a, b):
     for schema in ("intermediate", "marts"):
         tables = [r[0] for r in con.execute(
             "select table_name from information_schema.tables where table_catalog = 'a' and table_schema = ? "
-            "and table_name <> 'incremental_watermarks'", [schema]).fetchall()]
+            "and table_name <> 'incremental_watermarks'", [schema]).fetchall()
+            if not r[0].endswith(BOOKKEEPING)]
         assert tables
         for t in tables:
             for x, y in (("a", "b"), ("b", "a")):
@@ -159,3 +164,73 @@ def test_changed_weights_flow_into_scores_and_hash(demo, tmp_path):
         rows = con.execute("select total_score, coverage_score, config_sha256 from marts.pemda_indicators "
                            "where eligible").fetchall()
     assert rows and all(abs(t - c) < 1e-9 and h == m.sha256 for t, c, h in rows)
+
+
+def test_nightly_cells_follow_the_delta_and_the_gate_recounts_them(demo, tmp_path):
+    """A nightly run applies only the day's changes to int_participant_cells (a cell that
+    drifted stays drifted), the marts read the cells, and the gate's independent recount of
+    the states blocks publication; a full refresh rebuilds the cells and publishes."""
+    work = demo.copy(tmp_path / "w")
+    with duckdb.connect(str(work.paths.warehouse)) as con:
+        con.execute("""
+            insert into intermediate.int_participant_cells
+            select md5('planted drift'), * exclude (cell_key, participants), 7
+            from intermediate.int_participant_cells
+            where cell_key = (select min(cell_key) from intermediate.int_participant_cells_as_of
+                              where is_counted_active)""")
+    newcomer = participant(kpj="17099999901", nik="1771014508900003", segment="BPU", npp="", region_code="17.71",
+                           occupation="PETANI", funding="SELF", jp="0", jkp="0", effective_date="2024-06-01")
+    write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, [newcomer]),
+                   produced_at="2025-01-06T01:00:00+07:00")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "marts.totals_reconcile.expect_column_values_to_be_between(difference)" in result.stderr
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        cells, active, states = con.execute("""
+            select (select sum(participants) from intermediate.int_participant_cells_as_of where is_counted_active),
+                   (select sum(participants_active) from marts.pemda_indicators where level = 'PROVINSI'),
+                   (select count(*) from intermediate.int_participants_as_of where is_counted_active)""").fetchone()
+        newcomer_counted = con.execute("select count(*) from intermediate.int_participants_as_of "
+                                       "where kpj = '17099999901' and is_counted_active").fetchone()[0]
+    assert newcomer_counted == 1  # the day's change reached the states...
+    assert cells == active == states + 7  # ...and the cells kept the planted drift: only the delta was applied
+
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir),
+                       "--full-refresh")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        assert con.execute("select (select sum(participants_active) from marts.pemda_indicators "
+                           "where level = 'PROVINSI') - (select count(*) from intermediate.int_participants_as_of "
+                           "where is_counted_active)").fetchone()[0] == 0
+
+
+def test_key_tests_check_changed_keys_after_green_builds_and_every_key_after_a_red_one(demo, tmp_path):
+    """unique_current_key: after green builds it looks only at the keys the last run changed
+    (a duplicate elsewhere is not its business); once a build has ended red, the next build
+    checks every key."""
+    from paritrana.transform import BuildFailed
+
+    work = demo.copy(tmp_path / "w")
+    changed_kpj = "17099999902"
+    write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, [participant(
+        kpj=changed_kpj, segment="BPU", npp="", occupation="PETANI", funding="SELF", jp="0", jkp="0",
+        effective_date="2024-06-01")]), produced_at="2025-01-06T01:00:00+07:00")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with duckdb.connect(str(work.paths.warehouse)) as con:
+        assert con.execute("select full_check from intermediate.int_participant_state_transition").fetchall() \
+            == [(False,)]
+        assert con.execute("select changed_kpj from intermediate.int_participant_state_changes").fetchall() \
+            == [(changed_kpj,)]
+        unchanged_kpj = con.execute("select min(kpj) from intermediate.int_participant_state").fetchone()[0]
+        for kpj in (changed_kpj, unchanged_kpj):  # one duplicate inside the run's changes, one outside
+            con.execute("insert into intermediate.int_participant_state "
+                        "select * from intermediate.int_participant_state where kpj = ?", [kpj])
+
+    res = _invoke(work.paths, ["test", "--select", "int_participant_state,test_name:unique_current_key"])
+    assert not res.success
+    assert [(r.node.name, r.failures) for r in res.result.results if r.node.resource_type == "test"] == \
+        [("unique_current_key_int_participant_state_kpj", 1)]
+
+    with pytest.raises(BuildFailed, match="unique_current_key_int_participant_state_kpj: fail .*Got 2 results"):
+        build_step(work.paths, 2024, dt.date(2024, 12, 31), methodology.load(), progress=None)

@@ -8,7 +8,8 @@
   row comes back as an `_absent` row: delete+insert replaces the stale row with it and
   the post-hook removes it. The watermark is the highest load id the model has seen for
   the run's as-of date, so changing the as-of date recomputes every key, and a full
-  refresh builds the same table.
+  refresh builds the same table. A pre-hook records the changed keys first
+  (state_changes.sql): the model reads them from there, and so do its key tests.
 -#}
 
 {% macro watermark_relation() -%}
@@ -33,8 +34,10 @@
     from {{ source('raw', 'load_ledger') }}
 {%- endmacro %}
 
-{#- as_of_macro: name of the macro giving the as-of date the rows depend on. -#}
-{% macro current_row_config(key, as_of_macro, materialized='incremental') -%}
+{#- as_of_macro: name of the macro giving the as-of date the rows depend on; history: the
+    staging model with every version. keep_replaced_rows: also record the rows a run
+    replaces, for aggregates that follow the model (state_changes.sql). -#}
+{% macro current_row_config(key, as_of_macro, history, materialized='incremental', keep_replaced_rows=false) -%}
     {%- if materialized != 'incremental' -%}
     {{ config(materialized=materialized) }}
     {%- else -%}
@@ -43,6 +46,9 @@
         unique_key=key,
         incremental_strategy='delete+insert',
         on_schema_change='fail',
+        pre_hook=[
+            "{{ record_state_changes(ref('" ~ history ~ "'), '" ~ key ~ "', " ~ as_of_macro ~ "(), "
+                ~ keep_replaced_rows ~ ") }}"],
         post_hook=[
             "delete from {{ this }} where _absent",
             "{{ forget_watermark() }}",
@@ -56,6 +62,15 @@
      where model_name = '{{ this.identifier }}' and as_of = {{ as_of_sql }})
 {%- endmacro %}
 
+{#- The keys an incremental run recomputes: touched by a load since the last run, or whose
+    current row came from a load a correction has since superseded. -#}
+{% macro changed_keys(history, key, as_of_sql) -%}
+    select {{ key }} from {{ history }} where load_id > {{ last_watermark(as_of_sql) }}
+    union
+    select {{ key }} from {{ this }}
+    where load_id in (select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED')
+{%- endmacro %}
+
 {#-
   The whole select of a current-row model. history: the staging relation with every
   version; columns: what to keep (must include key and load_id); order_by: the version
@@ -64,10 +79,8 @@
 {% macro current_row_per_key(history, key, columns, order_by, as_of_sql, cutoff=none) -%}
 {%- if is_incremental() %}
 with changed as (
-    select {{ key }} from {{ history }} where load_id > {{ last_watermark(as_of_sql) }}
-    union
-    select {{ key }} from {{ this }}
-    where load_id in (select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED')
+    -- recorded by the pre-hook (state_changes.sql)
+    select changed_{{ key }} as {{ key }} from {{ state_changes_relation(this.identifier) }}
 ),
 
 history as (

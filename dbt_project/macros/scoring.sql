@@ -57,6 +57,11 @@
     cast(sum(case when {{ condition }} then 1 else 0 end) as {{ dbt.type_bigint() }})
 {%- endmacro %}
 
+{#- The sum of a count column over the rows meeting a condition (counts kept per cell). -#}
+{% macro sum_where(condition, count_column) -%}
+    cast(sum(case when {{ condition }} then {{ count_column }} else 0 end) as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
 {% macro sum_bigint(expr) -%}
     cast(sum({{ expr }}) as {{ dbt.type_bigint() }})
 {%- endmacro %}

@@ -9,7 +9,7 @@ kabkota as (
 ),
 
 participant_kpjs as (
-    select distinct kpj from {{ ref('stg_participants') }}
+    select kpj from {{ ref('int_participant_keys') }}
 ),
 
 checked as (

@@ -1,7 +1,7 @@
 -- Each claim's current state: its highest claim_version; between equal versions the later
 -- business date wins (extracts.md §3.3). Knowledge is every delivery loaded, also those
 -- after D (methodology §1), so this does not depend on the as-of date.
-{{ current_row_config('claim_id', 'any_as_of') }}
+{{ current_row_config('claim_id', 'any_as_of', 'stg_claims') }}
 
 {{ current_row_per_key(
     history=ref('stg_claims'),

@@ -9,11 +9,7 @@ with employers as (
 ),
 
 participants as (
-    select * from {{ ref('int_participants_as_of') }} where is_counted_active
-),
-
-minimum_wage as (
-    select * from {{ ref('int_applicable_minimum_wage') }}
+    select * from {{ ref('int_participant_cells_as_of') }} where is_counted_active
 ),
 
 bills as (
@@ -23,17 +19,13 @@ bills as (
 pu_participants as (
     select
         participants.npp,
-        {{ dbt.cast('count(*)', dbt.type_bigint()) }} as participants,
-        {{ count_where("minimum_wage.minimum_wage_idr is not null
-                  and participants.monthly_wage_idr >= minimum_wage.minimum_wage_idr") }}
-            as participants_at_minimum_wage,
-        {{ count_where("minimum_wage.minimum_wage_idr is null") }}
-            as participants_without_minimum_wage,
-        {{ count_where(enrolled_in_mandatory('participants', 'employers.size_class')) }}
+        {{ sum_bigint('participants.participants') }} as participants,
+        {{ sum_where('at_minimum_wage', 'participants.participants') }} as participants_at_minimum_wage,
+        {{ sum_where('not has_minimum_wage', 'participants.participants') }} as participants_without_minimum_wage,
+        {{ sum_where(enrolled_in_mandatory('participants', 'employers.size_class'), 'participants.participants') }}
             as participants_in_mandatory_programmes
     from participants
     inner join employers on employers.npp = participants.npp
-    left join minimum_wage on minimum_wage.region_code = participants.region_code
     where participants.segment = 'PU'
     group by participants.npp
 ),
@@ -41,15 +33,15 @@ pu_participants as (
 all_participants as (
     select
         npp,
-        {{ dbt.cast('count(*)', dbt.type_bigint()) }} as participants_any_segment,
-        {{ sum_bigint('jkk + jkm + jht') }} as programme_enrolments
+        {{ sum_bigint('participants') }} as participants_any_segment,
+        {{ sum_bigint('(jkk + jkm + jht) * participants') }} as programme_enrolments
     from participants
     where npp is not null
     group by npp
 ),
 
 csr_funded as (
-    select funder_code as npp, {{ dbt.cast('count(*)', dbt.type_bigint()) }} as csr_participants
+    select funder_code as npp, {{ sum_bigint('participants') }} as csr_participants
     from participants
     where funding = 'CSR'
     group by funder_code

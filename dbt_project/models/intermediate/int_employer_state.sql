@@ -1,6 +1,6 @@
 -- Each employer's state on D, by the participants' versioning rule (extracts.md §3.2).
 -- Small enough (one row per employer version) to rebuild in full every run.
-{{ current_row_config('npp', 'as_of_date', materialized='table') }}
+{{ current_row_config('npp', 'as_of_date', 'stg_employers', materialized='table') }}
 
 {{ current_row_per_key(
     history=ref('stg_employers'),

@@ -18,7 +18,7 @@ kabkota as (
 ),
 
 participants as (
-    select * from {{ ref('int_participants_as_of') }} where is_counted_active
+    select * from {{ ref('int_participant_cells_as_of') }} where is_counted_active
 ),
 
 paid_claims as (
@@ -40,11 +40,11 @@ assessment as (
 participants_by_region as (
     select
         region_code,
-        {{ dbt.cast('count(*)', dbt.type_bigint()) }} as participants_active,
-        {{ count_where("segment = 'PU'") }} as participants_active_pu,
-        {{ count_where("segment = 'BPU'") }} as participants_active_bpu,
-        {{ count_where("segment = 'JAKON'") }} as participants_active_jakon,
-        {{ count_where("segment = 'PMI'") }} as participants_active_pmi
+        {{ sum_bigint('participants') }} as participants_active,
+        {{ sum_where("segment = 'PU'", 'participants') }} as participants_active_pu,
+        {{ sum_where("segment = 'BPU'", 'participants') }} as participants_active_bpu,
+        {{ sum_where("segment = 'JAKON'", 'participants') }} as participants_active_jakon,
+        {{ sum_where("segment = 'PMI'", 'participants') }} as participants_active_pmi
     from participants
     group by region_code
 ),
@@ -106,8 +106,8 @@ territory as (
 funded as (
     select
         funder_code as entity_code,
-        {{ count_where("occupation in " ~ non_asn_occupations()) }} as non_asn_funded,
-        {{ count_where("funding = 'APBD' and occupation not in " ~ non_asn_occupations()) }}
+        {{ sum_where("occupation in " ~ non_asn_occupations(), 'participants') }} as non_asn_funded,
+        {{ sum_where("funding = 'APBD' and occupation not in " ~ non_asn_occupations(), 'participants') }}
             as apbd_funded
     from participants
     where funding in ('APBD', 'APBDES')

@@ -4,7 +4,7 @@
 {%- set gate = var('methodology')['referential_gate'] %}
 
 with participants as (
-    select * from {{ ref('int_participants_as_of') }}
+    select * from {{ ref('int_participant_cells_as_of') }}
 ),
 
 employers as (
@@ -22,11 +22,12 @@ bills as (
 counts as (
     select 'participants_region_code' as check_name, 'participants' as checked_table,
            'region_code is not a regency/city of regions' as description,
-           count(*) as records, {{ count_where("orphan_region") }} as orphans
+           {{ sum_bigint('participants') }} as records,
+           {{ sum_where("orphan_region", 'participants') }} as orphans
     from participants
     union all
     select 'participants_npp', 'participants', 'PU/JAKON npp has no employer row',
-           count(*), {{ count_where("orphan_npp") }}
+           {{ sum_bigint('participants') }}, {{ sum_where("orphan_npp", 'participants') }}
     from participants
     union all
     select 'employers_region_code', 'employers', 'region_code is not a regency/city of regions',

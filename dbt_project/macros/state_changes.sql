@@ -1,0 +1,130 @@
+{#-
+  What an incremental run of a current-row model changed, for the aggregates kept up to
+  date from it (int_participant_cells) instead of being recounted from 45 M rows a night.
+
+  Before the model replaces its changed keys, a pre-hook saves those keys with their old
+  rows in <model>_changes, and the step it makes in <model>_transition: from the watermark
+  of its last run to the current one, for the as-of date. A run that builds the model from
+  scratch records a full rebuild instead, and the aggregates then rebuild too. Both tables
+  are bookkeeping: overwritten on every run, read only by the aggregates' next build.
+-#}
+
+{% macro state_changes_relation(model_name) -%}
+    {{ generate_schema_name('intermediate', none) }}.{{ model_name }}_changes
+{%- endmacro %}
+
+{% macro state_transition_relation(model_name) -%}
+    {{ generate_schema_name('intermediate', none) }}.{{ model_name }}_transition
+{%- endmacro %}
+
+{#- The pre-hook of every incremental current-row model (current_row_config); history,
+    key and as_of_sql as for current_row_per_key. keep_replaced_rows: also save the rows
+    the run replaces (the old row of each changed key, null for a new key). -#}
+{% macro record_state_changes(history, key, as_of_sql, keep_replaced_rows=false) -%}
+    {%- set incremental = is_incremental() -%}
+    drop table if exists {{ state_changes_relation(this.identifier) }};
+    create table {{ state_changes_relation(this.identifier) }} as
+    {%- if incremental %}
+    select changed.{{ key }} as changed_{{ key }}{{ ', state.*' if keep_replaced_rows }}
+    from ({{ changed_keys(history, key, as_of_sql) }}) as changed
+    {%- if keep_replaced_rows %}
+    left join {{ this }} as state on state.{{ key }} = changed.{{ key }}
+    {%- endif %};
+    {%- else %}
+    select {{ dbt.cast('null', api.Column.translate_type('string')) }} as changed_{{ key }}
+    where 1 = 0;
+    {%- endif %}
+    drop table if exists {{ state_transition_relation(this.identifier) }};
+    create table {{ state_transition_relation(this.identifier) }} as
+    select
+        {{ last_watermark(as_of_sql) if incremental else 0 }} as from_watermark,
+        (select coalesce(max(load_id), 0) from {{ source('raw', 'load_ledger') }}) as to_watermark,
+        {{ as_of_sql }} as as_of,
+        {{ 'false' if incremental else 'true' }} as full_rebuild,
+        -- key tests look at the changed keys only when every build before this one ended
+        -- green (build_outcome); otherwise at every key
+        {{ 'false' if incremental else 'true' }}
+            or (select not previous_passed from {{ build_outcome_relation() }}) as full_check
+{%- endmacro %}
+
+{#-
+  How an aggregate of a recorded model brings itself up to date: 'delta' when it reflects
+  exactly the state the model's last run started from (apply the recorded changes),
+  'current' when it already reflects the state the run ended at (nothing to do), else
+  'full' (rebuilt from the whole state). basis_fingerprint_sql: a query giving a fingerprint
+  of the reference data the aggregate's cells depend on; a change forces 'full'.
+-#}
+{% macro aggregate_mode(model_name, basis_fingerprint_sql) -%}
+    {%- if not execute or not is_incremental() -%}
+        {{ return('full') }}
+    {%- endif -%}
+    {%- set basis = adapter.get_relation(this.database, this.schema, this.identifier ~ '_basis') -%}
+    {%- if basis is none -%}
+        {{ return('full') }}
+    {%- endif -%}
+    {%- set query -%}
+        select
+            transition.full_rebuild
+                or transition.as_of <> basis.as_of
+                or basis.reference_fingerprint <> ({{ basis_fingerprint_sql }}) as must_rebuild,
+            basis.state_watermark = transition.to_watermark as is_current,
+            basis.state_watermark = transition.from_watermark as follows
+        from {{ state_transition_relation(model_name) }} as transition
+        cross join {{ basis }} as basis
+    {%- endset -%}
+    {%- set rows = run_query(query).rows -%}
+    {%- if rows | length != 1 or rows[0][0] -%}
+        {{ return('full') }}
+    {%- elif rows[0][1] -%}
+        {{ return('current') }}
+    {%- elif rows[0][2] -%}
+        {{ return('delta') }}
+    {%- endif -%}
+    {{ return('full') }}
+{%- endmacro %}
+
+{#- The post-hook of such an aggregate: what it now reflects. -#}
+{% macro save_aggregate_basis(model_name, basis_fingerprint_sql) -%}
+    {%- set basis = this.incorporate(path={'identifier': this.identifier ~ '_basis'}) %}
+    drop table if exists {{ basis }};
+    create table {{ basis }} as
+    select
+        transition.as_of,
+        transition.to_watermark as state_watermark,
+        ({{ basis_fingerprint_sql }}) as reference_fingerprint
+    from {{ state_transition_relation(model_name) }} as transition
+{%- endmacro %}
+
+{#- The parts of a text key over nullable columns: a null differs from every value. -#}
+{% macro cell_key_parts(columns) -%}
+    {%- set parts = [] -%}
+    {%- for c in columns -%}
+        {%- do parts.append("coalesce(" ~ dbt.cast(c, api.Column.translate_type('string')) ~ ", '~')") -%}
+        {%- if not loop.last %}{% do parts.append("'|'") %}{% endif -%}
+    {%- endfor -%}
+    {{ return(parts) }}
+{%- endmacro %}
+
+{#-
+  Whether the previous dbt build ended with every node green. on-run-start moves `passed`
+  to `previous_passed` and clears it; on-run-end sets it from the results. A build killed
+  midway never sets it, so the next one checks every key again.
+-#}
+{% macro build_outcome_relation() -%}
+    {{ generate_schema_name('intermediate', none) }}.build_outcome
+{%- endmacro %}
+
+{% macro start_build_outcome() -%}
+    create table if not exists {{ build_outcome_relation() }} (previous_passed boolean, passed boolean);
+    insert into {{ build_outcome_relation() }}
+    select false, false where not exists (select 1 from {{ build_outcome_relation() }});
+    update {{ build_outcome_relation() }} set previous_passed = passed, passed = false
+{%- endmacro %}
+
+{% macro record_build_outcome(results) -%}
+    {%- set failed = [] -%}
+    {%- for result in results if result.status not in ('success', 'pass') -%}
+        {%- do failed.append(result) -%}
+    {%- endfor %}
+    update {{ build_outcome_relation() }} set passed = {{ 'false' if failed or not results else 'true' }}
+{%- endmacro %}

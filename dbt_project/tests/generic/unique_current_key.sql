@@ -1,0 +1,25 @@
+{#-
+  The key of an incremental current-row model is unique. Delete+insert replaces every row
+  of the keys a run changed and touches no other, so a run can only create a duplicate
+  among those keys: when every earlier build ended green, only they are checked (a join
+  with the recorded changes instead of grouping 45 M keys). A full rebuild, or a build
+  after one that failed or was killed, checks every key (state_changes.sql).
+-#}
+{% test unique_current_key(model, column_name) %}
+{%- set full_check = true -%}
+{%- if execute -%}
+    {%- set transition = adapter.get_relation(model.database, model.schema, model.identifier ~ '_transition') -%}
+    {%- if transition is not none -%}
+        {%- set full_check = run_query('select full_check from ' ~ transition).columns[0].values()[0] -%}
+    {%- endif -%}
+{%- endif %}
+select rows.{{ column_name }} as unique_field, count(*) as n_records
+from {{ model }} as rows
+{%- if not full_check %}
+inner join {{ model.database }}.{{ model.schema }}.{{ model.identifier }}_changes as changes
+    on changes.changed_{{ column_name }} = rows.{{ column_name }}
+{%- endif %}
+where rows.{{ column_name }} is not null
+group by rows.{{ column_name }}
+having count(*) > 1
+{% endtest %}
