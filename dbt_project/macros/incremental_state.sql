@@ -35,9 +35,9 @@
 {%- endmacro %}
 
 {#- as_of_macro: name of the macro giving the as-of date the rows depend on; history: the
-    staging model with every version. keep_replaced_rows: also record the rows a run
-    replaces, for aggregates that follow the model (state_changes.sql). -#}
-{% macro current_row_config(key, as_of_macro, history, materialized='incremental', keep_replaced_rows=false) -%}
+    staging model with every version. replaced_columns: also record these columns of the
+    rows a run replaces, for aggregates that follow the model (state_changes.sql). -#}
+{% macro current_row_config(key, as_of_macro, history, materialized='incremental', replaced_columns=[]) -%}
     {%- if materialized != 'incremental' -%}
     {{ config(materialized=materialized) }}
     {%- else -%}
@@ -48,7 +48,7 @@
         on_schema_change='fail',
         pre_hook=[
             "{{ record_state_changes(ref('" ~ history ~ "'), '" ~ key ~ "', " ~ as_of_macro ~ "(), "
-                ~ keep_replaced_rows ~ ") }}"],
+                ~ replaced_columns ~ ") }}"],
         post_hook=[
             "delete from {{ this }} where _absent",
             "{{ forget_watermark() }}",

@@ -1,11 +1,17 @@
+{#- The columns of a participant state that decide its cell (int_participant_cells). -#}
+{% macro participant_cell_attributes() -%}
+    {{ return(['region_code', 'npp', 'segment', 'status', 'funding', 'funder_code', 'occupation',
+               'jkk', 'jkm', 'jht', 'jp', 'jkp', 'monthly_wage_idr']) }}
+{%- endmacro %}
+
 {#- Participant states (alias rows, with a weight column) as cell attributes: the state's
     own attributes plus its wage judged against the minimum wage of its region (needs a
     `minimum_wage` relation in scope: int_applicable_minimum_wage). -#}
 {% macro participant_cell_rows(rows) -%}
     select
-        {{ rows }}.region_code, {{ rows }}.npp, {{ rows }}.segment, {{ rows }}.status,
-        {{ rows }}.funding, {{ rows }}.funder_code, {{ rows }}.occupation,
-        {{ rows }}.jkk, {{ rows }}.jkm, {{ rows }}.jht, {{ rows }}.jp, {{ rows }}.jkp,
+        {%- for column in participant_cell_attributes() if column != 'monthly_wage_idr' %}
+        {{ rows }}.{{ column }},
+        {%- endfor %}
         minimum_wage.minimum_wage_idr is not null as has_minimum_wage,
         coalesce({{ rows }}.monthly_wage_idr >= minimum_wage.minimum_wage_idr, false) as at_minimum_wage,
         {{ rows }}.weight

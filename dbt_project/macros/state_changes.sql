@@ -18,16 +18,21 @@
 {%- endmacro %}
 
 {#- The pre-hook of every incremental current-row model (current_row_config); history,
-    key and as_of_sql as for current_row_per_key. keep_replaced_rows: also save the rows
-    the run replaces (the old row of each changed key, null for a new key). -#}
-{% macro record_state_changes(history, key, as_of_sql, keep_replaced_rows=false) -%}
+    key and as_of_sql as for current_row_per_key. replaced_columns: also save these columns
+    of the rows the run replaces (the old row of each changed key, null for a new key);
+    only those, as reading whole rows (the NIK token is most of one) costs a full scan. -#}
+{% macro record_state_changes(history, key, as_of_sql, replaced_columns=[]) -%}
     {%- set incremental = is_incremental() -%}
     drop table if exists {{ state_changes_relation(this.identifier) }};
     create table {{ state_changes_relation(this.identifier) }} as
     {%- if incremental %}
-    select changed.{{ key }} as changed_{{ key }}{{ ', state.*' if keep_replaced_rows }}
+    select
+        changed.{{ key }} as changed_{{ key }}
+        {%- for column in ([key] + replaced_columns if replaced_columns else []) %},
+        state.{{ column }}
+        {%- endfor %}
     from ({{ changed_keys(history, key, as_of_sql) }}) as changed
-    {%- if keep_replaced_rows %}
+    {%- if replaced_columns %}
     left join {{ this }} as state on state.{{ key }} = changed.{{ key }}
     {%- endif %};
     {%- else %}

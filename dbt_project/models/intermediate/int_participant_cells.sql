@@ -30,12 +30,14 @@ with minimum_wage as (
 
 {% if mode == 'delta' -%}
 replaced as (
-    select *, -1 as weight from {{ state_changes_relation('int_participant_state') }}
+    select {{ participant_cell_attributes() | join(', ') }}, -1 as weight
+    from {{ state_changes_relation('int_participant_state') }}
     where kpj is not null
 ),
 
 replacing as (
-    select *, 1 as weight from {{ ref('int_participant_state') }}
+    select {{ participant_cell_attributes() | join(', ') }}, 1 as weight
+    from {{ ref('int_participant_state') }}
     where kpj in (select changed_kpj from {{ state_changes_relation('int_participant_state') }})
 ),
 
@@ -46,7 +48,8 @@ signed as (
 ),
 {%- else %}
 states as (
-    select *, 1 as weight from {{ ref('int_participant_state') }}
+    select {{ participant_cell_attributes() | join(', ') }}, 1 as weight
+    from {{ ref('int_participant_state') }}
     {% if mode == 'current' %}where 1 = 0{% endif %}
 ),
 

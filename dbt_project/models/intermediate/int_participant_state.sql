@@ -1,7 +1,7 @@
 -- Each participant's state on D: its row with the greatest effective_date <= D; between
 -- equal effective dates the later business date wins, then the later line (extracts.md
 -- §3.1). Participants with no row effective on or before D do not exist for Y.
-{{ current_row_config('kpj', 'as_of_date', 'stg_participants', keep_replaced_rows=true) }}
+{{ current_row_config('kpj', 'as_of_date', 'stg_participants', replaced_columns=participant_cell_attributes()) }}
 
 {{ current_row_per_key(
     history=ref('stg_participants'),
