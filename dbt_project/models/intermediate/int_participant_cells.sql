@@ -1,7 +1,7 @@
 -- Participant states on D counted per cell: one row per combination of the attributes the
--- indicators group and filter by, with how many participants have it. 45 M participants
--- fall into a few million cells, and a night's changes move a few thousand participants
--- between cells; the marts read this table, not the states.
+-- indicators group and filter by, with how many participants have it. At national size,
+-- 50 M participant states fall into 3 M cells, and a night's changes move about 200,000
+-- participants between cells; the marts read this table, not the states.
 --
 -- Incremental: a nightly run adds the changes int_participant_state recorded (its
 -- participants' new states counted +1, their replaced states -1) to the cells they touch,
