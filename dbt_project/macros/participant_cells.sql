@@ -4,6 +4,22 @@
                'jkk', 'jkm', 'jht', 'jp', 'jkp', 'monthly_wage_idr']) }}
 {%- endmacro %}
 
+{#- The columns of a cell: the attributes, the wage judged instead of the wage itself. -#}
+{% macro participant_cell_dimensions() -%}
+    {{ return(participant_cell_attributes() | reject('equalto', 'monthly_wage_idr') | list
+              + ['has_minimum_wage', 'at_minimum_wage']) }}
+{%- endmacro %}
+
+{#- The parts of a text key over nullable columns: a null differs from every value. -#}
+{% macro cell_key_parts(columns) -%}
+    {%- set parts = [] -%}
+    {%- for c in columns -%}
+        {%- do parts.append("coalesce(" ~ dbt.cast(c, api.Column.translate_type('string')) ~ ", '~')") -%}
+        {%- if not loop.last %}{% do parts.append("'|'") %}{% endif -%}
+    {%- endfor -%}
+    {{ return(parts) }}
+{%- endmacro %}
+
 {#- Participant states (alias rows, with a weight column) as cell attributes: the state's
     own attributes plus its wage judged against the minimum wage of its region (needs a
     `minimum_wage` relation in scope: int_applicable_minimum_wage). -#}

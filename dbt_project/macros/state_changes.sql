@@ -100,15 +100,6 @@
     from {{ state_transition_relation(model_name) }} as transition
 {%- endmacro %}
 
-{#- The parts of a text key over nullable columns: a null differs from every value. -#}
-{% macro cell_key_parts(columns) -%}
-    {%- set parts = [] -%}
-    {%- for c in columns -%}
-        {%- do parts.append("coalesce(" ~ dbt.cast(c, api.Column.translate_type('string')) ~ ", '~')") -%}
-        {%- if not loop.last %}{% do parts.append("'|'") %}{% endif -%}
-    {%- endfor -%}
-    {{ return(parts) }}
-{%- endmacro %}
 
 {#-
   Whether the previous dbt build ended with every node green. on-run-start moves `passed`

@@ -8,9 +8,7 @@
 -- so the cost follows the delta. It rebuilds from the states when that chain is broken
 -- (a full refresh, a new as-of date, a failed run in between) or when the minimum wages
 -- the wage cells were judged against have changed (state_changes.sql).
-{%- set dimensions = ['region_code', 'npp', 'segment', 'status', 'funding', 'funder_code',
-                      'occupation', 'jkk', 'jkm', 'jht', 'jp', 'jkp',
-                      'has_minimum_wage', 'at_minimum_wage'] %}
+{%- set dimensions = participant_cell_dimensions() %}
 {%- set mode = aggregate_mode('int_participant_state', minimum_wage_fingerprint()) %}
 {%- do log('int_participant_cells: ' ~ mode, info=execute) %}
 
