@@ -133,7 +133,9 @@ def measure(script: str, *args: str) -> dict:
 
 
 def size_mb(path: Path) -> float:
-    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+    """Bytes under path, each file once (analytics.duckdb is a hard link to a copy)."""
+    files = {(st.st_dev, st.st_ino): st.st_size for st in (p.stat() for p in path.rglob("*") if p.is_file())}
+    return round(sum(files.values()) / 2**20, 1)
 
 
 def link_files(source: Path, target: Path, marker: str) -> None:

@@ -113,7 +113,9 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
         publication = publish_step(paths, run_id, year, as_of, m, checks)
     return {"folder": str(publication.folder), "latest": str(publication.latest),
             "files": {f["file"]: f["rows"] for f in publication.manifest["files"]},
-            "provinces": highlights(paths)["provinces"]}
+            "provinces": highlights(paths)["provinces"],
+            "analysts_copy": [{"file": c.copy.name, "bytes": c.bytes_total, "bytes_written": c.bytes_written,
+                               "in_place": c.patched_in_place} for c in publication.reader_copies]}
 
 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
@@ -138,6 +140,9 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         lines.append("checks: the quality gate did not pass (see the gate task's log and HOME/reports)")
     if published:
         lines.append(f"published: {published['folder']}")
+        for c in published.get("analysts_copy", []):
+            lines.append(f"analysts' copy {c['file']}: {c['bytes_written'] / 2**20:,.0f} of "
+                         f"{c['bytes'] / 2**20:,.0f} MiB written")
         for code, name, claims, claims_idr, children, children_idr in published["provinces"][:5]:
             lines.append(f"{name} ({code}): {claims:,} paid claims, Rp{claims_idr:,}; "
                          f"{children:,} scholarship children, Rp{children_idr:,}")

@@ -72,7 +72,7 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
     from .publication import publish
     from .readers import refresh_reader_copy
     publication = publish(paths, run_id, year, as_of, methodology, checks)
-    refresh_reader_copy(paths)
+    publication.reader_copies = refresh_reader_copy(paths)
     return publication
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .methodology import Methodology
@@ -32,6 +32,7 @@ class Publication:
     folder: Path
     latest: Path
     manifest: dict
+    reader_copies: list = field(default_factory=list)  # readers.CopyOutcome, set by the run
 
 
 def code_version() -> str:

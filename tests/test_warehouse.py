@@ -204,6 +204,79 @@ def test_nightly_cells_follow_the_delta_and_the_gate_recounts_them(demo, tmp_pat
                            "where is_counted_active)").fetchone()[0] == 0
 
 
+def test_nightly_bill_counts_follow_the_delta_and_the_gate_recounts_them(demo, tmp_path):
+    """int_employer_bill_counts takes only the day's bill changes (a planted drift stays),
+    compliance reads it, the gate's recount of the bills blocks publication, and a full
+    refresh rebuilds the counts."""
+    work = demo.copy(tmp_path / "w")
+    with duckdb.connect(str(work.paths.warehouse)) as con:
+        npp = con.execute("select min(npp) from intermediate.int_employer_compliance "
+                          "where bills_for_year > 0").fetchone()[0]
+        con.execute("update intermediate.int_employer_bill_counts set arrears_months = arrears_months + 3 "
+                    "where npp = ?", [npp])
+        bill = con.execute("select npp, period_month from intermediate.int_bills_current "
+                           "where npp <> ? and paid_date is null and due_date <= date '2024-12-31' limit 1",
+                           [npp]).fetchone()
+    paid = "npp,period_month,workers_billed,billed_idr,paid_idr,paid_date\n" \
+        f"{bill[0]},{bill[1]},1,100000,100000,2024-12-30\n"
+    write_delivery(work.landing, "contributions__2025-01-06.csv", paid, produced_at="2025-01-06T01:00:00+07:00")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "marts.totals_reconcile.expect_column_values_to_be_between(difference)" in result.stderr
+    recount = """select count(case when is_in_arrears then 1 end) from intermediate.int_bills_checked
+                 where npp = ?"""
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        for arrears_npp, drift in ((npp, 3), (bill[0], 0)):
+            counted = con.execute("select arrears_months from intermediate.int_employer_compliance where npp = ?",
+                                  [arrears_npp]).fetchone()[0]
+            assert counted == con.execute(recount, [arrears_npp]).fetchone()[0] + drift, arrears_npp
+        assert con.execute("select paid_date from intermediate.int_bills_current where npp = ? and period_month = ?",
+                           list(bill)).fetchone()[0] == dt.date(2024, 12, 30)  # the day's payment arrived
+
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir),
+                       "--full-refresh")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        assert con.execute("select arrears_months from intermediate.int_employer_compliance where npp = ?",
+                           [npp]).fetchone()[0] == con.execute(recount, [npp]).fetchone()[0]
+
+
+def test_claim_orphans_follow_the_delta_and_resolve_when_the_participant_arrives(demo, tmp_path):
+    """A nightly claim whose kpj has no participant row is an orphan (left out, counted by
+    claims_kpj); when a row for that kpj arrives later (effective after D, so only the
+    history has it), the next nightly resolves it and the claim counts as paid."""
+    work = demo.copy(tmp_path / "w")
+    kpj = "17099999988"
+    checks = "select orphans from marts.referential_checks where check_name = 'claims_kpj'"
+    paid = "select claims_paid_count from marts.pemda_indicators where entity_code = '17' and level = 'PROVINSI'"
+    flag = "select orphan_kpj, is_paid_for_year from intermediate.int_claims_checked where claim_id = 'C209900000001'"
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        orphans_before, paid_before = con.execute(checks).fetchone()[0], con.execute(paid).fetchone()[0]
+        npp = con.execute("select min(npp) from intermediate.int_employers_as_of "
+                          "where province_code = '17' and not is_referential_orphan").fetchone()[0]
+    header = "claim_id,claim_version,kpj,npp,region_code,program,benefit_type,submitted_date,status,paid_date,amount_idr"
+    row = {"claim_id": "C209900000001", "claim_version": "1", "kpj": kpj, "npp": npp, "region_code": "17.71",
+           "program": "JKM", "benefit_type": "DEATH_BENEFIT", "submitted_date": "2024-11-01", "status": "PAID",
+           "paid_date": "2024-11-20", "amount_idr": "42000000"}
+
+    def night(name: str, text: str, produced_at: str) -> tuple:
+        write_delivery(work.landing, name, text, produced_at=produced_at)
+        result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+            return con.execute(flag).fetchone(), con.execute(checks).fetchone()[0], con.execute(paid).fetchone()[0]
+
+    assert night("claims__2025-01-06.csv", csv_text(header, [row]), "2025-01-06T01:00:00+07:00") \
+        == ((True, False), orphans_before + 1, paid_before)
+    late = participant(kpj=kpj, nik="1771014508900009", segment="BPU", npp="", region_code="17.71",
+                       occupation="PETANI", funding="SELF", jp="0", jkp="0", effective_date="2025-01-05")
+    assert night("participants__2025-01-07.csv", csv_text(PARTICIPANT_HEADER, [late]), "2025-01-07T01:00:00+07:00") \
+        == ((False, True), orphans_before, paid_before + 1)
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from intermediate.int_participant_state where kpj = ?",
+                           [kpj]).fetchone()[0] == 0  # not in the states on D: only the history has it
+
+
 def test_key_tests_check_changed_keys_after_green_builds_and_every_key_after_a_red_one(demo, tmp_path):
     """unique_current_key: after green builds it looks only at the keys the last run changed
     (a duplicate elsewhere is not its business); once a build has ended red, the next build

@@ -88,6 +88,51 @@
     {{ return('full') }}
 {%- endmacro %}
 
+{#- The rows an aggregate of model_name adds up, as `columns` plus a weight: in 'delta'
+    mode the rows the model's last run replaced (-1) and their new rows (+1); otherwise
+    every row of the model (+1), or none in 'current' mode. -#}
+{% macro weighted_rows(mode, model_name, key, columns) -%}
+    {%- if mode == 'delta' %}
+    select {{ columns | join(', ') }}, -1 as weight
+    from {{ state_changes_relation(model_name) }}
+    where {{ key }} is not null
+    union all
+    select {{ columns | join(', ') }}, 1 as weight
+    from {{ ref(model_name) }}
+    where {{ key }} in (select changed_{{ key }} from {{ state_changes_relation(model_name) }})
+    {%- else %}
+    select {{ columns | join(', ') }}, 1 as weight
+    from {{ ref(model_name) }}
+    {% if mode == 'current' %}where 1 = 0{% endif %}
+    {%- endif %}
+{%- endmacro %}
+
+{#- The aggregate's new rows from `counted` (key, dimensions, measures summed over the
+    weighted rows): in 'delta' mode added to the stored ones; in a rebuild in place, rows no
+    longer there come back with zero measures (the aggregate's post-hook removes them). -#}
+{% macro updated_counts(mode, key, dimensions, measures) -%}
+    {%- if mode == 'delta' %}
+    select
+        counted.{{ key }},
+        {%- for d in dimensions %}
+        counted.{{ d }},
+        {%- endfor %}
+        {%- for m in measures %}
+        counted.{{ m }} + coalesce(stored.{{ m }}, 0) as {{ m }}{{ ',' if not loop.last }}
+        {%- endfor %}
+    from counted
+    left join {{ this }} as stored on stored.{{ key }} = counted.{{ key }}
+    {%- else %}
+    select * from counted
+    {%- if mode == 'full' and is_incremental() %}
+    union all
+    select {{ ([key] + dimensions) | join(', ') }}{% for m in measures %}, 0 as {{ m }}{% endfor %}
+    from {{ this }}
+    where {{ key }} not in (select {{ key }} from counted)
+    {%- endif %}
+    {%- endif %}
+{%- endmacro %}
+
 {#- The post-hook of such an aggregate: what it now reflects. -#}
 {% macro save_aggregate_basis(model_name, basis_fingerprint_sql) -%}
     {%- set basis = this.incorporate(path={'identifier': this.identifier ~ '_basis'}) %}
@@ -123,4 +168,13 @@
         {%- do failed.append(result) -%}
     {%- endfor %}
     update {{ build_outcome_relation() }} set passed = {{ 'false' if failed or not results else 'true' }}
+{%- endmacro %}
+
+
+{#- Participant deliveries a correction has superseded: their rows are gone, so a kpj may
+    have lost its last row (int_claim_kpj_orphans rechecks every claim when this changes). -#}
+{% macro participant_removals_fingerprint() -%}
+    select {{ dbt.cast('count(*)', api.Column.translate_type('string')) }}
+    from {{ source('raw', 'load_ledger') }}
+    where extract = 'participants' and status = 'SUPERSEDED'
 {%- endmacro %}

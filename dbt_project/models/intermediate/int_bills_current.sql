@@ -1,6 +1,6 @@
 -- Each contribution bill's latest state: a later business date's row for the same
 -- (npp, period_month) replaces the earlier one (extracts.md §3.4).
-{{ current_row_config('bill_key', 'any_as_of', 'stg_contributions') }}
+{{ current_row_config('bill_key', 'any_as_of', 'stg_contributions', replaced_columns=bill_judged_attributes()) }}
 
 {{ current_row_per_key(
     history=ref('stg_contributions'),

@@ -8,15 +8,8 @@ kabkota as (
     select * from {{ ref('int_kabkota') }}
 ),
 
--- "kpj has a participant row of any date" without a distinct over the whole history: a
--- row effective on or before D puts the number in the states on D; rows effective after D
--- are few, and the history's older row groups are skipped by their effective dates.
-participants_on_as_of as (
-    select kpj from {{ ref('int_participant_state') }}
-),
-
-participants_after_as_of as (
-    select distinct kpj from {{ ref('stg_participants') }} where effective_date > {{ as_of_date() }}
+kpj_orphans as (
+    select claim_id from {{ ref('int_claim_kpj_orphans') }}
 ),
 
 checked as (
@@ -24,11 +17,10 @@ checked as (
         claims.*,
         kabkota.province_code,
         kabkota.region_code is null as orphan_region,
-        (participants_on_as_of.kpj is null and participants_after_as_of.kpj is null) as orphan_kpj
+        kpj_orphans.claim_id is not null as orphan_kpj
     from claims
     left join kabkota on kabkota.region_code = claims.region_code
-    left join participants_on_as_of on participants_on_as_of.kpj = claims.kpj
-    left join participants_after_as_of on participants_after_as_of.kpj = claims.kpj
+    left join kpj_orphans on kpj_orphans.claim_id = claims.claim_id
 )
 
 select

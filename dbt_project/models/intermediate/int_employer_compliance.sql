@@ -12,8 +12,9 @@ participants as (
     select * from {{ ref('int_participant_cells_as_of') }} where is_counted_active
 ),
 
-bills as (
-    select * from {{ ref('int_bills_checked') }} where not is_referential_orphan
+bill_counts as (
+    -- per npp; an employer on D always has an employer row, so its bills are not orphans
+    select * from {{ ref('int_employer_bill_counts') }}
 ),
 
 pu_participants as (
@@ -45,17 +46,6 @@ csr_funded as (
     from participants
     where funding = 'CSR'
     group by funder_code
-),
-
-bill_counts as (
-    select
-        npp,
-        {{ count_where("counts_for_year") }} as bills_for_year,
-        {{ count_where("counts_for_year and is_paid_on_time") }} as bills_paid_on_time,
-        {{ count_where("counts_for_year and is_paid_by_as_of") }} as bills_paid_by_as_of,
-        {{ count_where("is_in_arrears") }} as arrears_months
-    from bills
-    group by npp
 ),
 
 joined as (

@@ -26,35 +26,13 @@ with minimum_wage as (
     select * from {{ ref('int_applicable_minimum_wage') }}
 ),
 
-{% if mode == 'delta' -%}
-replaced as (
-    select {{ participant_cell_attributes() | join(', ') }}, -1 as weight
-    from {{ state_changes_relation('int_participant_state') }}
-    where kpj is not null
-),
-
-replacing as (
-    select {{ participant_cell_attributes() | join(', ') }}, 1 as weight
-    from {{ ref('int_participant_state') }}
-    where kpj in (select changed_kpj from {{ state_changes_relation('int_participant_state') }})
+weighted as (
+    {{ weighted_rows(mode, 'int_participant_state', 'kpj', participant_cell_attributes()) }}
 ),
 
 signed as (
-    {{ participant_cell_rows('replaced') }}
-    union all
-    {{ participant_cell_rows('replacing') }}
+    {{ participant_cell_rows('weighted') }}
 ),
-{%- else %}
-states as (
-    select {{ participant_cell_attributes() | join(', ') }}, 1 as weight
-    from {{ ref('int_participant_state') }}
-    {% if mode == 'current' %}where 1 = 0{% endif %}
-),
-
-signed as (
-    {{ participant_cell_rows('states') }}
-),
-{%- endif %}
 
 counted as (
     select
@@ -65,22 +43,4 @@ counted as (
     group by {{ dimensions | join(', ') }}
 )
 
-{% if mode == 'delta' -%}
-select
-    counted.cell_key,
-    {%- for d in dimensions %}
-    counted.{{ d }},
-    {%- endfor %}
-    counted.participants + coalesce(cells.participants, 0) as participants
-from counted
-left join {{ this }} as cells on cells.cell_key = counted.cell_key
-{%- else -%}
-select * from counted
-{%- if mode == 'full' and is_incremental() %}
--- a rebuild in place: cells no longer there are emptied, and the post-hook removes them
-union all
-select cell_key, {{ dimensions | join(', ') }}, 0 as participants
-from {{ this }}
-where cell_key not in (select cell_key from counted)
-{%- endif %}
-{%- endif %}
+{{ updated_counts(mode, 'cell_key', dimensions, ['participants']) }}

@@ -15,8 +15,13 @@ claims as (
     select * from {{ ref('int_claims_checked') }}
 ),
 
-bills as (
-    select * from {{ ref('int_bills_checked') }}
+bill_counts as (
+    select
+        bill_counts.bills,
+        employer_npps.npp is null as is_referential_orphan
+    from {{ ref('int_employer_bill_counts') }} as bill_counts
+    left join (select distinct npp from {{ ref('stg_employers') }}) as employer_npps
+        on employer_npps.npp = bill_counts.npp
 ),
 
 counts as (
@@ -43,8 +48,8 @@ counts as (
     from claims
     union all
     select 'contributions_npp', 'contributions', 'npp has no employer row',
-           count(*), {{ count_where("is_referential_orphan") }}
-    from bills
+           {{ sum_bigint('bills') }}, {{ sum_where("is_referential_orphan", 'bills') }}
+    from bill_counts
 )
 
 select

@@ -1,0 +1,68 @@
+-- The current claims whose kpj has no participant row of any date (methodology §6,
+-- `claims_kpj`): usually none or a handful. int_claims_checked joins this small table
+-- instead of matching 8 M claims against 50 M participant states, which the pemda
+-- indicators, the referential checks and the quality gate each did every night.
+--
+-- "Has a participant row of any date" is computed as: in the states on D, or has a row
+-- effective after D (the same set, by definition of the state; rows after D are few and
+-- the history's older row groups are skipped by their effective dates).
+--
+-- Incremental: participant rows only ever arrive, so a claim with a participant stays so;
+-- a nightly run rechecks only the claims int_claims_current changed and the orphans it
+-- already has (a late participant row may have resolved them). It rechecks every claim
+-- when the chain is broken (a full refresh, a failed run in between) or when a
+-- correction has superseded a participant delivery (rows can then disappear).
+{%- set mode = aggregate_mode('int_claims_current', participant_removals_fingerprint()) %}
+{%- do log('int_claim_kpj_orphans: ' ~ mode, info=execute) %}
+
+{{ config(
+    materialized='incremental',
+    unique_key='claim_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='fail',
+    post_hook=[
+        "delete from {{ this }} where not is_orphan",
+        "{{ save_aggregate_basis('int_claims_current', participant_removals_fingerprint()) }}",
+    ]) }}
+
+with claims as (
+    {%- if mode == 'delta' %}
+    select candidates.claim_id, current_claims.kpj, current_claims.claim_id is not null as is_current
+    from (
+        select changed_claim_id as claim_id from {{ state_changes_relation('int_claims_current') }}
+        union
+        select claim_id from {{ this }}
+    ) as candidates
+    left join {{ ref('int_claims_current') }} as current_claims on current_claims.claim_id = candidates.claim_id
+    {%- else %}
+    select claim_id, kpj, true as is_current
+    from {{ ref('int_claims_current') }}
+    {% if mode == 'current' %}where 1 = 0{% endif %}
+    {%- endif %}
+),
+
+participants_on_as_of as (
+    select kpj from {{ ref('int_participant_state') }}
+),
+
+participants_after_as_of as (
+    select distinct kpj from {{ ref('stg_participants') }} where effective_date > {{ as_of_date() }}
+),
+
+checked as (
+    select
+        claims.claim_id,
+        claims.kpj,
+        (claims.is_current and participants_on_as_of.kpj is null and participants_after_as_of.kpj is null)
+            as is_orphan
+    from claims
+    left join participants_on_as_of on participants_on_as_of.kpj = claims.kpj
+    left join participants_after_as_of on participants_after_as_of.kpj = claims.kpj
+)
+
+select * from checked
+where is_orphan
+{%- if is_incremental() %}
+    -- a stored orphan that no longer is one comes back false; the post-hook removes it
+    or claim_id in (select claim_id from {{ this }})
+{%- endif %}

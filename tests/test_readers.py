@@ -1,0 +1,105 @@
+"""The analysts' copy (paritrana.readers): two copies take turns, the older one is patched
+chunk by chunk, never under a reader's feet, and always ends byte-identical to the
+warehouse."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from paritrana import readers
+from paritrana.settings import Paths
+
+SMALL_CHUNK = 64 * 1024
+
+
+@pytest.fixture
+def paths(tmp_path, monkeypatch):
+    # small chunks, so that a small warehouse has many and a change touches few of them
+    monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
+    paths = Paths(tmp_path)
+    with duckdb.connect(str(paths.warehouse)) as con:
+        con.execute("create table big as select range as id, md5(range::varchar) as h from range(300000)")
+        con.execute("create table small (night int)")
+        con.execute("insert into small values (0)")
+    return paths
+
+
+def _night(paths: Paths, night: int) -> None:
+    with duckdb.connect(str(paths.warehouse)) as con:
+        con.execute("update small set night = ?", [night])
+
+
+def _served(paths: Paths) -> Path:
+    return next(g for g in readers.generations(paths) if os.path.samestat(os.stat(g), os.stat(paths.reader_copy)))
+
+
+def _assert_copy_of_warehouse(paths: Paths, copy: Path) -> None:
+    assert copy.read_bytes() == paths.warehouse.read_bytes()
+
+
+def test_first_publication_writes_both_copies_then_nights_patch_the_older(paths):
+    first = readers.refresh_reader_copy(paths)
+    assert [o.copy for o in first] == list(readers.generations(paths))
+    assert all(o.bytes_written == o.bytes_total == paths.warehouse.stat().st_size for o in first)
+    assert _served(paths) == readers.generations(paths)[0]
+
+    for night in (1, 2, 3):
+        before = _served(paths)
+        _night(paths, night)
+        (outcome,) = readers.refresh_reader_copy(paths)
+        assert outcome.copy != before and _served(paths) == outcome.copy, "the older copy is patched and served"
+        assert outcome.patched_in_place
+        assert 0 < outcome.bytes_written < outcome.bytes_total / 4, outcome
+        _assert_copy_of_warehouse(paths, outcome.copy)
+        with duckdb.connect(str(paths.reader_copy), read_only=True) as con:
+            assert con.execute("select night from small").fetchone()[0] == night
+
+
+def test_a_reader_holding_the_older_copy_keeps_it_and_gets_a_new_file(paths):
+    readers.refresh_reader_copy(paths)
+    _night(paths, 1)
+    readers.refresh_reader_copy(paths)  # serves b; a is now the older copy, holding night 0
+    older = readers.generations(paths)[0]
+    # another process, as an analyst's session: POSIX locks do not conflict within one process
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys; con = duckdb.connect(sys.argv[1], read_only=True); print('open', flush=True); "
+         "sys.stdin.readline(); print(con.execute('select night from small').fetchone()[0], flush=True)",
+         str(older)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        inode_held = older.stat().st_ino
+        _night(paths, 2)
+        (outcome,) = readers.refresh_reader_copy(paths)
+        assert outcome.copy == older and not outcome.patched_in_place
+        assert outcome.bytes_written == outcome.bytes_total
+        assert older.stat().st_ino != inode_held, "a new file took the copy's name"
+        _assert_copy_of_warehouse(paths, older)
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() == "0", "the reader still sees the copy it opened"
+    finally:
+        reader.kill()
+        reader.wait()
+    _night(paths, 3)
+    (outcome,) = readers.refresh_reader_copy(paths)  # b, patched as usual
+    assert outcome.patched_in_place and outcome.bytes_written < outcome.bytes_total / 4
+
+
+def test_a_copy_written_by_someone_else_is_rewritten_whole(paths):
+    readers.refresh_reader_copy(paths)
+    _night(paths, 1)
+    readers.refresh_reader_copy(paths)
+    older = readers.generations(paths)[0]
+    # an analyst who opened the copy read-write and changed it
+    with duckdb.connect(str(older)) as con:
+        con.execute("create table scratch as select 1 as x")
+    _night(paths, 2)
+    (outcome,) = readers.refresh_reader_copy(paths)
+    assert outcome.copy == older and outcome.bytes_written == outcome.bytes_total
+    _assert_copy_of_warehouse(paths, older)
