@@ -84,7 +84,7 @@ with changed as (
 ),
 
 history as (
-    select * from {{ history }} where {{ key }} in (select {{ key }} from changed)
+    {{ rows_for_keys(history, key, 'select ' ~ key ~ ' from changed', locator='source_row') }}
 ),
 {%- else %}
 with history as (

@@ -26,14 +26,19 @@
     drop table if exists {{ state_changes_relation(this.identifier) }};
     create table {{ state_changes_relation(this.identifier) }} as
     {%- if incremental %}
+    with changed as (
+        {{ changed_keys(history, key, as_of_sql) }}
+    )
+
     select
         changed.{{ key }} as changed_{{ key }}
         {%- for column in ([key] + replaced_columns if replaced_columns else []) %},
         state.{{ column }}
         {%- endfor %}
-    from ({{ changed_keys(history, key, as_of_sql) }}) as changed
+    from changed
     {%- if replaced_columns %}
-    left join {{ this }} as state on state.{{ key }} = changed.{{ key }}
+    left join ({{ rows_for_keys(this, key, 'select ' ~ key ~ ' from changed') }}) as state
+        on state.{{ key }} = changed.{{ key }}
     {%- endif %};
     {%- else %}
     select {{ dbt.cast('null', api.Column.translate_type('string')) }} as changed_{{ key }}
@@ -98,8 +103,8 @@
     where {{ key }} is not null
     union all
     select {{ columns | join(', ') }}, 1 as weight
-    from {{ ref(model_name) }}
-    where {{ key }} in (select changed_{{ key }} from {{ state_changes_relation(model_name) }})
+    from ({{ rows_for_keys(ref(model_name), key,
+                           'select changed_' ~ key ~ ' from ' ~ state_changes_relation(model_name)) }}) as replacing
     {%- else %}
     select {{ columns | join(', ') }}, 1 as weight
     from {{ ref(model_name) }}

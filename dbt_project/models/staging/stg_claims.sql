@@ -1,6 +1,6 @@
 -- Every loaded claim version; the current state is chosen in int_claims_current.
 with source as (
-    select * from {{ source('raw', 'claims') }}
+    select *{{ with_source_row(source('raw', 'claims')) }} from {{ source('raw', 'claims') }}
 ),
 
 renamed as (
@@ -23,7 +23,7 @@ renamed as (
         ---------- lineage
         _business_date as business_date,
         _load_id as load_id,
-        _line as line_number
+        _line as line_number{{ source_row_column(source('raw', 'claims')) }}
     from source
 )
 

@@ -1,6 +1,6 @@
 -- Every loaded bill row; the latest state per bill is chosen in int_bills_current.
 with source as (
-    select * from {{ source('raw', 'contributions') }}
+    select *{{ with_source_row(source('raw', 'contributions')) }} from {{ source('raw', 'contributions') }}
 ),
 
 renamed as (
@@ -20,7 +20,7 @@ renamed as (
         ---------- lineage
         _business_date as business_date,
         _load_id as load_id,
-        _line as line_number
+        _line as line_number{{ source_row_column(source('raw', 'contributions')) }}
     from source
 )
 

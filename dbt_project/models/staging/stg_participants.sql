@@ -1,6 +1,6 @@
 -- Every loaded participant row (all versions); versioning happens in int_participant_state.
 with source as (
-    select * from {{ source('raw', 'participants') }}
+    select *{{ with_source_row(source('raw', 'participants')) }} from {{ source('raw', 'participants') }}
 ),
 
 renamed as (
@@ -27,7 +27,7 @@ renamed as (
         effective_date,
         _business_date as business_date,
         _load_id as load_id,
-        _line as line_number
+        _line as line_number{{ source_row_column(source('raw', 'participants')) }}
     from source
 )
 
