@@ -132,11 +132,35 @@ def test_incremental_runs_equal_a_full_refresh(tmp_path):
             arrive(day)
         ingest_step(paths, landing, f"r{n}", progress=lambda m: None)
         build_step(paths, 2024, dt.date(2024, 12, 31), config, progress=None)
+    # Corrections of the snapshot of each incremental extract, some rows changed and some
+    # dropped: the keys whose current row came from a superseded delivery are rebuilt from
+    # the history (and a key may lose its only row).
+    corrections = {"participants": ("participants__2024-12-31.csv.gz", "monthly_wage_idr"),
+                   "claims": ("claims__2024-12-31.csv.gz", "amount_idr"),
+                   "contributions": ("contributions__2024-12-31.parquet", "workers_billed")}
+    with duckdb.connect() as con:
+        for extract, (name, column) in corrections.items():
+            source = f"read_parquet('{landing / name}')" if name.endswith(".parquet") else \
+                f"read_csv('{landing / name}', all_varchar = true)"
+            corrected = tmp_path / f"{extract}.csv"
+            con.execute(f"""copy (
+                select * exclude (n) replace (
+                    case when n % 7 = 2 then cast(cast({column} as bigint) + 1 as varchar)
+                         else cast({column} as varchar) end as {column})
+                from (select *, row_number() over () as n from {source}) where n % 10 <> 3
+                order by n) to '{corrected}' (header)""")
+            write_delivery(landing, f"{extract}__2024-12-31.csv", corrected.read_text(),
+                           produced_at="2025-01-04T08:00:00+07:00")
+    ingest_step(paths, landing, "r4", progress=lambda m: None)
+    build_step(paths, 2024, dt.date(2024, 12, 31), config, progress=None)
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-        superseded = con.execute("select count(*) from raw.load_ledger where status = 'SUPERSEDED'").fetchone()[0]
+        superseded = dict(con.execute("select extract, count(*) from raw.load_ledger where status = 'SUPERSEDED' "
+                                      "group by extract").fetchall())
         reversioned = con.execute("select count(*) from intermediate.int_claims_current where claim_version > 1"
                                   ).fetchone()[0]
-    assert superseded >= 1 and reversioned >= 1  # the deltas exercised corrections and re-versions
+    # the deltas exercised corrections (of every incremental extract) and re-versions
+    assert all(superseded.get(e) == 1 for e in corrections) and superseded.get("employers", 0) >= 1, superseded
+    assert reversioned >= 1
 
     refreshed = resolve_home(tmp_path / "full")
     shutil.copy2(paths.warehouse, refreshed.warehouse)

@@ -35,9 +35,9 @@
 {%- endmacro %}
 
 {#- as_of_macro: name of the macro giving the as-of date the rows depend on; history: the
-    staging model with every version. replaced_columns: also record these columns of the
-    rows a run replaces, for aggregates that follow the model (state_changes.sql). -#}
-{% macro current_row_config(key, as_of_macro, history, materialized='incremental', replaced_columns=[]) -%}
+    staging model with every version; columns: the model's columns (as for
+    current_row_per_key), recorded for the rows a run replaces (state_changes.sql). -#}
+{% macro current_row_config(key, as_of_macro, history, columns=[], materialized='incremental') -%}
     {%- if materialized != 'incremental' -%}
     {{ config(materialized=materialized) }}
     {%- else -%}
@@ -48,7 +48,7 @@
         on_schema_change='fail',
         pre_hook=[
             "{{ record_state_changes(ref('" ~ history ~ "'), '" ~ key ~ "', " ~ as_of_macro ~ "(), "
-                ~ replaced_columns ~ ") }}"],
+                ~ columns ~ ") }}"],
         post_hook=[
             "delete from {{ this }} where _absent",
             "{{ forget_watermark() }}",
@@ -78,13 +78,33 @@
 -#}
 {% macro current_row_per_key(history, key, columns, order_by, as_of_sql, cutoff=none) -%}
 {%- if is_incremental() %}
+-- A changed key's new row is the best of its old row and the rows loaded since the last
+-- run (rows only arrive), so the history is not read, except for the keys whose old row
+-- came from a delivery a correction has since superseded (that row is gone).
 with changed as (
-    -- recorded by the pre-hook (state_changes.sql)
+    -- recorded by the pre-hook (state_changes.sql), with each key's old row
     select changed_{{ key }} as {{ key }} from {{ state_changes_relation(this.identifier) }}
 ),
 
+superseded_loads as (
+    select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED'
+),
+
+replaced as (
+    select * from {{ state_changes_relation(this.identifier) }} where {{ key }} is not null
+),
+
 history as (
-    {{ rows_for_keys(history, key, 'select ' ~ key ~ ' from changed', locator='source_row') }}
+    select {{ columns | join(', ') }} from replaced
+    where load_id not in (select load_id from superseded_loads)
+    union all
+    select {{ columns | join(', ') }} from {{ history }}
+    where load_id > (select from_watermark from {{ state_transition_relation(this.identifier) }})
+    union all
+    select {{ columns | join(', ') }}
+    from ({{ rows_for_keys(history, key,
+                           'select ' ~ key ~ ' from replaced where load_id in (select load_id from superseded_loads)',
+                           locator='source_row') }}) as superseded_keys
 ),
 {%- else %}
 with history as (

@@ -18,10 +18,11 @@
 {%- endmacro %}
 
 {#- The pre-hook of every incremental current-row model (current_row_config); history,
-    key and as_of_sql as for current_row_per_key. replaced_columns: also save these columns
-    of the rows the run replaces (the old row of each changed key, null for a new key);
-    only those, as reading whole rows (the NIK token is most of one) costs a full scan. -#}
-{% macro record_state_changes(history, key, as_of_sql, replaced_columns=[]) -%}
+    key and as_of_sql as for current_row_per_key. columns: the model's columns, saved for
+    the rows the run replaces (the old row of each changed key, null for a new key): the
+    model picks each changed key's new row among its old one and the rows loaded since,
+    and the aggregates take the old rows' attributes away. -#}
+{% macro record_state_changes(history, key, as_of_sql, columns=[]) -%}
     {%- set incremental = is_incremental() -%}
     drop table if exists {{ state_changes_relation(this.identifier) }};
     create table {{ state_changes_relation(this.identifier) }} as
@@ -32,11 +33,11 @@
 
     select
         changed.{{ key }} as changed_{{ key }}
-        {%- for column in ([key] + replaced_columns if replaced_columns else []) %},
+        {%- for column in ([key] + (columns | reject('equalto', key) | list) if columns else []) %},
         state.{{ column }}
         {%- endfor %}
     from changed
-    {%- if replaced_columns %}
+    {%- if columns %}
     left join ({{ rows_for_keys(this, key, 'select ' ~ key ~ ' from changed') }}) as state
         on state.{{ key }} = changed.{{ key }}
     {%- endif %};
