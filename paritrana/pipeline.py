@@ -69,10 +69,18 @@ def gate_step(paths: Paths, run_id: str, methodology: Methodology):
 
 def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology,
                  checks: list[dict]):
+    from concurrent.futures import ThreadPoolExecutor
+
     from .publication import publish
-    from .readers import refresh_reader_copy
-    publication = publish(paths, run_id, year, as_of, methodology, checks)
-    publication.reader_copies = refresh_reader_copy(paths)
+    from .readers import prepare_reader_copy, serve_reader_copy
+
+    # The publication only reads the warehouse, so the analysts' copy is patched meanwhile;
+    # it is served only once the publication has succeeded.
+    with ThreadPoolExecutor(1) as pool:
+        prepared = pool.submit(prepare_reader_copy, paths)
+        publication = publish(paths, run_id, year, as_of, methodology, checks)
+        copy = prepared.result()
+    publication.reader_copies = serve_reader_copy(paths, copy)
     return publication
 
 

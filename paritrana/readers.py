@@ -147,16 +147,35 @@ def update_copy(source: Path, copy: Path) -> CopyOutcome:
     return CopyOutcome(copy, identity["size"], written, in_place)
 
 
-def refresh_reader_copy(paths: Paths) -> list[CopyOutcome]:
-    """Bring the older copy up to date and serve it; the first time, write both copies."""
+@dataclass(frozen=True)
+class PreparedCopy:
+    outcome: CopyOutcome
+    first_publication: bool
+
+
+def prepare_reader_copy(paths: Paths) -> PreparedCopy:
+    """Bring the older copy up to date without serving it: it only reads the warehouse, so
+    it can run while the publication is written from the same (unchanged) file."""
     first, second = generations(paths)
-    missing_both = not first.exists() and not second.exists()
-    target = _older_generation(paths)
-    outcomes = [update_copy(paths.warehouse, target)]
+    first_publication = not first.exists() and not second.exists()
+    return PreparedCopy(update_copy(paths.warehouse, _older_generation(paths)), first_publication)
+
+
+def serve_reader_copy(paths: Paths, prepared: PreparedCopy) -> list[CopyOutcome]:
+    """Make analytics.duckdb name the prepared copy (one rename); the first time, also
+    write the other copy, so that every later night patches."""
+    target = prepared.outcome.copy
     link = paths.reader_copy.with_name(f".{paths.reader_copy.name}.link")
     link.unlink(missing_ok=True)
     os.link(target, link)
     os.replace(link, paths.reader_copy)
-    if missing_both:
+    outcomes = [prepared.outcome]
+    if prepared.first_publication:
+        first, second = generations(paths)
         outcomes.append(update_copy(paths.warehouse, second if target == first else first))
     return outcomes
+
+
+def refresh_reader_copy(paths: Paths) -> list[CopyOutcome]:
+    """Bring the older copy up to date and serve it."""
+    return serve_reader_copy(paths, prepare_reader_copy(paths))

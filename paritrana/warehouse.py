@@ -36,11 +36,14 @@ def exclusive(paths: Paths) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def connect(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A writing connection; callers hold `exclusive` (dbt opens its own connection in
-    between, so this one is closed before dbt runs)."""
+def connect(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+            read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A writing connection, or a read-only one (the file is then left byte for byte as it
+    was); callers hold `exclusive` (dbt opens its own connection in between, so this one is
+    closed before dbt runs)."""
     paths.tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
+    con = duckdb.connect(str(paths.warehouse), read_only=True) if read_only else \
+        duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
     try:
         con.execute(f"set temp_directory = '{paths.tmp}'")
         con.execute("set preserve_insertion_order = true")
