@@ -204,11 +204,17 @@ def test_nightly_cells_follow_the_delta_and_the_gate_recounts_them(demo, tmp_pat
                               where is_counted_active)""")
     newcomer = participant(kpj="17099999901", nik="1771014508900003", segment="BPU", npp="", region_code="17.71",
                            occupation="PETANI", funding="SELF", jp="0", jkp="0", effective_date="2024-06-01")
-    write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, [newcomer]),
+    # a row effective after D cannot change the state on D: the run does not touch its key
+    later = participant(kpj="17099999902", nik="1771014508900004", segment="BPU", npp="", region_code="17.71",
+                        occupation="PETANI", funding="SELF", jp="0", jkp="0", effective_date="2025-01-05")
+    write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, [newcomer, later]),
                    produced_at="2025-01-06T01:00:00+07:00")
     result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "marts.totals_reconcile.expect_column_values_to_be_between(difference)" in result.stderr
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        assert con.execute("select changed_kpj from intermediate.int_participant_state_changes").fetchall() \
+            == [("17099999901",)]
     with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
         cells, active, states = con.execute("""
             select (select sum(participants) from intermediate.int_participant_cells_as_of where is_counted_active),

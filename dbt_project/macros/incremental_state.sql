@@ -36,8 +36,10 @@
 
 {#- as_of_macro: name of the macro giving the as-of date the rows depend on; history: the
     staging model with every version; columns: the model's columns (as for
-    current_row_per_key), recorded for the rows a run replaces (state_changes.sql). -#}
-{% macro current_row_config(key, as_of_macro, history, columns=[], materialized='incremental') -%}
+    current_row_per_key), recorded for the rows a run replaces (state_changes.sql);
+    effective_column as for current_row_per_key. -#}
+{% macro current_row_config(key, as_of_macro, history, columns=[], effective_column=none,
+                            materialized='incremental') -%}
     {%- if materialized != 'incremental' -%}
     {{ config(materialized=materialized) }}
     {%- else -%}
@@ -48,7 +50,7 @@
         on_schema_change='fail',
         pre_hook=[
             "{{ record_state_changes(ref('" ~ history ~ "'), '" ~ key ~ "', " ~ as_of_macro ~ "(), "
-                ~ columns ~ ") }}"],
+                ~ columns ~ ", " ~ (("'" ~ effective_column ~ "'") if effective_column else "none") ~ ") }}"],
         post_hook=[
             "delete from {{ this }} where _absent",
             "{{ forget_watermark() }}",
@@ -62,10 +64,12 @@
      where model_name = '{{ this.identifier }}' and as_of = {{ as_of_sql }})
 {%- endmacro %}
 
-{#- The keys an incremental run recomputes: touched by a load since the last run, or whose
+{#- The keys an incremental run recomputes: touched by a load since the last run (for a
+    state on D, by a row effective on or before D: a later one cannot change it), or whose
     current row came from a load a correction has since superseded. -#}
-{% macro changed_keys(history, key, as_of_sql) -%}
+{% macro changed_keys(history, key, as_of_sql, effective_column=none) -%}
     select {{ key }} from {{ history }} where load_id > {{ last_watermark(as_of_sql) }}
+    {%- if effective_column %} and {{ effective_column }} <= {{ as_of_sql }}{% endif %}
     union
     select {{ key }} from {{ this }}
     where load_id in (select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED')
@@ -74,9 +78,10 @@
 {#-
   The whole select of a current-row model. history: the staging relation with every
   version; columns: what to keep (must include key and load_id); order_by: the version
-  order, winner first; cutoff: an optional filter such as effective_date <= D.
+  order, winner first; effective_column: for a state on the as-of date, the column a row
+  must have on or before it (effective_date <= D).
 -#}
-{% macro current_row_per_key(history, key, columns, order_by, as_of_sql, cutoff=none) -%}
+{% macro current_row_per_key(history, key, columns, order_by, as_of_sql, effective_column=none) -%}
 {%- if is_incremental() %}
 -- A changed key's new row is the best of its old row and the rows loaded since the last
 -- run (rows only arrive), so the history is not read, except for the keys whose old row
@@ -117,7 +122,7 @@ ranked as (
         {{ columns | join(',\n        ') }},
         row_number() over (partition by {{ key }} order by {{ order_by }}) as version_rank
     from history
-    {% if cutoff %}where {{ cutoff }}{% endif %}
+    {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
 ),
 
 current_rows as (

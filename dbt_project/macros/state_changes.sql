@@ -21,14 +21,15 @@
     key and as_of_sql as for current_row_per_key. columns: the model's columns, saved for
     the rows the run replaces (the old row of each changed key, null for a new key): the
     model picks each changed key's new row among its old one and the rows loaded since,
-    and the aggregates take the old rows' attributes away. -#}
-{% macro record_state_changes(history, key, as_of_sql, columns=[]) -%}
+    and the aggregates take the old rows' attributes away. effective_column: see
+    current_row_per_key. -#}
+{% macro record_state_changes(history, key, as_of_sql, columns=[], effective_column=none) -%}
     {%- set incremental = is_incremental() -%}
     drop table if exists {{ state_changes_relation(this.identifier) }};
     create table {{ state_changes_relation(this.identifier) }} as
     {%- if incremental %}
     with changed as (
-        {{ changed_keys(history, key, as_of_sql) }}
+        {{ changed_keys(history, key, as_of_sql, effective_column) }}
     )
 
     select

@@ -9,4 +9,4 @@
              'status', 'effective_date', 'business_date', 'load_id', 'line_number'],
     order_by='effective_date desc, business_date desc, line_number desc',
     as_of_sql=as_of_date(),
-    cutoff='effective_date <= ' ~ as_of_date()) }}
+    effective_column='effective_date') }}

@@ -5,7 +5,7 @@
                    'region_code', 'occupation', 'funding', 'funder_code', 'jkk', 'jkm', 'jht', 'jp',
                    'jkp', 'monthly_wage_idr', 'status', 'effective_date', 'business_date',
                    'load_id', 'line_number'] %}
-{{ current_row_config('kpj', 'as_of_date', 'stg_participants', columns) }}
+{{ current_row_config('kpj', 'as_of_date', 'stg_participants', columns, 'effective_date') }}
 
 {{ current_row_per_key(
     history=ref('stg_participants'),
@@ -13,4 +13,4 @@
     columns=columns,
     order_by='effective_date desc, business_date desc, line_number desc',
     as_of_sql=as_of_date(),
-    cutoff='effective_date <= ' ~ as_of_date()) }}
+    effective_column='effective_date') }}
