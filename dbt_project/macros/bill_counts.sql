@@ -4,17 +4,18 @@
     int_bills_checked (one row per bill) and int_employer_bill_counts (counts per npp). -#}
 {% macro bills_judged(rows) -%}
     select
-        bills.*,
-        bills.due_date <= {{ as_of_date() }} as is_due,
-        (bills.paid_date is not null and bills.paid_date <= {{ as_of_date() }}) as is_paid_by_as_of,
-        (bills.paid_date is not null and bills.paid_date <= bills.due_date
-            and bills.paid_date <= {{ as_of_date() }}) as is_paid_on_time,
-        (bills.period_year = {{ assessment_year() }} and bills.due_date <= {{ as_of_date() }})
-            as counts_for_year,
-        (bills.due_date <= {{ as_of_date() }}
-            and not (bills.paid_date is not null and bills.paid_date <= {{ as_of_date() }}))
-            as is_in_arrears
-    from {{ rows }} as bills
+        *,
+        period_year = {{ assessment_year() }} and is_due as counts_for_year,
+        is_due and not is_paid_by_as_of as is_in_arrears
+    from (
+        select
+            bills.*,
+            bills.due_date <= {{ as_of_date() }} as is_due,
+            (bills.paid_date is not null and bills.paid_date <= {{ as_of_date() }}) as is_paid_by_as_of,
+            (bills.paid_date is not null and bills.paid_date <= bills.due_date
+                and bills.paid_date <= {{ as_of_date() }}) as is_paid_on_time
+        from {{ rows }} as bills
+    ) as judged
 {%- endmacro %}
 
 {#- The columns of a bill its judgement reads (int_bills_current records them for the rows

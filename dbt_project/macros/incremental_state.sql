@@ -59,6 +59,12 @@
     {%- endif -%}
 {%- endmacro %}
 
+{#- The loads a correction has superseded (their raw rows are gone), of one extract or all. -#}
+{% macro superseded_loads(extract=none) -%}
+    select load_id from {{ source('raw', 'load_ledger') }}
+    where status = 'SUPERSEDED'{% if extract %} and extract = '{{ extract }}'{% endif %}
+{%- endmacro %}
+
 {% macro last_watermark(as_of_sql) -%}
     (select coalesce(max(max_load_id), 0) from {{ watermark_relation() }}
      where model_name = '{{ this.identifier }}' and as_of = {{ as_of_sql }})
@@ -72,7 +78,7 @@
     {%- if effective_column %} and {{ effective_column }} <= {{ as_of_sql }}{% endif %}
     union
     select {{ key }} from {{ this }}
-    where load_id in (select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED')
+    where load_id in ({{ superseded_loads() }})
 {%- endmacro %}
 
 {#-
@@ -92,7 +98,7 @@ with changed as (
 ),
 
 superseded_loads as (
-    select load_id from {{ source('raw', 'load_ledger') }} where status = 'SUPERSEDED'
+    {{ superseded_loads() }}
 ),
 
 replaced as (

@@ -140,6 +140,26 @@
     {%- endif %}
 {%- endmacro %}
 
+{#- The config of an aggregate that follows model `followed` (int_participant_cells,
+    int_employer_bill_counts, int_claim_kpj_orphans): incremental on `key`, its rows where
+    `removed_when` holds deleted after each run, and what it reflects saved. fingerprint:
+    the name of the macro giving its basis fingerprint (see aggregate_mode). Returns the
+    mode of this run. -#}
+{% macro aggregate_config(followed, key, fingerprint, removed_when) -%}
+    {{ config(
+        materialized='incremental',
+        unique_key=key,
+        incremental_strategy='delete+insert',
+        on_schema_change='fail',
+        post_hook=[
+            "delete from {{ this }} where " ~ removed_when,
+            "{{ save_aggregate_basis('" ~ followed ~ "', " ~ fingerprint ~ "()) }}",
+        ]) }}
+    {%- set mode = aggregate_mode(followed, context[fingerprint]()) -%}
+    {%- do log(this.identifier ~ ': ' ~ mode, info=execute) -%}
+    {{ return(mode) }}
+{%- endmacro %}
+
 {#- The post-hook of such an aggregate: what it now reflects. -#}
 {% macro save_aggregate_basis(model_name, basis_fingerprint_sql) -%}
     {%- set basis = this.incorporate(path={'identifier': this.identifier ~ '_basis'}) %}
@@ -182,6 +202,5 @@
     have lost its last row (int_claim_kpj_orphans rechecks every claim when this changes). -#}
 {% macro participant_removals_fingerprint() -%}
     select {{ dbt.cast('count(*)', api.Column.translate_type('string')) }}
-    from {{ source('raw', 'load_ledger') }}
-    where extract = 'participants' and status = 'SUPERSEDED'
+    from ({{ superseded_loads('participants') }}) as superseded
 {%- endmacro %}

@@ -12,18 +12,8 @@
 -- already has (a late participant row may have resolved them). It rechecks every claim
 -- when the chain is broken (a full refresh, a failed run in between) or when a
 -- correction has superseded a participant delivery (rows can then disappear).
-{%- set mode = aggregate_mode('int_claims_current', participant_removals_fingerprint()) %}
-{%- do log('int_claim_kpj_orphans: ' ~ mode, info=execute) %}
-
-{{ config(
-    materialized='incremental',
-    unique_key='claim_id',
-    incremental_strategy='delete+insert',
-    on_schema_change='fail',
-    post_hook=[
-        "delete from {{ this }} where not is_orphan",
-        "{{ save_aggregate_basis('int_claims_current', participant_removals_fingerprint()) }}",
-    ]) }}
+{%- set mode = aggregate_config('int_claims_current', 'claim_id', 'participant_removals_fingerprint',
+                                'not is_orphan') %}
 
 with claims as (
     {%- if mode == 'delta' %}

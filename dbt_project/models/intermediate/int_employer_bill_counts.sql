@@ -7,24 +7,13 @@
 -- bill rows int_bills_current replaced and adds that of their new rows, for the npps they
 -- touch. It rebuilds from every bill when the chain is broken (a full refresh, a failed
 -- run in between) or when D or Y change (the judgement depends on them).
-{%- set mode = aggregate_mode('int_bills_current', bill_counts_fingerprint()) %}
-{%- do log('int_employer_bill_counts: ' ~ mode, info=execute) %}
+{%- set mode = aggregate_config('int_bills_current', 'npp', 'bill_counts_fingerprint', 'bills = 0') %}
 {%- set counts = {
     'bills': 'true',
     'bills_for_year': 'counts_for_year',
     'bills_paid_on_time': 'counts_for_year and is_paid_on_time',
     'bills_paid_by_as_of': 'counts_for_year and is_paid_by_as_of',
     'arrears_months': 'is_in_arrears'} %}
-
-{{ config(
-    materialized='incremental',
-    unique_key='npp',
-    incremental_strategy='delete+insert',
-    on_schema_change='fail',
-    post_hook=[
-        "delete from {{ this }} where bills = 0",
-        "{{ save_aggregate_basis('int_bills_current', bill_counts_fingerprint()) }}",
-    ]) }}
 
 with signed as (
     {{ weighted_rows(mode, 'int_bills_current', 'bill_key', bill_judged_attributes()) }}

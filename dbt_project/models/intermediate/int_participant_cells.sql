@@ -9,18 +9,8 @@
 -- (a full refresh, a new as-of date, a failed run in between) or when the minimum wages
 -- the wage cells were judged against have changed (state_changes.sql).
 {%- set dimensions = participant_cell_dimensions() %}
-{%- set mode = aggregate_mode('int_participant_state', minimum_wage_fingerprint()) %}
-{%- do log('int_participant_cells: ' ~ mode, info=execute) %}
-
-{{ config(
-    materialized='incremental',
-    unique_key='cell_key',
-    incremental_strategy='delete+insert',
-    on_schema_change='fail',
-    post_hook=[
-        "delete from {{ this }} where participants = 0",
-        "{{ save_aggregate_basis('int_participant_state', minimum_wage_fingerprint()) }}",
-    ]) }}
+{%- set mode = aggregate_config('int_participant_state', 'cell_key', 'minimum_wage_fingerprint',
+                                'participants = 0') %}
 
 with minimum_wage as (
     select * from {{ ref('int_applicable_minimum_wage') }}
