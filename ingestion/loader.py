@@ -24,18 +24,21 @@ from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_sha256, parse_name,
     read_control, scan_landing, extract_group,
 )
-from .personal_data import MASK, hmac_pads, token_sql
+from .personal_data import MASK, name_digest_sql, subkeys, token_sql
 from .raw_schema import RAW, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
 
 # A large file is staged in a table of the warehouse, not a temporary one: written
 # compressed as it is scanned, it stays small on disk where a temporary table of a 45 M-row
-# file would spill uncompressed. It holds no personal data and is dropped after each file.
-STAGE_SCHEMA = "_ingest"
-# A file whose stage fits comfortably in memory (about 350 bytes a row) is staged in a
+# file would spill uncompressed. It holds no personal data. When the extract's raw table
+# is still empty (the initial load), the stage becomes that table once judged, so the
+# rows are written once; otherwise it is dropped after the file.
+# A file whose stage fits comfortably in memory (about 300 bytes a row) is staged in a
 # temporary table instead, written without compression: twice as fast.
 TEMP_STAGE_MAX_ROWS = int(os.environ.get("PARITRANA_TEMP_STAGE_MAX_ROWS", "3000000"))
-TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{STAGE_SCHEMA}.stage"
+TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{RAW}._ingest_stage"
+# Columns of the stage that only judging needs, after the raw table's own columns.
+JUDGING = ("_nl", "_details", "_h1", "_h2", "_content")
 DUPS, CONFLICTS, LINES, REREAD = "_ingest_dups", "_ingest_conflicts", "_ingest_lines", "_ingest_reread"
 
 
@@ -85,7 +88,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     ensure_raw_schema(con)
     _drop_temp(con)  # a stage left by a killed load
     scan: LandingScan = scan_landing(landing)
-    ipad, opad = hmac_pads(key)
+    keys = subkeys(key)
     pending, done = [], []
     for d in scan.ready:
         if extracts is not None and extract_group(d.name) not in extracts:
@@ -111,7 +114,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
         try:
             if d.name in early:
                 raise early[d.name]
-            result = _load_one(con, d, run_id, started, ipad, opad)
+            result = _load_one(con, d, run_id, started, keys)
         except FileRejected as r:
             result = FileResult(d.name, "REJECTED", d.extract, d.business_date, r.code, r.detail)
             _record(con, d, run_id, started, result)
@@ -153,7 +156,7 @@ def _current_load(con, extract: str, business_date: dt.date):
     ).fetchone()
 
 
-def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) -> FileResult:
+def _load_one(con, d: Delivery, run_id: str, started, keys: dict[str, bytes]) -> FileResult:
     extract = EXTRACTS[d.extract]
     d.data_sha256 = file_sha256(d.path)
     if d.data_sha256 != d.control.sha256:
@@ -176,7 +179,8 @@ def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) 
     if missing:
         _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
         raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: {', '.join(missing)}")
-    _scan(con, d, extract, source, ipad, opad)
+    load_id = _next_load_id(con)
+    _scan(con, d, extract, source, keys, load_id)
     n_rows = con.execute(f"select count(*) from {source.stage}").fetchone()[0]
     if n_rows != d.control.row_count:
         raise FileRejected("CONTROL_MISMATCH", f"file has {n_rows:,} data rows, control file says {d.control.row_count:,}")
@@ -186,17 +190,22 @@ def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) 
                         rows_loaded=n_rows - judged.duplicates - judged.quarantined,
                         rows_quarantined=judged.quarantined, rows_duplicate=judged.duplicates,
                         extra_columns=source.extra)
+    # Checked before the transaction: nothing else writes the warehouse during ingestion.
+    becomes_table = source.stage == PERSISTENT_STAGE and _is_empty(con, extract)
     con.execute("begin transaction")
     try:
-        load_id = _record(con, d, run_id, started, result, commit=False)
+        _record(con, d, run_id, started, result, load_id)
         if current:
             con.execute(f"delete from {RAW}.{extract.name} where _load_id = ?", [current[0]])
             con.execute(f"update {RAW}.load_ledger set status = 'SUPERSEDED', superseded_by = ? where load_id = ?",
                         [load_id, current[0]])
             result.superseded = current[1]
-        _insert_rows(con, extract, load_id, d, judged)
         if judged.quarantined:
             _insert_quarantine(con, extract, load_id, d, judged)
+        if becomes_table:
+            _stage_becomes_table(con, extract, d, judged)
+        else:
+            _insert_rows(con, extract, d, judged)
         con.execute("commit")
     except BaseException:
         con.execute("rollback")
@@ -204,8 +213,16 @@ def _load_one(con, d: Delivery, run_id: str, started, ipad: bytes, opad: bytes) 
     return result
 
 
-def _record(con, d: Delivery, run_id: str, started, r: FileResult, commit: bool = True) -> int:
-    load_id = con.execute(f"select coalesce(max(load_id), 0) + 1 from {RAW}.load_ledger").fetchone()[0]
+def _next_load_id(con) -> int:
+    return con.execute(f"select coalesce(max(load_id), 0) + 1 from {RAW}.load_ledger").fetchone()[0]
+
+
+def _is_empty(con, extract: Extract) -> bool:
+    return con.execute(f"select count(*) from {RAW}.{extract.name}").fetchone()[0] == 0
+
+
+def _record(con, d: Delivery, run_id: str, started, r: FileResult, load_id: int | None = None) -> int:
+    load_id = load_id or _next_load_id(con)
     st = d.path.stat()
     c = d.control
     con.execute(
@@ -303,24 +320,25 @@ def _is_personal(extract: Extract, c: str) -> bool:
     return c in extract.column_names and extract.column(c).personal
 
 
-def _scan(con, d: Delivery, extract: Extract, source: Source, ipad: bytes, opad: bytes) -> None:
+def _scan(con, d: Delivery, extract: Extract, source: Source, keys: dict[str, bytes], load_id: int) -> None:
     """The one pass over the file: parse, tokenise, validate every record and keep what the
     load needs in the stage table, in file order (its rowid is the record index).
 
-    What is kept: the valid values, the reason details, two independent 64-bit hashes of
-    the delivered record (exact duplicates), the count of line breaks inside quoted fields
-    (line numbers), and, for rows that break a rule, the delivered content with personal
-    data masked (the quarantine). No raw NIK or name, nor an unkeyed digest of one,
-    reaches the stage."""
+    The stage has the raw table's columns, in its order and types (valid values, NULL
+    where invalid), then the JUDGING columns: the count of line breaks inside quoted
+    fields (line numbers), the reason details, two independent 64-bit hashes of the
+    delivered record (exact duplicates), and, for rows that break a rule, the delivered
+    content with personal data masked (the quarantine). No raw NIK or name, nor an unkeyed
+    digest of one, reaches the stage."""
     text = source.text
     delivered = []
     for c in source.header:
         v = text(c)
         if _is_personal(extract, c):
             # The NIK gets its keyed token; a name only needs to stay comparable within the
-            # file (duplicates), which one keyed SHA-256 pass does: an unkeyed digest of a
-            # name could be reversed with a list of names.
-            digest = token_sql(v) if c == "nik" else f"sha256($ipad || encode({v}))"
+            # file (duplicates), which a keyed digest does: an unkeyed digest of a name
+            # could be reversed with a list of names.
+            digest = token_sql(v) if c == "nik" else name_digest_sql(v)
             delivered.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
             if c == "nik":
                 ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
@@ -332,31 +350,39 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, ipad: bytes, opad:
                 ]
         else:
             delivered.append(f"{v} as {quote_ident(c)}")
-    keep = []
     if source.record:
-        delivered.append(f"{source.record} as _rec")
-        keep.append("_rec")
+        delivered += [f"{source.record} as _rec", "cast(0 as bigint) as _nl"]
     else:
-        # Newlines inside quoted fields push later records down: count them for line numbers.
+        # Newlines inside quoted fields push later records down: count them for line
+        # numbers, only in the rare records that hold one.
+        any_nl = " or ".join(f"contains({quote_ident(c)}, chr(10))" for c in source.header)
         joined = "concat(" + ", ".join(quote_ident(c) for c in source.header) + ")"
-        delivered.append(f"length({joined}) - length(replace({joined}, chr(10), '')) as _nl")
-        keep.append("_nl")
-    keep += source.header  # the delivered text, for the content of quarantined rows
+        delivered.append(f"case when {any_nl} then length({joined}) - length(replace({joined}, chr(10), '')) "
+                         "else 0 end as _nl")
+    keep = ("_rec", "_nl", *source.header) if source.record else ("_nl", *source.header)
     validated = validation_sql(extract, f"(select {', '.join(delivered)} from {source.relation})",
-                               d.business_date.isoformat(), set(source.header), tuple(keep))
+                               d.business_date.isoformat(), set(source.header), keep)
+    raw_columns = []
+    for name, sql_type in loaded_columns(extract):
+        value = {"nik_token": "checked.v__nik", "nik_consistent": "checked.nik_consistent",
+                 "_load_id": str(load_id), "_business_date": f"DATE '{d.business_date}'",
+                 "_line": "checked._rec" if source.record else "null"}.get(name, f"checked.{quote_ident('v__' + name)}")
+        raw_columns.append(f"cast({value} as {sql_type}) as {quote_ident(name)}")
     # Duplicates are found by a 128-bit fingerprint of the delivered record, personal
     # fields as their keyed digests (so the fingerprint cannot be reversed to a NIK or a
     # name): the chance that two different records of a 45 M-row file share it is below 1e-23.
     fields = [f"checked.{quote_ident(c)}" for c in source.header]
-    fingerprint = f"hash({', '.join(fields)}) as _h1, hash('paritrana', {', '.join(reversed(fields))}) as _h2"
-    dropped = [*source.header, *(f"v__{c}" for c in source.header if _is_personal(extract, c) and c != "nik")]
+    token = "checked.nik" if "nik" in source.header else None
+    judging = [
+        "checked._nl", "checked._details",
+        f"hash({', '.join(fields)}) as _h1", f"hash('paritrana', {', '.join(reversed(fields))}) as _h2",
+        f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', token)} end "
+        "as _content",
+    ]
     sql = (f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
-           f"select checked.* exclude ({', '.join(map(quote_ident, dropped))}), {fingerprint}, "
-           f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', 'checked.nik' if 'nik' in source.header else None)} end "
-           f"as _content from ({validated}) checked")
-    con.execute(f"create schema if not exists {STAGE_SCHEMA}")
+           f"select {', '.join(raw_columns + judging)} from ({validated}) checked")
     try:
-        con.execute(sql, {"ipad": ipad, "opad": opad} if "$ipad" in sql else None)
+        con.execute(sql, {k: v for k, v in keys.items() if f"${k}" in sql} or None)
     except Exception as e:  # noqa: BLE001
         what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
         raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None
@@ -371,7 +397,7 @@ def _content_sql(extract: Extract, header: list[str], alias: str, token: str | N
         pairs.append(f"{sql_str(c)}, case when {q} is not null then '{MASK}' end" if _is_personal(extract, c)
                      else f"{sql_str(c)}, {q}")
     if token:
-        pairs.append(f"'nik_token', {token}")
+        pairs.append(f"'nik_token', cast({token} as varchar)")
     return f"json_object({', '.join(pairs)})"
 
 
@@ -397,8 +423,8 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Jud
     not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
     conflicts = 0
     if extract.key_unique_per_file:
-        key = ", ".join(quote_ident("v__" + k) for k in extract.key)
-        key_set = " and ".join(f"{quote_ident('v__' + k)} is not null" for k in extract.key)
+        key = ", ".join(quote_ident(k) for k in extract.key)
+        key_set = " and ".join(f"{quote_ident(k)} is not null" for k in extract.key)
         con.execute(f"""create temp table {CONFLICTS} as
             with kept as (select rowid as r, {key} from {source.stage} where {key_set} and {not_dup})
             select r from kept semi join (select {key} from kept group by {key} having count(*) > 1) using ({key})""")
@@ -406,7 +432,7 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Jud
         if conflicts:
             _content_of_conflicts(con, d, extract, source)
     line_table = False
-    if not source.record and con.execute(f"select count(*) from {source.stage} where _nl > 0").fetchone()[0]:
+    if con.execute(f"select count(*) from {source.stage} where _nl > 0").fetchone()[0]:
         con.execute(f"""create temp table {LINES} as select rowid as r, rowid + 2 + coalesce(sum(_nl) over
             (order by rowid rows between unbounded preceding and 1 preceding), 0) as line from {source.stage}""")
         line_table = True
@@ -431,38 +457,48 @@ def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) ->
         select _rec - 1 as r, * exclude (_rec)
         from (select {source.record or "row_number() over ()"} as _rec, {texts} from {source.relation})
         where _rec - 1 in (select unnest(?::bigint[]))""", [missing])
-    content = _content_sql(extract, source.header, "x", f"{source.stage}.v__nik" if "nik" in source.header else None)
+    content = _content_sql(extract, source.header, "x", f"{source.stage}.nik_token" if "nik" in source.header else None)
     con.execute(f"update {source.stage} set _content = {content} "
                 f"from {REREAD} x where {source.stage}.rowid = x.r")
 
 
-def _insert_rows(con, extract: Extract, load_id: int, d: Delivery, judged: Judged) -> None:
-    select = []
-    for name, _ in loaded_columns(extract):
-        if name == "nik_token":
-            select.append("s.v__nik")
-        elif name == "nik_consistent":
-            select.append("s.nik_consistent")
-        elif name == "_load_id":
-            select.append(str(load_id))
-        elif name == "_business_date":
-            select.append(f"DATE '{d.business_date}'")
-        elif name == "_line":
-            select.append(_line_sql(d, judged))
-        else:
-            select.append("s." + quote_ident("v__" + name))
-    where = ["len(s._details) = 0"]
-    if judged.duplicates:
-        where.append(f"s.rowid not in (select r from {DUPS})")
-    if judged.conflicts:
-        where.append(f"s.rowid not in (select r from {CONFLICTS})")
+def _insert_rows(con, extract: Extract, d: Delivery, judged: Judged) -> None:
+    select = [_line_sql(d, judged) if name == "_line" else f"s.{quote_ident(name)}"
+              for name, _ in loaded_columns(extract)]
     con.execute(f"insert into {RAW}.{extract.name} select {', '.join(select)} from {judged.stage} s "
-                f"{_line_join(judged)} where {' and '.join(where)}")
+                f"{_line_join(judged)} where not ({_left_out(judged)})")
+
+
+def _stage_becomes_table(con, extract: Extract, d: Delivery, judged: Judged) -> None:
+    """The stage becomes the (empty) raw table: its line numbers are filled in, the rows
+    that are not loaded and the judging columns dropped, then it takes the table's name.
+    Inside the load's transaction, like the insert it replaces."""
+    stage = judged.stage
+    if d.ext != "parquet":
+        if judged.line_table:
+            con.execute(f"update {stage} set _line = l.line from {LINES} l where l.r = {stage}.rowid")
+        else:
+            con.execute(f"update {stage} set _line = rowid + 2")
+    con.execute(f"delete from {stage} s where {_left_out(judged)}")
+    for column in JUDGING:
+        con.execute(f"alter table {stage} drop column {column}")
+    con.execute(f"drop table {RAW}.{extract.name}")
+    con.execute(f"alter table {stage} rename to {extract.name}")
+
+
+def _left_out(judged: Judged) -> str:
+    """The stage rows that are not loaded: quarantined or exact duplicates."""
+    out = ["len(s._details) > 0"]
+    if judged.duplicates:
+        out.append(f"s.rowid in (select r from {DUPS})")
+    if judged.conflicts:
+        out.append(f"s.rowid in (select r from {CONFLICTS})")
+    return " or ".join(out)
 
 
 def _line_sql(d: Delivery, judged: Judged) -> str:
     if d.ext == "parquet":
-        return "s._rec"
+        return "s._line"
     return "l.line" if judged.line_table else "s.rowid + 2"
 
 
@@ -488,6 +524,6 @@ def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, judged:
 
 
 def _drop_temp(con) -> None:
-    for table in (TEMP_STAGE, DUPS, CONFLICTS, LINES, REREAD):
+    for table in (TEMP_STAGE, DUPS, CONFLICTS, LINES, REREAD, PERSISTENT_STAGE):
         con.execute(f"drop table if exists {table}")
-    con.execute(f"drop schema if exists {STAGE_SCHEMA} cascade")
+    con.execute("drop schema if exists _ingest cascade")  # where earlier versions staged

@@ -7,6 +7,7 @@ resolved downstream in dbt, which keeps loads append-or-replace and order-indepe
 from __future__ import annotations
 
 from .contracts import EXTRACTS, Extract
+from .personal_data import TOKEN_TYPE
 from .rules import SQL_TYPES, quote_ident
 
 RAW = "raw"
@@ -60,7 +61,7 @@ def loaded_columns(extract: Extract) -> list[tuple[str, str]]:
     cols: list[tuple[str, str]] = []
     for c in extract.columns:
         if c.name == "nik":
-            cols += [("nik_token", "VARCHAR"), ("nik_consistent", "BOOLEAN")]
+            cols += [("nik_token", TOKEN_TYPE), ("nik_consistent", "BOOLEAN")]
         elif c.personal:
             continue
         else:
@@ -68,10 +69,28 @@ def loaded_columns(extract: Extract) -> list[tuple[str, str]]:
     return cols + list(LINEAGE_COLUMNS)
 
 
+class IncompatibleWarehouse(RuntimeError):
+    pass
+
+
 def ensure_raw_schema(con) -> None:
     con.execute(f"create schema if not exists {RAW}")
+    _refuse_other_token_scheme(con)
     con.execute(LEDGER_DDL)
     con.execute(QUARANTINE_DDL)
     for extract in EXTRACTS.values():
         cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in loaded_columns(extract))
         con.execute(f"create table if not exists {RAW}.{extract.name} ({cols})")
+
+
+def _refuse_other_token_scheme(con) -> None:
+    """Tokens of two schemes never match, so people would be counted twice: a warehouse
+    whose tokens were made another way (HMAC as hexadecimal text, before 0.2) is refused,
+    not extended."""
+    row = con.execute(
+        "select data_type from information_schema.columns "
+        f"where table_schema = '{RAW}' and table_name = 'participants' and column_name = 'nik_token'").fetchone()
+    if row and row[0] != TOKEN_TYPE:
+        raise IncompatibleWarehouse(
+            f"raw.participants.nik_token is {row[0]}: this warehouse holds tokens of an earlier scheme "
+            f"({TOKEN_TYPE} expected). Rebuild it from the deliveries in a new HOME.")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 
 import duckdb
@@ -51,14 +50,27 @@ def test_no_raw_nik_or_name_anywhere(tmp_path, home, load):
             assert not any(n.encode() in blob for n in list(niks)[:2000]), path
 
 
-def test_token_is_hmac_sha256_and_joins_equal_niks(tmp_path, home, load, sql):
+def test_token_is_keyed_sha256_and_joins_equal_niks(tmp_path, home, load, sql):
     from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
     write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
         participant(kpj="17000000001"), participant(kpj="17000000002")]))
     load(tmp_path / "in")
-    expected = hmac.new(KEY, b"1771014508900003", hashlib.sha256).hexdigest()
-    assert token(KEY, "1771014508900003") == expected
+    # Computed here from its definition: SHA-256 of (a 32-byte key derived from the user's
+    # key, then the NIK), first 128 bits.
+    nik_key = hashlib.sha256(b"paritrana/nik-token/v2\0" + KEY).digest()
+    expected = int.from_bytes(hashlib.sha256(nik_key + b"1771014508900003").digest()[:16], "big")
+    assert token(KEY, "1771014508900003") == expected != token(b"another key", "1771014508900003")
     assert sql("select distinct nik_token from raw.participants") == [(expected,)]
+    assert sql("select data_type from information_schema.columns where column_name = 'nik_token'") == [("UHUGEINT",)]
+
+
+def test_warehouse_with_tokens_of_another_scheme_is_refused(tmp_path):
+    import pytest
+    from ingestion.raw_schema import IncompatibleWarehouse, ensure_raw_schema
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("create schema raw; create table raw.participants (kpj varchar, nik_token varchar)")
+    with pytest.raises(IncompatibleWarehouse, match="earlier scheme"):
+        ensure_raw_schema(con)
 
 
 def test_nik_consistency_flag(tmp_path, load, sql):

@@ -272,7 +272,9 @@ def test_duplicates_of_a_quarantined_row_are_counted_once(tmp_path, load, sql):
 
 def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeypatch):
     """Files above PARITRANA_TEMP_STAGE_MAX_ROWS are staged in a compressed table of the
-    warehouse instead of a temporary one: same rows, same quarantine, nothing left behind."""
+    warehouse instead of a temporary one; the first into an empty raw table becomes that
+    table, later ones are inserted. Same rows, line numbers and quarantine either way,
+    and no stage left behind."""
     from conftest import KEY
     from ingestion import loader
     from paritrana.settings import resolve_home
@@ -283,22 +285,36 @@ def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeyp
     write_delivery(landing, "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, [
         a, a, claim(claim_id="C202499999999"), claim(claim_id="C202499999999", amount_idr="7"),
         claim(claim_version="0")]))
+    # The second claims file goes into a table that is no longer empty.
+    write_delivery(landing, "claims__2025-01-01.csv", csv_text(CLAIM_HEADER, [
+        claim(claim_id="C202500000001", claim_version="1\n2"), claim(claim_id="C202500000002"),
+        claim(claim_id="C202500000003")]), row_count=3)
     write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
-        participant(kpj="17000000001", full_name="Siti\nAminah"), participant(kpj="bad")]), row_count=2)
+        participant(kpj="17000000001", full_name="Siti\nAminah"), participant(kpj="bad"),
+        participant(kpj="17000000003")]), row_count=3)
 
     def load(max_rows):
         monkeypatch.setattr(loader, "TEMP_STAGE_MAX_ROWS", max_rows)
         with writer(resolve_home(str(tmp_path / f"home{max_rows}"))) as con:
             report = loader.ingest(con, landing, KEY, "t")
             tables = con.execute("select schema_name, table_name from duckdb_tables() "
-                                 "where schema_name not in ('raw')").fetchall()
+                                 "where schema_name <> 'raw' or table_name like '\\_%' escape '\\'").fetchall()
             state = [con.execute(q).fetchall() for q in (
                 "select * exclude (_load_id) from raw.claims order by all",
                 "select * exclude (_load_id) from raw.participants order by all",
                 "select file_name, line, reason_details, content from raw.quarantine order by all")]
-        return [(r.rows_loaded, r.rows_quarantined, r.rows_duplicate) for r in report.results], tables, state
+            columns = con.execute("select table_name, column_name, data_type from information_schema.columns "
+                                  "where table_schema = 'raw' order by all").fetchall()
+        return [(r.rows_loaded, r.rows_quarantined, r.rows_duplicate) for r in report.results], tables, state, columns
 
     in_memory, persistent = load(10**9), load(0)
     assert persistent == in_memory
-    assert in_memory[0] == [(1, 3, 1), (1, 1, 0)]
+    assert in_memory[0] == [(1, 3, 1), (2, 1, 0), (2, 1, 0)]
     assert in_memory[1] == []  # no stage left, temporary or in the warehouse
+    # Line numbers follow the quoted line breaks, in the table the stage became (the
+    # participants) as in the one it was inserted into (the second claims file).
+    assert sorted(row[-1] for row in in_memory[2][0]) == [2, 4, 5]
+    assert sorted(row[-1] for row in in_memory[2][1]) == [2, 5]
+    assert sorted((f, line) for f, line, *_ in in_memory[2][2]) == [
+        ("claims__2024-12-31.csv", 4), ("claims__2024-12-31.csv", 5), ("claims__2024-12-31.csv", 6),
+        ("claims__2025-01-01.csv", 2), ("participants__2024-12-31.csv", 4)]
