@@ -192,12 +192,15 @@ def test_reference_rules(tmp_path, load, sql):
     assert sql("select innovation_score from raw.pemda_assessment") == [(75.5,)]
 
 
-@pytest.mark.parametrize("ext", ["csv", "csv.gz"])
-def test_line_numbers_follow_quoted_line_breaks(tmp_path, load, sql, ext):
+@pytest.mark.parametrize("ext, last_newline", [("csv", True), ("csv", False), ("csv.gz", True)])
+def test_line_numbers_follow_quoted_line_breaks(tmp_path, load, sql, ext, last_newline):
     rows = [participant(kpj="17000000001", full_name="Siti\nAminah"),
             participant(kpj="17000000002", full_name="Budi\n\nSantoso"),
             participant(kpj="bad", full_name="Ani")]
-    write_delivery(tmp_path / "in", f"participants__2024-12-31.{ext}", csv_text(PARTICIPANT_HEADER, rows),
+    text = csv_text(PARTICIPANT_HEADER, rows)
+    # Without the last line break a file's count of breaks is one lower: the loader's
+    # shortcut for files whose records are all one line must still not be taken.
+    write_delivery(tmp_path / "in", f"participants__2024-12-31.{ext}", text if last_newline else text[:-1],
                    row_count=3)
     load(tmp_path / "in")
     # header line 1; record 1 on lines 2-3; record 2 on lines 4-6; record 3 on line 7.
@@ -318,3 +321,26 @@ def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeyp
     assert sorted((f, line) for f, line, *_ in in_memory[2][2]) == [
         ("claims__2024-12-31.csv", 4), ("claims__2024-12-31.csv", 5), ("claims__2024-12-31.csv", 6),
         ("claims__2025-01-01.csv", 2), ("participants__2024-12-31.csv", 4)]
+
+
+def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_it(tmp_path):
+    """Counting the file's line breaks while hashing it spares finding them in every
+    record; it must only be believed when the count leaves no room for a quoted one."""
+    from ingestion import loader
+    from ingestion.deliveries import file_digest, parse_name, read_control, scan_landing
+
+    plain = csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000001"), participant(kpj="17000000002")])
+    quoted = csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000001", full_name="Siti\nAminah")])
+    write_delivery(tmp_path, "participants__2024-12-01.csv", plain, row_count=2)
+    write_delivery(tmp_path, "participants__2024-12-02.csv", plain[:-1], row_count=2)
+    write_delivery(tmp_path, "participants__2024-12-03.csv", quoted, row_count=1)
+    write_delivery(tmp_path, "participants__2024-12-04.csv", quoted[:-1], row_count=1)
+    write_delivery(tmp_path, "participants__2024-12-05.csv.gz", plain, row_count=2)
+    taken = {}
+    for d in scan_landing(tmp_path).ready:
+        parse_name(d)
+        read_control(d)
+        d.digest = file_digest(d.path)
+        taken[d.name[14:24]] = loader._single_line_records(d)
+    assert taken == {"2024-12-01": True, "2024-12-02": True, "2024-12-03": False, "2024-12-04": False,
+                     "2024-12-05": False}
