@@ -118,26 +118,8 @@ history as (
                            locator='source_row') }}) as superseded_keys
 ),
 {%- else %}
-with full_history as (
-    select {{ columns | join(', ') }} from {{ history }}
-    {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
-),
-
--- Most keys have a single row, which is their current row: only the others are ranked,
--- so the window does not sort the whole history (tens of millions of wide rows).
-several_rows as (
-    select {{ key }} as several_key from full_history group by {{ key }} having count(*) > 1
-),
-
-single_rows as (
-    select full_history.* from full_history
-    left join several_rows on several_rows.several_key = full_history.{{ key }}
-    where several_rows.several_key is null
-),
-
-history as (
-    select full_history.* from full_history
-    join several_rows on several_rows.several_key = full_history.{{ key }}
+with history as (
+    select * from {{ history }}
 ),
 {%- endif %}
 
@@ -151,10 +133,6 @@ ranked as (
 
 current_rows as (
     select * from ranked where version_rank = 1
-    {%- if not is_incremental() %}
-    union all
-    select {{ columns | join(', ') }}, 1 as version_rank from single_rows
-    {%- endif %}
 )
 
 {% if is_incremental() -%}
