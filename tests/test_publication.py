@@ -259,3 +259,23 @@ def test_compute_once_assets_report_their_counts_and_leave_nothing(bengkulu, tmp
     with duckdb.connect(db, read_only=True) as con:
         assert con.execute("select count(*) from duckdb_schemas() where schema_name = ?",
                            [COMPUTED_SCHEMA]).fetchall() == [(0,)]
+
+
+def test_gate_that_raises_midway_leaves_no_aggregates(bengkulu, tmp_path, monkeypatch):
+    """A gate that fails with an exception after computing its aggregates (here GX's
+    checkpoint, made to raise) still drops schema _gate."""
+    import great_expectations as gx
+    import pytest
+    from paritrana import methodology
+    from paritrana.quality.gate import COMPUTED_SCHEMA, validate
+
+    work = bengkulu.copy(tmp_path / "b")
+
+    def broken_run(self, *args, **kwargs):
+        raise RuntimeError("checkpoint failed")
+    monkeypatch.setattr(gx.Checkpoint, "run", broken_run)
+    with pytest.raises(RuntimeError, match="checkpoint failed"):
+        validate(work.paths, "raises", methodology.load(None, work.home_dir, 2024), ["raw"])
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from duckdb_schemas() where schema_name = ?",
+                           [COMPUTED_SCHEMA]).fetchall() == [(0,)]

@@ -170,67 +170,71 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         imported = time.perf_counter()
         computed = computing.result()
     computed_by = time.perf_counter()
-    params = {"config_sha256": methodology.sha256,
-              "referential_gate": float(methodology.values["referential_gate"])}
-    # One datasource and checkpoint per set of suites: a stored checkpoint must only
-    # reference assets its datasource still has.
-    selection = "_".join(s["suite"] for s in suites)
-    context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
-    bars = context.variables.progress_bars
-    if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
-        context.variables.save()
-    datasource = context.data_sources.add_or_update_sql(
-        f"warehouse_{selection}", connection_string=f"duckdb:///{paths.warehouse}",
-        # Same configuration as every other connection of the process (dbt's stays open):
-        # DuckDB refuses a second connection to one file with a different configuration.
-        kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
-    validations, by_suite_asset = [], {}
-    for spec in suites:
-        for asset_name, body in spec["assets"].items():
-            key = f"{spec['suite']}.{asset_name}"
-            name = f"{selection}:{key}"
-            query = computed.get(key) or " ".join(body["query"].split())
-            if not query.lower().startswith("select "):
-                query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
-            asset = datasource.add_query_asset(key, query=query)
-            batch = asset.add_batch_definition_whole_table("all")
-            suite = context.suites.add_or_update(gx.ExpectationSuite(
-                name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
-            validations.append(context.validation_definitions.add_or_update(
-                gx.ValidationDefinition(name=name, data=batch, suite=suite)))
-            by_suite_asset[key] = (spec["suite"], asset_name)
-    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"paritrana_gate_{selection}", validation_definitions=validations,
-        actions=[], result_format={"result_format": "SUMMARY"}))
-    started = time.perf_counter()
-    # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
-    # out-of-range UTC offset): the prefix makes it plainly not a date.
-    outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=f"paritrana_{run_id}",
-                                                     run_time=dt.datetime.now(dt.timezone.utc)))
-    gate = GateResult(run_id)
-    for identifier, validation in outcome.run_results.items():
-        suite_name, asset_name = by_suite_asset[validation.suite_name]
-        for r in validation.results:
-            config = r.expectation_config
-            kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
-            error = None
-            if r.exception_info and r.exception_info.get("raised_exception"):
-                error = str(r.exception_info.get("exception_message"))[:300]
-            column = config.kwargs.get("column")
-            gate.checks.append(CheckResult(
-                name=f"{suite_name}.{asset_name}.{config.type}" + (f"({column})" if column else ""),
-                suite=suite_name, asset=asset_name, expectation=config.type, column=column,
-                severity=(config.meta or {}).get("severity", "blocking"), passed=bool(r.success),
-                observed=_observed(r), threshold=kwargs, error=error))
-    # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
-    # its index of every kept run) after each of the assets, half the gate's time.
-    context.build_data_docs(resource_identifiers=list(outcome.run_results.keys()))
-    urls = context.get_docs_sites_urls()
-    gate.data_docs = urls[0]["site_url"] if urls else None
-    gx_duckdb.release_connections()
-    _drop_computed(paths)
+    try:
+        params = {"config_sha256": methodology.sha256,
+                  "referential_gate": float(methodology.values["referential_gate"])}
+        # One datasource and checkpoint per set of suites: a stored checkpoint must only
+        # reference assets its datasource still has.
+        selection = "_".join(s["suite"] for s in suites)
+        context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
+        bars = context.variables.progress_bars
+        if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+            context.variables.save()
+        datasource = context.data_sources.add_or_update_sql(
+            f"warehouse_{selection}", connection_string=f"duckdb:///{paths.warehouse}",
+            # Same configuration as every other connection of the process (dbt's stays open):
+            # DuckDB refuses a second connection to one file with a different configuration.
+            kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
+        validations, by_suite_asset = [], {}
+        for spec in suites:
+            for asset_name, body in spec["assets"].items():
+                key = f"{spec['suite']}.{asset_name}"
+                name = f"{selection}:{key}"
+                query = computed.get(key) or " ".join(body["query"].split())
+                if not query.lower().startswith("select "):
+                    query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
+                asset = datasource.add_query_asset(key, query=query)
+                batch = asset.add_batch_definition_whole_table("all")
+                suite = context.suites.add_or_update(gx.ExpectationSuite(
+                    name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
+                validations.append(context.validation_definitions.add_or_update(
+                    gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+                by_suite_asset[key] = (spec["suite"], asset_name)
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+            name=f"paritrana_gate_{selection}", validation_definitions=validations,
+            actions=[], result_format={"result_format": "SUMMARY"}))
+        started = time.perf_counter()
+        # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
+        # out-of-range UTC offset): the prefix makes it plainly not a date.
+        outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=f"paritrana_{run_id}",
+                                                         run_time=dt.datetime.now(dt.timezone.utc)))
+        gate = GateResult(run_id)
+        for identifier, validation in outcome.run_results.items():
+            suite_name, asset_name = by_suite_asset[validation.suite_name]
+            for r in validation.results:
+                config = r.expectation_config
+                kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+                error = None
+                if r.exception_info and r.exception_info.get("raised_exception"):
+                    error = str(r.exception_info.get("exception_message"))[:300]
+                column = config.kwargs.get("column")
+                gate.checks.append(CheckResult(
+                    name=f"{suite_name}.{asset_name}.{config.type}" + (f"({column})" if column else ""),
+                    suite=suite_name, asset=asset_name, expectation=config.type, column=column,
+                    severity=(config.meta or {}).get("severity", "blocking"), passed=bool(r.success),
+                    observed=_observed(r), threshold=kwargs, error=error))
+        # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
+        # its index of every kept run) after each of the assets, half the gate's time.
+        context.build_data_docs(resource_identifiers=list(outcome.run_results.keys()))
+        urls = context.get_docs_sites_urls()
+        gate.data_docs = urls[0]["site_url"] if urls else None
+    finally:
+        # Also when GX raises: the aggregates belong to this gate only and must not stay
+        # in the warehouse.
+        gx_duckdb.release_connections()
+        _drop_computed(paths)
     gate.seconds = {"import": round(imported - t0, 2), "compute_once": round(sum(compute_seconds.values()), 2),
                     "import_and_compute_once": round(computed_by - t0, 2),
                     "compute_once_by_asset": compute_seconds,
