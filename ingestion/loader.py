@@ -24,7 +24,7 @@ from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_digest, parse_name,
     read_control, scan_landing, extract_group,
 )
-from .personal_data import MASK, name_digest_sql, subkeys, token_sql
+from .personal_data import MASK, Tokeniser, token_scheme
 from .raw_schema import RAW, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
 
@@ -85,10 +85,11 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
            extracts: Collection[str] | None = None) -> IngestReport:
     """Load every ready delivery of the landing folder, or only those of `extracts`
     (extract names, or deliveries.UNRECOGNISED)."""
-    ensure_raw_schema(con)
+    scheme = token_scheme()
+    tokeniser = Tokeniser.for_key(key, scheme)  # an unknown scheme fails before anything is written
+    ensure_raw_schema(con, scheme)
     _drop_temp(con)  # a stage left by a killed load
     scan: LandingScan = scan_landing(landing)
-    keys = subkeys(key)
     pending, done = [], []
     for d in scan.ready:
         if extracts is not None and extract_group(d.name) not in extracts:
@@ -114,7 +115,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
         try:
             if d.name in early:
                 raise early[d.name]
-            result = _load_one(con, d, run_id, started, keys)
+            result = _load_one(con, d, run_id, started, tokeniser)
         except FileRejected as r:
             result = FileResult(d.name, "REJECTED", d.extract, d.business_date, r.code, r.detail)
             _record(con, d, run_id, started, result)
@@ -156,7 +157,7 @@ def _current_load(con, extract: str, business_date: dt.date):
     ).fetchone()
 
 
-def _load_one(con, d: Delivery, run_id: str, started, keys: dict[str, bytes]) -> FileResult:
+def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> FileResult:
     extract = EXTRACTS[d.extract]
     d.digest = file_digest(d.path)
     d.data_sha256 = d.digest.sha256
@@ -181,7 +182,7 @@ def _load_one(con, d: Delivery, run_id: str, started, keys: dict[str, bytes]) ->
         _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
         raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: {', '.join(missing)}")
     load_id = _next_load_id(con)
-    _scan(con, d, extract, source, keys, load_id)
+    _scan(con, d, extract, source, tokeniser, load_id)
     n_rows = con.execute(f"select count(*) from {source.stage}").fetchone()[0]
     if n_rows != d.control.row_count:
         raise FileRejected("CONTROL_MISMATCH", f"file has {n_rows:,} data rows, control file says {d.control.row_count:,}")
@@ -334,7 +335,7 @@ def _is_personal(extract: Extract, c: str) -> bool:
     return c in extract.column_names and extract.column(c).personal
 
 
-def _scan(con, d: Delivery, extract: Extract, source: Source, keys: dict[str, bytes], load_id: int) -> None:
+def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokeniser, load_id: int) -> None:
     """The one pass over the file: parse, tokenise, validate every record and keep what the
     load needs in the stage table, in file order (its rowid is the record index).
 
@@ -352,7 +353,7 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, keys: dict[str, by
             # The NIK gets its keyed token; a name only needs to stay comparable within the
             # file (duplicates), which a keyed digest does: an unkeyed digest of a name
             # could be reversed with a list of names.
-            digest = token_sql(v) if c == "nik" else name_digest_sql(v)
+            digest = tokeniser.token_sql(v) if c == "nik" else tokeniser.name_digest_sql(v)
             delivered.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
             if c == "nik":
                 ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
@@ -398,7 +399,7 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, keys: dict[str, by
     sql = (f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
            f"select {', '.join(raw_columns + judging)} from ({validated}) checked")
     try:
-        con.execute(sql, {k: v for k, v in keys.items() if f"${k}" in sql} or None)
+        con.execute(sql, {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None)
     except Exception as e:  # noqa: BLE001
         what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
         raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None

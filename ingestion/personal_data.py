@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 KEY_ENV = "PARITRANA_NIK_KEY"
 MASK = "<masked>"
 TOKEN_TYPE = "UHUGEINT"
+SCHEME_ENV = "PARITRANA_NIK_TOKEN"
+SCHEMES = ("sha256-prefix", "hmac-sha256")
+DEFAULT_SCHEME = SCHEMES[0]
 _DOMAINS = {"nik": b"paritrana/nik-token/v2\0", "name": b"paritrana/name-digest/v2\0"}
 
 
@@ -43,23 +47,59 @@ def load_key(home: Path) -> bytes:
     return path.read_text().strip().encode()
 
 
-def subkeys(key: bytes) -> dict[str, bytes]:
-    """One 32-byte key per use, derived from the user's key of any length, bound to SQL
-    as parameters `$nik_key` and `$name_key` so that no key appears in query text or
-    error messages."""
-    return {f"{use}_key": hashlib.sha256(domain + key).digest() for use, domain in _DOMAINS.items()}
+@dataclass(frozen=True)
+class Tokeniser:
+    """Turns NIKs into tokens (and names into digests) in SQL, with its keys bound as
+    parameters (`params`) so that no key appears in query text or error messages.
+
+    `sha256-prefix` (the default) is described above; `hmac-sha256`
+    (PARITRANA_NIK_TOKEN=hmac-sha256) is HMAC-SHA256 with the user's key as extracts.md
+    names it first, four times the hashing. Both keep the first 128 bits. A warehouse
+    records its scheme and refuses the other (ingestion.raw_schema)."""
+    scheme: str
+    params: dict[str, bytes]
+
+    @classmethod
+    def for_key(cls, key: bytes, scheme: str = DEFAULT_SCHEME) -> "Tokeniser":
+        if scheme not in SCHEMES:
+            raise ValueError(f"{SCHEME_ENV}={scheme!r}: expected one of {', '.join(SCHEMES)}")
+        params = {"name_key": hashlib.sha256(_DOMAINS["name"] + key).digest()}
+        if scheme == "hmac-sha256":
+            # RFC 2104's padded keys, so HMAC runs as two SQL sha256 calls
+            block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+            params["nik_ipad"] = bytes(b ^ 0x36 for b in block)
+            params["nik_opad"] = bytes(b ^ 0x5C for b in block)
+        else:
+            params["nik_key"] = hashlib.sha256(_DOMAINS["nik"] + key).digest()
+        return cls(scheme, params)
+
+    def token_sql(self, column_sql: str) -> str:
+        """SQL for the NIK token of a text value."""
+        if self.scheme == "hmac-sha256":
+            digest = f"sha256($nik_opad || unhex(sha256($nik_ipad || encode({column_sql}))))"
+        else:
+            digest = f"sha256($nik_key || encode({column_sql}))"
+        return f"('0x' || left({digest}, 32))::{TOKEN_TYPE}"
+
+    @staticmethod
+    def name_digest_sql(column_sql: str) -> str:
+        """SQL for the keyed digest of a name (compared within one file, never stored)."""
+        return f"sha256($name_key || encode({column_sql}))"
+
+    def token(self, value: str) -> int:
+        """The same token in Python, for tests and for looking one person up."""
+        if self.scheme == "hmac-sha256":
+            inner = hashlib.sha256(self.params["nik_ipad"] + value.encode()).digest()
+            digest = hashlib.sha256(self.params["nik_opad"] + inner).hexdigest()
+        else:
+            digest = hashlib.sha256(self.params["nik_key"] + value.encode()).hexdigest()
+        return int(digest[:32], 16)
 
 
-def token_sql(column_sql: str) -> str:
-    """SQL for the NIK token of a text value."""
-    return f"('0x' || left(sha256($nik_key || encode({column_sql})), 32))::{TOKEN_TYPE}"
+def token_scheme() -> str:
+    """The scheme asked for: $PARITRANA_NIK_TOKEN, else the default."""
+    return os.environ.get(SCHEME_ENV) or DEFAULT_SCHEME
 
 
-def name_digest_sql(column_sql: str) -> str:
-    """SQL for the keyed digest of a name (compared within one file, never stored)."""
-    return f"sha256($name_key || encode({column_sql}))"
-
-
-def token(key: bytes, value: str) -> int:
-    """The same token in Python, for tests and for looking one person up."""
-    return int(hashlib.sha256(subkeys(key)["nik_key"] + value.encode()).hexdigest()[:32], 16)
+def token(key: bytes, value: str, scheme: str = DEFAULT_SCHEME) -> int:
+    return Tokeniser.for_key(key, scheme).token(value)

@@ -7,7 +7,7 @@ resolved downstream in dbt, which keeps loads append-or-replace and order-indepe
 from __future__ import annotations
 
 from .contracts import EXTRACTS, Extract
-from .personal_data import TOKEN_TYPE
+from .personal_data import DEFAULT_SCHEME, SCHEME_ENV, TOKEN_TYPE
 from .rules import SQL_TYPES, quote_ident
 
 RAW = "raw"
@@ -73,9 +73,17 @@ class IncompatibleWarehouse(RuntimeError):
     pass
 
 
-def ensure_raw_schema(con) -> None:
+SETTINGS_DDL = f"""
+create table if not exists {RAW}.warehouse_settings (
+    name varchar primary key,
+    value varchar not null
+)
+"""
+
+
+def ensure_raw_schema(con, token_scheme: str = DEFAULT_SCHEME) -> None:
     con.execute(f"create schema if not exists {RAW}")
-    _refuse_other_token_scheme(con)
+    _refuse_other_token_scheme(con, token_scheme)
     con.execute(LEDGER_DDL)
     con.execute(QUARANTINE_DDL)
     for extract in EXTRACTS.values():
@@ -83,10 +91,10 @@ def ensure_raw_schema(con) -> None:
         con.execute(f"create table if not exists {RAW}.{extract.name} ({cols})")
 
 
-def _refuse_other_token_scheme(con) -> None:
+def _refuse_other_token_scheme(con, scheme: str) -> None:
     """Tokens of two schemes never match, so people would be counted twice: a warehouse
-    whose tokens were made another way (HMAC as hexadecimal text, before 0.2) is refused,
-    not extended."""
+    records its scheme on first use and refuses another, and one whose tokens are
+    hexadecimal text (HMAC, before 0.2) is refused too."""
     row = con.execute(
         "select data_type from information_schema.columns "
         f"where table_schema = '{RAW}' and table_name = 'participants' and column_name = 'nik_token'").fetchone()
@@ -94,3 +102,15 @@ def _refuse_other_token_scheme(con) -> None:
         raise IncompatibleWarehouse(
             f"raw.participants.nik_token is {row[0]}: this warehouse holds tokens of an earlier scheme "
             f"({TOKEN_TYPE} expected). Rebuild it from the deliveries in a new HOME.")
+    con.execute(SETTINGS_DDL)
+    recorded = con.execute(f"select value from {RAW}.warehouse_settings where name = 'nik_token_scheme'").fetchone()
+    if recorded is None:
+        # Warehouses of 0.2 made before the scheme was recorded hold the default's tokens.
+        had_tokens = row is not None and con.execute(f"select count(*) from {RAW}.participants").fetchone()[0] > 0
+        con.execute(f"insert into {RAW}.warehouse_settings values ('nik_token_scheme', ?)",
+                    [DEFAULT_SCHEME if had_tokens else scheme])
+        recorded = (DEFAULT_SCHEME if had_tokens else scheme,)
+    if recorded[0] != scheme:
+        raise IncompatibleWarehouse(
+            f"this warehouse's NIK tokens are {recorded[0]}, and {SCHEME_ENV} asks for {scheme}: tokens of "
+            f"two schemes never match. Use {recorded[0]} here, or build a new HOME for {scheme}.")

@@ -64,6 +64,31 @@ def test_token_is_keyed_sha256_and_joins_equal_niks(tmp_path, home, load, sql):
     assert sql("select data_type from information_schema.columns where column_name = 'nik_token'") == [("UHUGEINT",)]
 
 
+def test_hmac_scheme_on_request_and_a_warehouse_keeps_its_scheme(tmp_path, home, load, sql, monkeypatch):
+    """PARITRANA_NIK_TOKEN=hmac-sha256 gives HMAC-SHA256 (first 128 bits), as extracts.md
+    names it first; the warehouse records it and refuses the other scheme later."""
+    import hmac
+
+    import pytest
+    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+    from ingestion.personal_data import SCHEME_ENV
+    from ingestion.raw_schema import IncompatibleWarehouse
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
+        participant(kpj="17000000001")]))
+    monkeypatch.setenv(SCHEME_ENV, "hmac-sha256")
+    load(tmp_path / "in")
+    expected = int(hmac.new(KEY, b"1771014508900003", hashlib.sha256).hexdigest()[:32], 16)
+    assert token(KEY, "1771014508900003", "hmac-sha256") == expected != token(KEY, "1771014508900003")
+    assert sql("select nik_token from raw.participants") == [(expected,)]
+    assert sql("select value from raw.warehouse_settings where name = 'nik_token_scheme'") == [("hmac-sha256",)]
+    monkeypatch.delenv(SCHEME_ENV)
+    with pytest.raises(IncompatibleWarehouse, match="tokens are hmac-sha256"):
+        load(tmp_path / "in")
+    monkeypatch.setenv(SCHEME_ENV, "md5")
+    with pytest.raises(ValueError, match="expected one of"):
+        load(tmp_path / "in")
+
+
 def test_warehouse_with_tokens_of_another_scheme_is_refused(tmp_path):
     import pytest
     from ingestion.raw_schema import IncompatibleWarehouse, ensure_raw_schema
