@@ -14,6 +14,7 @@ prefix gives that just as HMAC does. HMAC's extra pass guards against length ext
 which only matters for authenticating messages, not for a fixed-length pseudonym.
 128 bits keep collisions among 45 M people below 1e-23, and as a fixed-width integer the
 token is stored, joined and counted far more cheaply than 64 hexadecimal characters.
+PARITRANA_NIK_TOKEN=hmac-sha256 chooses HMAC-SHA256 itself (see Tokeniser).
 """
 from __future__ import annotations
 
