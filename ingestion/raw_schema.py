@@ -107,9 +107,8 @@ def _refuse_other_token_scheme(con, scheme: str) -> None:
     if recorded is None:
         # Warehouses of 0.2 made before the scheme was recorded hold the default's tokens.
         had_tokens = row is not None and con.execute(f"select count(*) from {RAW}.participants").fetchone()[0] > 0
-        con.execute(f"insert into {RAW}.warehouse_settings values ('nik_token_scheme', ?)",
-                    [DEFAULT_SCHEME if had_tokens else scheme])
         recorded = (DEFAULT_SCHEME if had_tokens else scheme,)
+        con.execute(f"insert into {RAW}.warehouse_settings values ('nik_token_scheme', ?)", list(recorded))
     if recorded[0] != scheme:
         raise IncompatibleWarehouse(
             f"this warehouse's NIK tokens are {recorded[0]}, and {SCHEME_ENV} asks for {scheme}: tokens of "

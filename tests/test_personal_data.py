@@ -96,6 +96,13 @@ def test_warehouse_with_tokens_of_another_scheme_is_refused(tmp_path):
     con.execute("create schema raw; create table raw.participants (kpj varchar, nik_token varchar)")
     with pytest.raises(IncompatibleWarehouse, match="earlier scheme"):
         ensure_raw_schema(con)
+    # Made by 0.2 before the scheme was recorded: its tokens are the default scheme's.
+    con = duckdb.connect(str(tmp_path / "early.duckdb"))
+    con.execute("create schema raw; create table raw.participants (kpj varchar, nik_token uhugeint)")
+    con.execute("insert into raw.participants values ('17000000001', 1)")
+    with pytest.raises(IncompatibleWarehouse, match="tokens are sha256-prefix"):
+        ensure_raw_schema(con, "hmac-sha256")
+    ensure_raw_schema(con)
 
 
 def test_nik_consistency_flag(tmp_path, load, sql):
