@@ -47,8 +47,11 @@ class Delivery:
     business_date: dt.date | None = None
     ext: str | None = None
     control: Control | None = None
-    data_sha256: str | None = None
-    digest: FileDigest | None = None
+    digest: FileDigest | None = None  # once the data file has been read
+
+    @property
+    def data_sha256(self) -> str | None:
+        return self.digest.sha256 if self.digest else None
 
     @property
     def sort_key(self) -> tuple:

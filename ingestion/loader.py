@@ -160,7 +160,6 @@ def _current_load(con, extract: str, business_date: dt.date):
 def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> FileResult:
     extract = EXTRACTS[d.extract]
     d.digest = file_digest(d.path)
-    d.data_sha256 = d.digest.sha256
     if d.data_sha256 != d.control.sha256:
         raise FileRejected("CONTROL_MISMATCH", "sha256 of the data file differs from the control file")
     current = _current_load(con, d.extract, d.business_date)
@@ -433,12 +432,13 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Jud
     among the distinct rows, and line numbers when quoted fields hold line breaks: each on
     narrow columns of the stage, and each skipped when the file has none."""
     # Most files have none: one distinct count says so at half the cost of finding them.
-    candidates = con.execute(f"select count(*) > count(distinct _h1) from {source.stage}").fetchone()[0]
-    con.execute(f"""create temp table {DUPS} as
-        select r from (select rowid as r, row_number() over (partition by _h1, _h2 order by rowid) as k
-                       from {source.stage} where _h1 in (select _h1 from {source.stage} group by _h1 having count(*) > 1))
-        where k > 1 and {candidates}""")
-    duplicates = con.execute(f"select count(*) from {DUPS}").fetchone()[0] if candidates else 0
+    duplicates = 0
+    if con.execute(f"select count(*) > count(distinct _h1) from {source.stage}").fetchone()[0]:
+        con.execute(f"""create temp table {DUPS} as
+            select r from (select rowid as r, row_number() over (partition by _h1, _h2 order by rowid) as k
+                           from {source.stage} where _h1 in (select _h1 from {source.stage} group by _h1 having count(*) > 1))
+            where k > 1""")
+        duplicates = con.execute(f"select count(*) from {DUPS}").fetchone()[0]
     not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
     conflicts = 0
     if extract.key_unique_per_file:
