@@ -118,8 +118,28 @@ history as (
                            locator='source_row') }}) as superseded_keys
 ),
 {%- else %}
-with history as (
-    select * from {{ history }}
+-- Most keys have a single row, which is their current row: only the keys with several
+-- rows are ranked, so the window sorts a few million rows instead of the whole history.
+-- That reads the history twice, streamed: materialised, it would be written out whole
+-- (measured at national size: 126 s -> 241 s materialised, 69.8 s -> 49.8 s streamed).
+with full_history as {{ streamed_cte() }} (
+    select {{ columns | join(', ') }} from {{ history }}
+    {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
+),
+
+several_rows as (
+    select {{ key }} as several_key from full_history group by {{ key }} having count(*) > 1
+),
+
+single_rows as (
+    select full_history.* from full_history
+    left join several_rows on several_rows.several_key = full_history.{{ key }}
+    where several_rows.several_key is null
+),
+
+history as (
+    select full_history.* from full_history
+    join several_rows on several_rows.several_key = full_history.{{ key }}
 ),
 {%- endif %}
 
@@ -133,6 +153,10 @@ ranked as (
 
 current_rows as (
     select * from ranked where version_rank = 1
+    {%- if not is_incremental() %}
+    union all
+    select {{ columns | join(', ') }}, 1 as version_rank from single_rows
+    {%- endif %}
 )
 
 {% if is_incremental() -%}
@@ -158,3 +182,16 @@ from current_rows
 {% macro any_as_of() -%}
     {{ dbt.cast("'1970-01-01'", api.Column.translate_type('date')) }}
 {%- endmacro %}
+
+{#- A CTE read more than once is materialised by DuckDB unless told otherwise; for a
+    history of tens of millions of wide rows, reading it twice costs less than writing
+    it. PostgreSQL 12+ takes the same words; elsewhere the CTE is left to the planner. -#}
+{% macro streamed_cte() -%}
+    {{ return(adapter.dispatch('streamed_cte', 'paritrana')()) }}
+{%- endmacro %}
+
+{% macro default__streamed_cte() -%}{%- endmacro %}
+
+{% macro duckdb__streamed_cte() -%}not materialized{%- endmacro %}
+
+{% macro postgres__streamed_cte() -%}not materialized{%- endmacro %}
