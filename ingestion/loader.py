@@ -38,8 +38,9 @@ from .rules import quote_ident, sql_str, validation_sql
 TEMP_STAGE_MAX_ROWS = int(os.environ.get("PARITRANA_TEMP_STAGE_MAX_ROWS", "3000000"))
 TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{RAW}._ingest_stage"
 # Columns of the stage that only judging needs, after the raw table's own columns.
-JUDGING = ("_nl", "_details", "_h1", "_h2", "_content")
+JUDGING = ("_nl", "_details", "_h1", "_content")
 DUPS, CONFLICTS, LINES, REREAD = "_ingest_dups", "_ingest_conflicts", "_ingest_lines", "_ingest_reread"
+SUSPECTS, SUSPECT_ROWS = "_ingest_suspects", "_ingest_suspect_rows"
 
 
 @dataclass
@@ -186,7 +187,7 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     if n_rows != d.control.row_count:
         raise FileRejected("CONTROL_MISMATCH", f"file has {n_rows:,} data rows, control file says {d.control.row_count:,}")
 
-    judged = _judge_whole_file(con, d, extract, source)
+    judged = _judge_whole_file(con, d, extract, source, tokeniser)
     result = FileResult(d.name, "LOADED", d.extract, d.business_date, rows_in_file=n_rows,
                         rows_loaded=n_rows - judged.duplicates - judged.quarantined,
                         rows_quarantined=judged.quarantined, rows_duplicate=judged.duplicates,
@@ -334,36 +335,50 @@ def _is_personal(extract: Extract, c: str) -> bool:
     return c in extract.column_names and extract.column(c).personal
 
 
+def _delivered(extract: Extract, source: Source, tokeniser: Tokeniser, name_digest: bool) -> list[str]:
+    """The select list of a record's delivered text, one expression per header column,
+    personal ones replaced: the NIK by its keyed token (plus the parts of it that the
+    consistency rule needs), a name by a keyed digest when `name_digest`, else only by
+    whether it is there. An unkeyed digest of a name could be reversed with a list of
+    names; a keyed one is only needed to tell duplicates apart (`_exact_duplicates`)."""
+    delivered = []
+    for c in source.header:
+        v = source.text(c)
+        if not _is_personal(extract, c):
+            delivered.append(f"{v} as {quote_ident(c)}")
+        elif c == "nik":
+            delivered.append(f"case when {v} is not null then {tokeniser.token_sql(v)} end as {quote_ident(c)}")
+            ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
+            delivered += [
+                f"{ok} as nik__fmt",
+                f"case when {ok} then substr({v}, 1, 2) end as nik__prov",
+                *(f"case when {ok} then cast(substr({v}, {pos}, 2) as integer) end as nik__{part}"
+                  for part, pos in (("dd", 7), ("mm", 9), ("yy", 11))),
+            ]
+        else:
+            digest = tokeniser.name_digest_sql(v) if name_digest else f"'{MASK}'"
+            delivered.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
+    return delivered
+
+
+def _fingerprint(extract: Extract, header: list[str], field: Callable[[str], str]) -> str:
+    """A 64-bit hash of the record's non-personal delivered fields (`field`: SQL for one):
+    rows that do not share it are not exact duplicates. Personal fields stay out, so that
+    it reveals nothing of them and can be recomputed without hashing them."""
+    return f"hash({', '.join(field(c) for c in header if not _is_personal(extract, c))})"
+
+
 def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokeniser, load_id: int) -> None:
     """The one pass over the file: parse, tokenise, validate every record and keep what the
     load needs in the stage table, in file order (its rowid is the record index).
 
     The stage has the raw table's columns, in its order and types (valid values, NULL
     where invalid), then the JUDGING columns: the count of line breaks inside quoted
-    fields (line numbers), the reason details, two independent 64-bit hashes of the
-    delivered record (exact duplicates), and, for rows that break a rule, the delivered
-    content with personal data masked (the quarantine). No raw NIK or name, nor an unkeyed
-    digest of one, reaches the stage."""
-    text = source.text
-    delivered = []
-    for c in source.header:
-        v = text(c)
-        if _is_personal(extract, c):
-            # The NIK gets its keyed token; a name only needs to stay comparable within the
-            # file (duplicates), which a keyed digest does: an unkeyed digest of a name
-            # could be reversed with a list of names.
-            digest = tokeniser.token_sql(v) if c == "nik" else tokeniser.name_digest_sql(v)
-            delivered.append(f"case when {v} is not null then {digest} end as {quote_ident(c)}")
-            if c == "nik":
-                ok = f"coalesce(regexp_full_match({v}, '{NIK}'), false)"
-                delivered += [
-                    f"{ok} as nik__fmt",
-                    f"case when {ok} then substr({v}, 1, 2) end as nik__prov",
-                    *(f"case when {ok} then cast(substr({v}, {pos}, 2) as integer) end as nik__{part}"
-                      for part, pos in (("dd", 7), ("mm", 9), ("yy", 11))),
-                ]
-        else:
-            delivered.append(f"{v} as {quote_ident(c)}")
+    fields (line numbers), the reason details, a hash of the record's non-personal fields
+    (`_fingerprint`: exact duplicates are looked for only among rows that share it), and,
+    for rows that break a rule, the delivered content with personal data masked (the
+    quarantine). No raw NIK or name, nor an unkeyed digest of one, reaches the stage."""
+    delivered = _delivered(extract, source, tokeniser, name_digest=False)
     if source.record:
         delivered += [f"{source.record} as _rec", "cast(0 as bigint) as _nl"]
     elif source.single_line:
@@ -384,14 +399,9 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
                  "_load_id": str(load_id), "_business_date": f"DATE '{d.business_date}'",
                  "_line": "checked._rec" if source.record else "null"}.get(name, f"checked.{quote_ident('v__' + name)}")
         raw_columns.append(f"cast({value} as {sql_type}) as {quote_ident(name)}")
-    # Duplicates are found by a 128-bit fingerprint of the delivered record, personal
-    # fields as their keyed digests (so the fingerprint cannot be reversed to a NIK or a
-    # name): the chance that two different records of a 45 M-row file share it is below 1e-23.
-    fields = [f"checked.{quote_ident(c)}" for c in source.header]
     token = "checked.nik" if "nik" in source.header else None
     judging = [
-        "checked._nl", "checked._details",
-        f"hash({', '.join(fields)}) as _h1", f"hash('paritrana', {', '.join(reversed(fields))}) as _h2",
+        "checked._nl", "checked._details", f"{_fingerprint(extract, source.header, lambda c: 'checked.' + quote_ident(c))} as _h1",
         f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', token)} end "
         "as _content",
     ]
@@ -427,18 +437,14 @@ class Judged:
     stage: str
 
 
-def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Judged:
+def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokeniser) -> Judged:
     """Exact duplicates (all but the first copy are counted, not loaded), KEY_CONFLICT
     among the distinct rows, and line numbers when quoted fields hold line breaks: each on
     narrow columns of the stage, and each skipped when the file has none."""
     # Most files have none: one distinct count says so at half the cost of finding them.
     duplicates = 0
     if con.execute(f"select count(*) > count(distinct _h1) from {source.stage}").fetchone()[0]:
-        con.execute(f"""create temp table {DUPS} as
-            select r from (select rowid as r, row_number() over (partition by _h1, _h2 order by rowid) as k
-                           from {source.stage} where _h1 in (select _h1 from {source.stage} group by _h1 having count(*) > 1))
-            where k > 1""")
-        duplicates = con.execute(f"select count(*) from {DUPS}").fetchone()[0]
+        duplicates = _exact_duplicates(con, extract, source, tokeniser)
     not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
     conflicts = 0
     if extract.key_unique_per_file:
@@ -460,6 +466,38 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source) -> Jud
     quarantined = con.execute(
         f"select count(*) from {source.stage} where (len(_details) > 0 or {conflict}) and {not_dup}").fetchone()[0]
     return Judged(duplicates, quarantined, conflicts, line_table, source.stage)
+
+
+def _exact_duplicates(con, extract: Extract, source: Source, tokeniser: Tokeniser) -> int:
+    """Table DUPS: the stage rows that repeat an earlier record of the file exactly, every
+    delivered field alike. Only rows sharing a fingerprint can; their records are read
+    again from the file (the others are skipped by the fingerprint before anything is
+    hashed), with the NIK as its token and a name as its keyed digest, and compared whole.
+    The k-th record of the file with a fingerprint is the k-th stage row with it: both are
+    in file order (preserve_insertion_order)."""
+    stage = source.stage
+    con.execute(f"""create temp table {SUSPECTS} as
+        select rowid as r, _h1, row_number() over (partition by _h1 order by rowid) as k from {stage}
+        where _h1 in (select _h1 from {stage} group by _h1 having count(*) > 1)""")
+    delivered = ", ".join(_delivered(extract, source, tokeniser, name_digest=True))
+    fingerprint = _fingerprint(extract, source.header, source.text)
+    sql = f"""create temp table {SUSPECT_ROWS} as
+        select {delivered}, _h1
+        from (select *, {fingerprint} as _h1 from {source.relation})
+        where _h1 in (select _h1 from {SUSPECTS})"""
+    con.execute(sql, {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None)
+    suspects, reread = con.execute(
+        f"select (select count(*) from {SUSPECTS}), (select count(*) from {SUSPECT_ROWS})").fetchone()
+    if suspects != reread:  # the file changed under us: its digest was checked before the scan
+        raise RuntimeError(f"{source.relation}: {reread} records share a fingerprint on reading again, "
+                           f"{suspects} in the scan")
+    fields = ", ".join(f"x.{quote_ident(c)}" for c in source.header)
+    con.execute(f"""create temp table {DUPS} as
+        select s.r from {SUSPECTS} s
+        join (select *, row_number() over (partition by _h1 order by rowid) as k from {SUSPECT_ROWS}) x
+          on x._h1 = s._h1 and x.k = s.k
+        qualify row_number() over (partition by {fields} order by s.r) > 1""")
+    return con.execute(f"select count(*) from {DUPS}").fetchone()[0]
 
 
 def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) -> None:
@@ -544,6 +582,6 @@ def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, judged:
 
 
 def _drop_temp(con) -> None:
-    for table in (TEMP_STAGE, DUPS, CONFLICTS, LINES, REREAD, PERSISTENT_STAGE):
+    for table in (TEMP_STAGE, DUPS, CONFLICTS, LINES, REREAD, SUSPECTS, SUSPECT_ROWS, PERSISTENT_STAGE):
         con.execute(f"drop table if exists {table}")
     con.execute("drop schema if exists _ingest cascade")  # where earlier versions staged

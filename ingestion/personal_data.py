@@ -3,8 +3,8 @@
 `nik` becomes `nik_token`: SHA-256 of a secret 256-bit key followed by the NIK, its
 first 128 bits kept as an unsigned 128-bit integer. The key is kept outside the
 warehouse; the token is computed inside DuckDB so that it is vectorised like the rest of
-the load. `full_name` is digested the same way (another key) only so that exact
-duplicates can still be told apart in the staging table; it is never loaded.
+the load. `full_name` is digested the same way (another key) only where records that may
+be exact duplicates are compared (ingestion.loader); it is never loaded.
 
 Why not HMAC-SHA256, which extracts.md names first: it runs SHA-256's compression four
 times per value where this runs it once (key and NIK fit one 64-byte block), and that

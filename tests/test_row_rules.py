@@ -273,6 +273,32 @@ def test_duplicates_of_a_quarantined_row_are_counted_once(tmp_path, load, sql):
     assert sql("select line from raw.quarantine") == [(3,)]
 
 
+@pytest.mark.parametrize("ext", ["csv", "parquet"])
+def test_records_differing_only_in_personal_fields_are_not_duplicates(tmp_path, load, sql, ext):
+    # The fingerprint leaves the NIK and the name out, so these rows share it; the records
+    # are read again and compared whole, personal fields as their token and keyed digest.
+    a = participant()
+    other_name, other_nik = participant(full_name="Siti Aminah Putri"), participant(nik="1771014508900004")
+    rows = [a, other_name, a, other_nik, other_name, a, participant(nik="")]
+    text = csv_text(PARTICIPANT_HEADER, rows)
+    if ext == "parquet":
+        import duckdb
+        (tmp_path / "src.csv").write_text(text)
+        target = tmp_path / "participants.parquet"
+        duckdb.sql(f"copy (select * from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)) "
+                   f"to '{target}' (format parquet)")
+        write_delivery(tmp_path / "in", "participants__2024-12-31.parquet", target.read_bytes(), row_count=len(rows))
+    else:
+        write_delivery(tmp_path / "in", "participants__2024-12-31.csv", text)
+    r = load(tmp_path / "in").results[0]
+    # a at records 1, 3, 6; other_name at 2, 5; other_nik at 4; a missing NIK at 7
+    assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate) == (3, 1, 3)
+    header = 1 if ext == "csv" else 0
+    assert sorted(line for (line,) in sql("select _line from raw.participants")) == [1 + header, 2 + header, 4 + header]
+    assert sql("select line from raw.quarantine") == [(7 + header,)]
+    assert sql("select count(distinct nik_token) from raw.participants") == [(2,)]
+
+
 def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeypatch):
     """Files above PARITRANA_TEMP_STAGE_MAX_ROWS are staged in a compressed table of the
     warehouse instead of a temporary one; the first into an empty raw table becomes that
