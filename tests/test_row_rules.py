@@ -236,22 +236,26 @@ def test_reconciliation_on_every_file(tmp_path, load, sql):
         assert sql(f"select count(*) from raw.{extract}") == [(loaded,)], extract
 
 
+def deliver_as(tmp_path, stem: str, ext: str, text: str, row_count: int) -> None:
+    """Deliver CSV text as `<stem>.csv`, or as `<stem>.parquet` with every column text."""
+    if ext == "parquet":
+        import duckdb
+        (tmp_path / "src.csv").write_text(text)
+        target = tmp_path / "src.parquet"
+        duckdb.sql(f"copy (select * from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)) "
+                   f"to '{target}' (format parquet)")
+        write_delivery(tmp_path / "in", f"{stem}.parquet", target.read_bytes(), row_count=row_count)
+    else:
+        write_delivery(tmp_path / "in", f"{stem}.csv", text)
+
+
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
 def test_key_conflict_rows_keep_their_delivered_content(tmp_path, load, sql, ext):
     # Rows whose only fault is the conflict were valid during the scan: their content is
     # read back from the file, in CSV by record number, in Parquet by file row number.
     rows = [claim(claim_id="C202400000001"), claim(claim_id="C202499999999", amount_idr="1000"),
             claim(claim_id="C202499999999", amount_idr="2000", benefit_type="PENSION")]
-    text = csv_text(CLAIM_HEADER, rows)
-    if ext == "parquet":
-        import duckdb
-        (tmp_path / "src.csv").write_text(text)
-        target = tmp_path / "claims.parquet"
-        duckdb.sql(f"copy (select * from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)) "
-                   f"to '{target}' (format parquet)")
-        write_delivery(tmp_path / "in", "claims__2024-12-31.parquet", target.read_bytes(), row_count=3)
-    else:
-        write_delivery(tmp_path / "in", "claims__2024-12-31.csv", text)
+    deliver_as(tmp_path, "claims__2024-12-31", ext, csv_text(CLAIM_HEADER, rows), len(rows))
     load(tmp_path / "in")
     header = 1 if ext == "csv" else 0  # a Parquet row's "line" is its row number
     got = {line + 1 - header: (sorted(d), json.loads(c)) for line, d, c in
@@ -280,16 +284,7 @@ def test_records_differing_only_in_personal_fields_are_not_duplicates(tmp_path, 
     a = participant()
     other_name, other_nik = participant(full_name="Siti Aminah Putri"), participant(nik="1771014508900004")
     rows = [a, other_name, a, other_nik, other_name, a, participant(nik="")]
-    text = csv_text(PARTICIPANT_HEADER, rows)
-    if ext == "parquet":
-        import duckdb
-        (tmp_path / "src.csv").write_text(text)
-        target = tmp_path / "participants.parquet"
-        duckdb.sql(f"copy (select * from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)) "
-                   f"to '{target}' (format parquet)")
-        write_delivery(tmp_path / "in", "participants__2024-12-31.parquet", target.read_bytes(), row_count=len(rows))
-    else:
-        write_delivery(tmp_path / "in", "participants__2024-12-31.csv", text)
+    deliver_as(tmp_path, "participants__2024-12-31", ext, csv_text(PARTICIPANT_HEADER, rows), len(rows))
     r = load(tmp_path / "in").results[0]
     # a at records 1, 3, 6; other_name at 2, 5; other_nik at 4; a missing NIK at 7
     assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate) == (3, 1, 3)
