@@ -41,6 +41,7 @@ TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{RAW}._ingest_stage"
 JUDGING = ("_nl", "_details", "_h1", "_content")
 DUPS, CONFLICTS, LINES, REREAD = "_ingest_dups", "_ingest_conflicts", "_ingest_lines", "_ingest_reread"
 SUSPECTS, SUSPECT_ROWS = "_ingest_suspects", "_ingest_suspect_rows"
+DELIVERED = "_ingest_delivered"
 
 
 @dataclass
@@ -274,6 +275,7 @@ class Source:
     text: Callable[[str], str]  # SQL for a column's delivered text (NULL when empty)
     record: str | None  # SQL for the 1-based record number, when the reader knows it
     single_line: bool  # every record is known to be one line: line = record number + 1
+    sequential: bool  # the reader uses one thread (a compressed file)
     stage: str = ""  # the table the scan writes
 
 
@@ -305,7 +307,7 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
     if len(set(header)) != len(header) or any(not h for h in header):
         raise FileRejected("UNREADABLE", "header has empty or repeated column names")
     return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
-                  _single_line_records(d))
+                  _single_line_records(d), sequential=d.ext == "csv.gz")
 
 
 def _single_line_records(d: Delivery) -> bool:
@@ -391,8 +393,14 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
         delivered.append(f"case when {any_nl} then length({joined}) - length(replace({joined}, chr(10), '')) "
                          "else 0 end as _nl")
     keep = ("_rec", "_nl", *source.header) if source.record else ("_nl", *source.header)
-    validated = validation_sql(extract, f"(select {', '.join(delivered)} from {source.relation})",
-                               d.business_date.isoformat(), set(source.header), keep)
+    delivered_sql = f"select {', '.join(delivered)} from {source.relation}"
+    if source.sequential:
+        # A compressed file is read by one thread, and the rest of the scan would run on
+        # that thread too: its delivered text (personal data already tokenised or masked)
+        # goes to a temporary table first, so validating and writing use every core.
+        _read(con, d, tokeniser, f"create temp table {DELIVERED} as {delivered_sql}")
+        delivered_sql = f"select * from {DELIVERED}"
+    validated = validation_sql(extract, f"({delivered_sql})", d.business_date.isoformat(), set(source.header), keep)
     raw_columns = []
     for name, sql_type in loaded_columns(extract):
         value = {"nik_token": "checked.v__nik", "nik_consistent": "checked.nik_consistent",
@@ -400,13 +408,19 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
                  "_line": "checked._rec" if source.record else "null"}.get(name, f"checked.{quote_ident('v__' + name)}")
         raw_columns.append(f"cast({value} as {sql_type}) as {quote_ident(name)}")
     token = "checked.nik" if "nik" in source.header else None
+    fingerprint = _fingerprint(extract, source.header, lambda c: "checked." + quote_ident(c))
     judging = [
-        "checked._nl", "checked._details", f"{_fingerprint(extract, source.header, lambda c: 'checked.' + quote_ident(c))} as _h1",
+        "checked._nl", "checked._details", f"{fingerprint} as _h1",
         f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', token)} end "
         "as _content",
     ]
-    sql = (f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
-           f"select {', '.join(raw_columns + judging)} from ({validated}) checked")
+    _read(con, d, tokeniser, f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
+                             f"select {', '.join(raw_columns + judging)} from ({validated}) checked")
+    con.execute(f"drop table if exists {DELIVERED}")
+
+
+def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str) -> None:
+    """Run a statement that reads the data file: a reader error rejects the file."""
     try:
         con.execute(sql, {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None)
     except Exception as e:  # noqa: BLE001
@@ -444,7 +458,7 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
     # Most files have none: one distinct count says so at half the cost of finding them.
     duplicates = 0
     if con.execute(f"select count(*) > count(distinct _h1) from {source.stage}").fetchone()[0]:
-        duplicates = _exact_duplicates(con, extract, source, tokeniser)
+        duplicates = _exact_duplicates(con, d, extract, source, tokeniser)
     not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
     conflicts = 0
     if extract.key_unique_per_file:
@@ -468,7 +482,7 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
     return Judged(duplicates, quarantined, conflicts, line_table, source.stage)
 
 
-def _exact_duplicates(con, extract: Extract, source: Source, tokeniser: Tokeniser) -> int:
+def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokeniser) -> int:
     """Table DUPS: the stage rows that repeat an earlier record of the file exactly, every
     delivered field alike. Only rows sharing a fingerprint can; their records are read
     again from the file (the others are skipped by the fingerprint before anything is
@@ -481,11 +495,10 @@ def _exact_duplicates(con, extract: Extract, source: Source, tokeniser: Tokenise
         where _h1 in (select _h1 from {stage} group by _h1 having count(*) > 1)""")
     delivered = ", ".join(_delivered(extract, source, tokeniser, name_digest=True))
     fingerprint = _fingerprint(extract, source.header, source.text)
-    sql = f"""create temp table {SUSPECT_ROWS} as
+    _read(con, d, tokeniser, f"""create temp table {SUSPECT_ROWS} as
         select {delivered}, _h1
         from (select *, {fingerprint} as _h1 from {source.relation})
-        where _h1 in (select _h1 from {SUSPECTS})"""
-    con.execute(sql, {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None)
+        where _h1 in (select _h1 from {SUSPECTS})""")
     suspects, reread = con.execute(
         f"select (select count(*) from {SUSPECTS}), (select count(*) from {SUSPECT_ROWS})").fetchone()
     if suspects != reread:  # the file changed under us: its digest was checked before the scan
@@ -582,6 +595,7 @@ def _insert_quarantine(con, extract: Extract, load_id: int, d: Delivery, judged:
 
 
 def _drop_temp(con) -> None:
-    for table in (TEMP_STAGE, DUPS, CONFLICTS, LINES, REREAD, SUSPECTS, SUSPECT_ROWS, PERSISTENT_STAGE):
+    for table in (TEMP_STAGE, DELIVERED, DUPS, CONFLICTS, LINES, REREAD, SUSPECTS, SUSPECT_ROWS,
+                  PERSISTENT_STAGE):
         con.execute(f"drop table if exists {table}")
     con.execute("drop schema if exists _ingest cascade")  # where earlier versions staged

@@ -85,9 +85,11 @@
   The whole select of a current-row model. history: the staging relation with every
   version; columns: what to keep (must include key and load_id); order_by: the version
   order, winner first; effective_column: for a state on the as-of date, the column a row
-  must have on or before it (effective_date <= D).
+  must have on or before it (effective_date <= D); unique_per_load: a load has at most
+  one row per key (its extract's key is unique per file, extracts.md §2: KEY_CONFLICT).
 -#}
-{% macro current_row_per_key(history, key, columns, order_by, as_of_sql, effective_column=none) -%}
+{% macro current_row_per_key(history, key, columns, order_by, as_of_sql, effective_column=none,
+                             unique_per_load=false) -%}
 {%- if is_incremental() %}
 -- A changed key's new row is the best of its old row and the rows loaded since the last
 -- run (rows only arrive), so the history is not read, except for the keys whose old row
@@ -127,9 +129,27 @@ with full_history as {{ streamed_cte() }} (
     {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
 ),
 
+{%- if unique_per_load %}
+-- A key with several rows has at most one in the largest load (the initial snapshot), so
+-- it has one in another: the keys of the other loads' rows are the only candidates, found
+-- without grouping the whole history by key.
+load_sizes as (
+    select load_id, count(*) as n from full_history group by load_id
+),
+
+largest_load as (
+    select max(load_id) as load_id from load_sizes where n = (select max(n) from load_sizes)
+),
+
+several_rows as (
+    select distinct {{ key }} as several_key from full_history
+    where load_id <> (select load_id from largest_load)
+),
+{%- else %}
 several_rows as (
     select {{ key }} as several_key from full_history group by {{ key }} having count(*) > 1
 ),
+{%- endif %}
 
 single_rows as (
     select full_history.* from full_history
