@@ -190,6 +190,32 @@ def test_changed_weights_flow_into_scores_and_hash(demo, tmp_path):
     assert rows and all(abs(t - c) < 1e-9 and h == m.sha256 for t, c, h in rows)
 
 
+def test_full_builds_run_one_dbt_thread_and_nights_the_profiles(demo, tmp_path):
+    import re
+
+    from paritrana.transform import FULL_BUILD_THREADS, _built_before
+
+    assert FULL_BUILD_THREADS == 1
+    work = demo.copy(tmp_path / "copy")
+    log = work.paths.home / "dbt" / "logs" / "dbt.log"
+
+    def last_concurrency() -> int:
+        return int(re.findall(r"Concurrency: (\d+) threads", log.read_text())[-1])
+
+    m = methodology.load()
+    build_step(work.paths, 2024, dt.date(2024, 12, 31), m, progress=None)
+    assert last_concurrency() == 2
+    build_step(work.paths, 2024, dt.date(2024, 12, 31), m, progress=None, full_refresh=True)
+    assert last_concurrency() == 1
+    # a first build: no warehouse yet, or one without the models
+    assert _built_before(work.paths)
+    assert not _built_before(resolve_home(tmp_path / "empty"))
+    duckdb.connect(str(tmp_path / "bare.duckdb")).close()
+    bare = resolve_home(tmp_path / "bare_home")
+    shutil.copy2(tmp_path / "bare.duckdb", bare.warehouse)
+    assert not _built_before(bare)
+
+
 def test_nightly_cells_follow_the_delta_and_the_gate_recounts_them(demo, tmp_path):
     """A nightly run applies only the day's changes to int_participant_cells (a cell that
     drifted stays drifted), the marts read the cells, and the gate's independent recount of
