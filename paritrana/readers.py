@@ -88,24 +88,31 @@ def _known_digests(copy: Path, fd: int) -> list[str]:
     return record["sha256"]
 
 
-def sync_chunks(source_fd: int, target_fd: int, known: list[str]) -> tuple[list[str], int]:
-    """Make target byte-identical to source, writing the chunks whose digest is not the
-    known one; returns the source's digests and the bytes written."""
+def sync_chunks(source_fd: int, targets: list[tuple[int, list[str]]]) -> tuple[list[str], list[int]]:
+    """Make every target (fd, known chunk digests) byte-identical to source in one read of
+    it, writing to each the chunks whose digest is not its known one; returns the
+    source's digests and the bytes written to each target."""
     size = os.fstat(source_fd).st_size
 
-    def one(index: int) -> tuple[str, int]:
+    def one(index: int) -> tuple[str, list[int]]:
         data = os.pread(source_fd, CHUNK, index * CHUNK)
         digest = hashlib.sha256(data).hexdigest()
-        if index < len(known) and known[index] == digest:
-            return digest, 0
-        os.pwrite(target_fd, data, index * CHUNK)
-        return digest, len(data)
+        written = []
+        for fd, known in targets:
+            if index < len(known) and known[index] == digest:
+                written.append(0)
+            else:
+                os.pwrite(fd, data, index * CHUNK)
+                written.append(len(data))
+        return digest, written
 
     with ThreadPoolExecutor(THREADS) as pool:
         results = list(pool.map(one, range((size + CHUNK - 1) // CHUNK)))
-    os.ftruncate(target_fd, size)
-    os.fsync(target_fd)
-    return [digest for digest, _ in results], sum(written for _, written in results)
+    for fd, _ in targets:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    return ([digest for digest, _ in results],
+            [sum(written[i] for _, written in results) for i in range(len(targets))])
 
 
 @contextlib.contextmanager
@@ -133,47 +140,50 @@ def _exclusive_target(copy: Path) -> Iterator[tuple[int, bool]]:
         os.close(fd)  # releases the lock
 
 
-def update_copy(source: Path, copy: Path) -> CopyOutcome:
+def update_copies(source: Path, copies: list[Path]) -> list[CopyOutcome]:
+    """Bring each copy up to date with source, in one read of it."""
     source_fd = os.open(source, os.O_RDONLY)
     try:
-        with _exclusive_target(copy) as (target_fd, in_place):
-            known = _known_digests(copy, target_fd) if in_place else []
-            _digest_file(copy).unlink(missing_ok=True)  # stale until the new one is written
-            digests, written = sync_chunks(source_fd, target_fd, known)
-            identity = _identity(target_fd)
+        with contextlib.ExitStack() as stack:
+            targets = [stack.enter_context(_exclusive_target(copy)) for copy in copies]
+            known = []
+            for copy, (target_fd, in_place) in zip(copies, targets):
+                known.append(_known_digests(copy, target_fd) if in_place else [])
+                _digest_file(copy).unlink(missing_ok=True)  # stale until the new one is written
+            digests, written = sync_chunks(source_fd, [(fd, k) for (fd, _), k in zip(targets, known)])
+            identities = [_identity(fd) for fd, _ in targets]
     finally:
         os.close(source_fd)
-    _digest_file(copy).write_text(json.dumps({"chunk": CHUNK, "identity": identity, "sha256": digests}))
-    return CopyOutcome(copy, identity["size"], written, in_place)
+    outcomes = []
+    for copy, identity, (_, in_place), n in zip(copies, identities, targets, written):
+        _digest_file(copy).write_text(json.dumps({"chunk": CHUNK, "identity": identity, "sha256": digests}))
+        outcomes.append(CopyOutcome(copy, identity["size"], n, in_place))
+    return outcomes
 
 
 @dataclass(frozen=True)
 class PreparedCopy:
-    outcome: CopyOutcome
-    first_publication: bool
+    """The copy to serve, first in `outcomes`; the first time, both copies are written."""
+    outcomes: list[CopyOutcome]
 
 
 def prepare_reader_copy(paths: Paths) -> PreparedCopy:
     """Bring the older copy up to date without serving it: it only reads the warehouse, so
-    it can run while the publication is written from the same (unchanged) file."""
+    it can run while the publication is written from the same (unchanged) file. The first
+    time, the other copy is written in the same pass, so that every later night patches."""
     first, second = generations(paths)
-    first_publication = not first.exists() and not second.exists()
-    return PreparedCopy(update_copy(paths.warehouse, _older_generation(paths)), first_publication)
+    if not first.exists() and not second.exists():
+        return PreparedCopy(update_copies(paths.warehouse, [first, second]))
+    return PreparedCopy(update_copies(paths.warehouse, [_older_generation(paths)]))
 
 
 def serve_reader_copy(paths: Paths, prepared: PreparedCopy) -> list[CopyOutcome]:
-    """Make analytics.duckdb name the prepared copy (one rename); the first time, also
-    write the other copy, so that every later night patches."""
-    target = prepared.outcome.copy
+    """Make analytics.duckdb name the prepared copy (one rename)."""
     link = paths.reader_copy.with_name(f".{paths.reader_copy.name}.link")
     link.unlink(missing_ok=True)
-    os.link(target, link)
+    os.link(prepared.outcomes[0].copy, link)
     os.replace(link, paths.reader_copy)
-    outcomes = [prepared.outcome]
-    if prepared.first_publication:
-        first, second = generations(paths)
-        outcomes.append(update_copy(paths.warehouse, second if target == first else first))
-    return outcomes
+    return prepared.outcomes
 
 
 def refresh_reader_copy(paths: Paths) -> list[CopyOutcome]:
