@@ -122,8 +122,9 @@ history as (
 {%- else %}
 -- Most keys have a single row, which is their current row: only the keys with several
 -- rows are ranked, so the window sorts a few million rows instead of the whole history.
--- That reads the history twice, streamed: materialised, it would be written out whole
--- (measured at national size: 126 s -> 241 s materialised, 69.8 s -> 49.8 s streamed).
+-- That reads the history several times, streamed: materialised, it would be written out
+-- whole (int_participant_state at national 1.0: 126 s -> 241 s materialised, 107 s -> 75 s
+-- streamed).
 with full_history as {{ streamed_cte() }} (
     select {{ columns | join(', ') }} from {{ history }}
     {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
