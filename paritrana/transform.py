@@ -125,9 +125,9 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
 def _built_before(paths: Paths) -> bool:
     if not paths.warehouse.exists():
         return False
-    import duckdb
+    from .warehouse import connect
 
-    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+    with connect(paths, memory_limit=None, read_only=True) as con:
         return con.execute("select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
                            list(FIRST_BUILD_MARKER)).fetchone()[0] > 0
 

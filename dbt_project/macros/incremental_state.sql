@@ -169,7 +169,8 @@ ranked as (
         {{ columns | join(',\n        ') }},
         row_number() over (partition by {{ key }} order by {{ order_by }}) as version_rank
     from history
-    {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
+    {# the full build's history is already cut at D #}
+    {% if effective_column and is_incremental() %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}
 ),
 
 current_rows as (
