@@ -95,6 +95,8 @@ class Extract:
     key: tuple[str, ...]
     key_unique_per_file: bool
     rules: tuple[Rule, ...] = field(default=())
+    # The column that tells a key's rows in one file apart, when it may repeat there.
+    versioned_by: str | None = None
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -106,6 +108,13 @@ class Extract:
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    @property
+    def usually_distinct(self) -> tuple[str, ...]:
+        """Columns whose values two rows of one file seldom share unless they are the
+        same record: the key, and the version column where the key may repeat. Rows
+        that do not share them cannot be exact duplicates (ingestion.loader)."""
+        return self.key + ((self.versioned_by,) if self.versioned_by else ())
 
 
 def _date(name: str, low: str | None = None, high: str | None = BUSINESS_DATE, **kw) -> Column:
@@ -133,6 +142,7 @@ PARTICIPANTS = Extract(
     kind="delta",
     key=("kpj",),
     key_unique_per_file=False,
+    versioned_by="effective_date",
     columns=(
         Column("kpj", pattern=KPJ),
         Column("nik", pattern=NIK, personal=True),
@@ -171,6 +181,7 @@ EMPLOYERS = Extract(
     kind="delta",
     key=("npp",),
     key_unique_per_file=False,
+    versioned_by="effective_date",
     columns=(
         Column("npp", pattern=NPP),
         Column("name"),

@@ -121,3 +121,10 @@ def test_rejected_file_is_not_reprocessed_until_it_changes(tmp_path, load, sql):
     assert again.results == [] and again.already_processed == ["participants__2024-12-31.csv"]
     write_delivery(landing, "participants__2024-12-31.csv", GOOD)  # provider fixes the control file
     assert _only(load(landing)).status == "LOADED"
+
+
+def test_control_mismatch_beats_unreadable(tmp_path, load):
+    # The digest is taken while the file is scanned; its verdict still comes first.
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", b"kpj,nik\n1,\xff\xfe\n",
+                   control={"row_count": 1, "sha256": "0" * 64})
+    assert _only(load(tmp_path / "in")).reason_code == "CONTROL_MISMATCH"

@@ -104,6 +104,18 @@ CLAIM_CASES = [
 ]
 
 
+def test_quoted_empty_field_is_empty(tmp_path, load, sql):
+    # `""` is as empty as nothing between the commas (RFC 4180 quoting of an empty value).
+    rows = csv_text(PARTICIPANT_HEADER, [participant(kpj="17012300001"), participant(kpj="17012300002")])
+    lines = rows.splitlines()
+    lines[1] = lines[1].replace("17012300001", '""', 1)
+    lines[2] = '"' + '","'.join(lines[2].split(",")) + '"'  # every field quoted: still valid
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", "\n".join(lines) + "\n")
+    r = load(tmp_path / "in").results[0]
+    assert (r.rows_loaded, r.rows_quarantined) == (1, 1)
+    assert _quarantine_by_line(sql) == {2: ["MISSING_VALUE:kpj"]}
+
+
 def test_claim_rules_and_key_conflict(tmp_path, load, sql):
     rows = [claim(claim_id=f"C2024{i:08d}", **{k: v for k, v in o.items() if k != "claim_id"})
             if "claim_id" not in o else claim(**o) for i, (o, _) in enumerate(CLAIM_CASES)]
@@ -279,17 +291,20 @@ def test_duplicates_of_a_quarantined_row_are_counted_once(tmp_path, load, sql):
 
 @pytest.mark.parametrize("ext", ["csv", "parquet"])
 def test_records_differing_only_in_personal_fields_are_not_duplicates(tmp_path, load, sql, ext):
-    # The fingerprint leaves the NIK and the name out, so these rows share it; the records
-    # are read again and compared whole, personal fields as their token and keyed digest.
+    # The fingerprint is the key and version (kpj, effective_date), so these rows share it;
+    # the records are read again and compared whole, personal fields as their token and
+    # keyed digest, the others as delivered.
     a = participant()
     other_name, other_nik = participant(full_name="Siti Aminah Putri"), participant(nik="1771014508900004")
-    rows = [a, other_name, a, other_nik, other_name, a, participant(nik="")]
+    other_wage = participant(monthly_wage_idr="3000001")
+    rows = [a, other_name, a, other_nik, other_name, a, participant(nik=""), other_wage]
     deliver_as(tmp_path, "participants__2024-12-31", ext, csv_text(PARTICIPANT_HEADER, rows), len(rows))
     r = load(tmp_path / "in").results[0]
-    # a at records 1, 3, 6; other_name at 2, 5; other_nik at 4; a missing NIK at 7
-    assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate) == (3, 1, 3)
+    # a at records 1, 3, 6; other_name at 2, 5; other_nik at 4; a missing NIK at 7; other_wage at 8
+    assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate) == (4, 1, 3)
     header = 1 if ext == "csv" else 0
-    assert sorted(line for (line,) in sql("select _line from raw.participants")) == [1 + header, 2 + header, 4 + header]
+    assert sorted(line for (line,) in sql("select _line from raw.participants")) == [
+        1 + header, 2 + header, 4 + header, 8 + header]
     assert sql("select line from raw.quarantine") == [(7 + header,)]
     assert sql("select count(distinct nik_token) from raw.participants") == [(2,)]
 
