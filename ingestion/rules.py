@@ -136,5 +136,5 @@ def _nik_consistent() -> str:
     agree with the row. Only the parts cut from the raw NIK before tokenising are used."""
     prov = ", ".join(sql_str(p) for p in PROVINCE_CODES)
     return ("coalesce(raw.nik__prov in (" + prov + ") "
-            "and raw.nik__dd = day(raw.v__birth_date) + case when raw.v__gender = 'P' then 40 else 0 end "
-            "and raw.nik__mm = month(raw.v__birth_date) and raw.nik__yy = year(raw.v__birth_date) % 100, false)")
+            "and raw.nik__ddmmyy = (day(raw.v__birth_date) + case when raw.v__gender = 'P' then 40 else 0 end) * 10000 "
+            "+ month(raw.v__birth_date) * 100 + year(raw.v__birth_date) % 100, false)")
