@@ -322,7 +322,20 @@ class Source:
     record: str | None  # SQL for the 1-based record number, when the reader knows it
     single_line: bool  # every record is known to be one line: line = record number + 1
     sequential: bool  # the reader uses one thread (a compressed file)
+    typed: set[str] = field(default_factory=set)  # columns read in their contract type (Parquet)
     stage: str = ""  # the table the scan writes
+
+    def text_of(self, c: str, sql: str) -> str:
+        """SQL for the delivered text of column `c` held in `sql` (typed or text)."""
+        return f"cast({sql} as varchar)" if c in self.typed else sql
+
+
+# Parquet types whose values a contract type takes as they are: no text round trip. The
+# checks that text would have had to pass are kept as bounds (rules.validation_sql).
+_AS_DELIVERED = {
+    "int": ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UINTEGER", "USMALLINT", "UTINYINT"),
+    "date": ("DATE",),
+}
 
 
 def _source(con, d: Delivery, extract: Extract) -> Source:
@@ -334,6 +347,8 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
             raise FileRejected("UNREADABLE", f"not a readable Parquet file: {safe_error(e)}") from None
         header = [name for name, *_ in schema]
         types = {name: t for name, t, *_ in schema}
+        typed = {c for c in header if c in extract.column_names and not extract.column(c).personal
+                 and types[c] in _AS_DELIVERED.get(extract.column(c).type, ())}
 
         def text(c):
             q = quote_ident(c)
@@ -347,6 +362,7 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
                     f"escape = '\"', strict_mode = true, null_padding = false, encoding = 'utf-8', "
                     f"max_line_size = 16777216, nullstr = '', allow_quoted_nulls = true, columns = {columns})")
         record = None
+        typed = set()
 
         def text(c):
             # The reader already gives NULL for an empty field, quoted ("") or not.
@@ -354,7 +370,7 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
     if len(set(header)) != len(header) or any(not h for h in header):
         raise FileRejected("UNREADABLE", "header has empty or repeated column names")
     return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
-                  _single_line_records(d), sequential=d.ext == "csv.gz")
+                  _single_line_records(d), sequential=d.ext == "csv.gz", typed=typed)
 
 
 def _single_line_records(d: Delivery) -> bool:
@@ -396,7 +412,9 @@ def _delivered(extract: Extract, source: Source, tokeniser: Tokeniser, name_dige
     delivered = []
     for c in source.header:
         v = source.text(c)
-        if not _is_personal(extract, c):
+        if c in source.typed:
+            delivered.append(quote_ident(c))
+        elif not _is_personal(extract, c):
             delivered.append(f"{v} as {quote_ident(c)}")
         elif c == "nik":
             delivered.append(f"case when {v} is not null then {tokeniser.token_sql(v)} end as {quote_ident(c)}")
@@ -451,7 +469,8 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
         # goes to a temporary table first, so validating and writing use every core.
         _read(con, d, tokeniser, f"create temp table {DELIVERED} as {delivered_sql}")
         delivered_sql = f"select * from {DELIVERED}"
-    validated = validation_sql(extract, f"({delivered_sql})", d.business_date.isoformat(), set(source.header), keep)
+    validated = validation_sql(extract, f"({delivered_sql})", d.business_date.isoformat(), set(source.header), keep,
+                               typed=source.typed)
     raw_columns = []
     for name, sql_type in loaded_columns(extract):
         value = {"nik_token": "checked.v__nik", "nik_consistent": "checked.nik_consistent",
@@ -459,10 +478,10 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
                  "_line": "checked._rec" if source.record else "null"}.get(name, f"checked.{quote_ident('v__' + name)}")
         raw_columns.append(f"cast({value} as {sql_type}) as {quote_ident(name)}")
     token = "checked.nik" if "nik" in source.header else None
-    fingerprint = _fingerprint(extract, lambda c: "checked." + quote_ident(c))
+    fingerprint = _fingerprint(extract, lambda c: source.text_of(c, "checked." + quote_ident(c)))
     judging = [
         "checked._nl", "checked._details", f"{fingerprint} as _h1",
-        f"case when len(checked._details) > 0 then {_content_sql(extract, source.header, 'checked', token)} end "
+        f"case when len(checked._details) > 0 then {_content_sql(extract, source, 'checked', token)} end "
         "as _content",
     ]
     _read(con, d, tokeniser, f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
@@ -479,14 +498,14 @@ def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str) -> None:
         raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None
 
 
-def _content_sql(extract: Extract, header: list[str], alias: str, token: str | None) -> str:
+def _content_sql(extract: Extract, source: Source, alias: str, token: str | None) -> str:
     """The delivered row as JSON with personal data masked (the quarantine's `content`),
     plus the NIK's token so that a quarantined person can still be looked up."""
     pairs = []
-    for c in header:
+    for c in source.header:
         q = f"{alias}.{quote_ident(c)}"
         pairs.append(f"{sql_str(c)}, case when {q} is not null then '{MASK}' end" if _is_personal(extract, c)
-                     else f"{sql_str(c)}, {q}")
+                     else f"{sql_str(c)}, {source.text_of(c, q)}")
     if token:
         pairs.append(f"'nik_token', cast({token} as varchar)")
     return f"json_object({', '.join(pairs)})"
@@ -506,17 +525,17 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
     """Exact duplicates (all but the first copy are counted, not loaded), KEY_CONFLICT
     among the distinct rows, and line numbers when quoted fields hold line breaks: each on
     narrow columns of the stage, and each skipped when the file has none."""
-    # Most files have none, and one pass says so: with the fingerprints sorted, whether any
-    # equals its predecessor. Sorting 50 M of them takes 3 s where a distinct count's hash
-    # table takes 7 to 9 s.
+    # Most files have neither duplicates nor conflicts, and a sort says so (`_repeats`).
+    # Where the key must be unique in a file, one sort of the stage's key answers both:
+    # exact duplicates share their key too.
+    key = ", ".join(quote_ident(k) for k in extract.key)
+    key_repeats = _repeats(con, source.stage, f"hash({key})") if extract.key_unique_per_file else None
     duplicates = 0
-    if con.execute(f"select count(*) > 0 from (select _h1 = lag(_h1) over (order by _h1) as repeated "
-                   f"from {source.stage}) where repeated").fetchone()[0]:
+    if key_repeats is not False and _repeats(con, source.stage, "_h1"):
         duplicates = _exact_duplicates(con, d, extract, source, tokeniser)
     not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
     conflicts = 0
-    if extract.key_unique_per_file:
-        key = ", ".join(quote_ident(k) for k in extract.key)
+    if key_repeats:
         key_set = " and ".join(f"{quote_ident(k)} is not null" for k in extract.key)
         con.execute(f"""create temp table {CONFLICTS} as
             with kept as (select rowid as r, {key} from {source.stage} where {key_set} and {not_dup})
@@ -534,6 +553,14 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
     quarantined = con.execute(
         f"select count(*) from {source.stage} where (len(_details) > 0 or {conflict}) and {not_dup}").fetchone()[0]
     return Judged(duplicates, quarantined, conflicts, line_table, source.stage)
+
+
+def _repeats(con, stage: str, value_sql: str) -> bool:
+    """Whether two rows of the stage share `value_sql`: with the values sorted, whether any
+    equals its predecessor. Sorting 50 M 64-bit values takes 3 s where the hash table of a
+    distinct count or a GROUP BY takes 7 to 9 s."""
+    return con.execute(f"select count(*) > 0 from (select v = lag(v) over (order by v) as repeated "
+                       f"from (select {value_sql} as v from {stage})) where repeated").fetchone()[0]
 
 
 def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokeniser) -> int:
@@ -582,7 +609,7 @@ def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) ->
         select _rec - 1 as r, * exclude (_rec)
         from (select {source.record or "row_number() over ()"} as _rec, {texts} from {source.relation})
         where _rec - 1 in (select unnest(?::bigint[]))""", [missing])
-    content = _content_sql(extract, source.header, "x", f"{source.stage}.nik_token" if "nik" in source.header else None)
+    content = _content_sql(extract, source, "x", f"{source.stage}.nik_token" if "nik" in source.header else None)
     con.execute(f"update {source.stage} set _content = {content} "
                 f"from {REREAD} x where {source.stage}.rowid = x.r")
 

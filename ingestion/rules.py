@@ -31,8 +31,18 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _parse_expr(c: Column) -> str:
+# What a typed value must satisfy to be one that its text would have given: at most 18
+# digits (INT_SHAPE), a four-digit year (DATE_SHAPE).
+_TYPED_PARSE = {
+    "int": "case when {raw} between -999999999999999999 and 999999999999999999 then cast({raw} as bigint) end",
+    "date": "case when {raw} between DATE '0001-01-01' and DATE '9999-12-31' then {raw} end",
+}
+
+
+def _parse_expr(c: Column, typed: bool = False) -> str:
     raw = f"raw.{quote_ident(c.name)}"
+    if typed:
+        return _TYPED_PARSE[c.type].format(raw=raw)
     if c.personal:
         # Personal columns arrive as tokens; their format was judged before tokenising.
         return f"case when raw.{quote_ident(c.name + '__fmt')} then {raw} end" if c.pattern else raw
@@ -91,10 +101,13 @@ def _rule_sql(expr: str) -> str:
 
 
 def validation_sql(extract: Extract, source: str, business_date: str, present: set[str],
-                   keep: tuple[str, ...] = ()) -> str:
+                   keep: tuple[str, ...] = (), typed: set[str] = frozenset()) -> str:
     """SELECT over every record of `source` (text columns, personal ones already
     tokenised): the `v__*` values, `_details`, `nik_consistent` when the file has a NIK,
     and the `keep` columns of `source` passed through unchanged.
+
+    `typed` columns arrive in a type their contract type takes as is (a Parquet file's
+    integers and dates): they are checked as their text would have been, without it.
 
     `present` is the set of contract columns in the file's header; an optional column
     that is absent is treated as empty on every row. Exact duplicates and KEY_CONFLICT
@@ -102,7 +115,7 @@ def validation_sql(extract: Extract, source: str, business_date: str, present: s
     """
     missing_optional = [c for c in extract.columns if c.name not in present]
     fill = "".join(f", cast(null as varchar) as {quote_ident(c.name)}" for c in missing_optional)
-    parsed = ", ".join(f"{_parse_expr(c)} as {quote_ident('p__' + c.name)}" for c in extract.columns)
+    parsed = ", ".join(f"{_parse_expr(c, c.name in typed)} as {quote_ident('p__' + c.name)}" for c in extract.columns)
 
     def valid(c: Column) -> str:
         p = f"raw.{quote_ident('p__' + c.name)}"

@@ -134,6 +134,17 @@ def test_claim_rules_and_key_conflict(tmp_path, load, sql):
     assert n + 4 not in got and n + 5 not in got
 
 
+def test_key_conflict_is_judged_on_values_not_text(tmp_path, load, sql):
+    # "01" and "1" are one claim_version: the two rows conflict though no two texts repeat.
+    rows = [claim(claim_id="C202477777777", claim_version="1"), claim(claim_id="C202477777777", claim_version="01"),
+            claim(claim_id="C202466666666")]
+    write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, rows))
+    r = load(tmp_path / "in").results[0]
+    assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate) == (1, 2, 0)
+    assert _quarantine_by_line(sql) == {2: ["KEY_CONFLICT:claim_id,claim_version"],
+                                        3: ["KEY_CONFLICT:claim_id,claim_version"]}
+
+
 def test_claims_without_optional_npp_column(tmp_path, load, sql):
     header = CLAIM_HEADER.replace("npp,", "")
     write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(header, [claim()]))
@@ -248,14 +259,16 @@ def test_reconciliation_on_every_file(tmp_path, load, sql):
         assert sql(f"select count(*) from raw.{extract}") == [(loaded,)], extract
 
 
-def deliver_as(tmp_path, stem: str, ext: str, text: str, row_count: int) -> None:
-    """Deliver CSV text as `<stem>.csv`, or as `<stem>.parquet` with every column text."""
+def deliver_as(tmp_path, stem: str, ext: str, text: str, row_count: int, types: dict | None = None) -> None:
+    """Deliver CSV text as `<stem>.csv`, or as `<stem>.parquet` with every column text
+    but those given SQL `types`."""
     if ext == "parquet":
         import duckdb
         (tmp_path / "src.csv").write_text(text)
         target = tmp_path / "src.parquet"
-        duckdb.sql(f"copy (select * from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)) "
-                   f"to '{target}' (format parquet)")
+        casts = ", ".join(f"cast({c} as {t}) as {c}" for c, t in (types or {}).items())
+        select = f"select * {f'replace ({casts})' if casts else ''} from read_csv('{tmp_path / 'src.csv'}', all_varchar = true)"
+        duckdb.sql(f"copy ({select}) to '{target}' (format parquet)")
         write_delivery(tmp_path / "in", f"{stem}.parquet", target.read_bytes(), row_count=row_count)
     else:
         write_delivery(tmp_path / "in", f"{stem}.csv", text)
@@ -380,3 +393,38 @@ def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_
         taken[d.name[14:24]] = loader._single_line_records(d)
     assert taken == {"2024-12-01": True, "2024-12-02": True, "2024-12-03": False, "2024-12-04": False,
                      "2024-12-05": False}
+
+
+@pytest.mark.parametrize("types", [None, {"workers_billed": "BIGINT", "billed_idr": "INTEGER", "paid_idr": "BIGINT",
+                                          "paid_date": "DATE"}])
+def test_typed_parquet_columns_are_judged_as_their_text(tmp_path, load, sql, types):
+    """A Parquet file's integers and dates are taken as they are, not through text, and
+    must still give what their text gives in a CSV file: same codes, same values."""
+    base = dict(npp="BK000123", workers_billed="10", billed_idr="1000000", paid_idr="1000000", paid_date="2024-11-10")
+    cases = [
+        (dict(period_month="2024-10"), []),
+        (dict(period_month="2024-09", workers_billed="1000000000000000000"), ["BAD_TYPE:workers_billed"]),
+        (dict(period_month="2024-08", workers_billed="-999999999999999999"), ["OUT_OF_RANGE:workers_billed"]),
+        (dict(period_month="2024-07", billed_idr="-1"), ["OUT_OF_RANGE:billed_idr"]),
+        (dict(period_month="2024-06", paid_date="0999-12-31"), []),
+        (dict(period_month="2024-05", paid_date="10000-01-01"), ["BAD_TYPE:paid_date"]),
+        (dict(period_month="2024-04", paid_idr="", paid_date=""), ["MISSING_VALUE:paid_idr"]),
+        (dict(period_month="2024-03", paid_idr="5", paid_date="2024-11-10"), ["INCONSISTENT:paid_date"]),
+    ]
+    text = csv_text(CONTRIB_HEADER, [{**base, **o} for o, _ in cases])
+    got = {}
+    for ext in ("csv", "parquet"):
+        home = tmp_path / ext
+        home.mkdir()
+        day = "2024-12-31" if ext == "csv" else "2024-12-30"  # two loads, neither a correction of the other
+        deliver_as(home, f"contributions__{day}", ext, text, len(cases), types if ext == "parquet" else None)
+        load(home / "in")
+        header = 1 if ext == "csv" else 0
+        got[ext] = ({line + 1 - header: sorted(d) for line, d in
+                     sql("select line, reason_details from raw.quarantine where file_name like ?", [f"%.{ext}"])},
+                    sorted(sql("select period_month, workers_billed, billed_idr, paid_idr, paid_date "
+                               "from raw.contributions where _load_id in (select load_id from raw.load_ledger "
+                               "where file_name like ?)", [f"%.{ext}"])))
+    assert got["parquet"] == got["csv"]
+    assert got["csv"][0] == {i + 2: sorted(e) for i, (_, e) in enumerate(cases) if e}
+    assert [r[0] for r in got["csv"][1]] == ["2024-06", "2024-10"]
