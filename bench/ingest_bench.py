@@ -8,7 +8,8 @@ Each measured step runs in a fresh child process, so peak RSS is that step's alo
 `--repeat N` alternates the plain load and ingestion N times and reports the pair with
 the median ratio (every pair is kept in the JSON): on this machine one run can be 10-25 %
 off the next, which moves a single ratio more than most changes do. `--landing` times an
-existing folder (every file in it) instead of generating one.
+existing folder (every file in it) instead of generating one; its files must be clean, as
+the plain load stops at the first bad value.
 Writes bench/results/ingest-<scale or folder name>.json and prints a Markdown table.
 """
 from __future__ import annotations
