@@ -19,14 +19,12 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from pipeline_bench import PLAIN, measure, size_mb  # noqa: E402  (one floor, measured one way)
+from pipeline_bench import PLAIN, generate, measure, size_mb  # noqa: E402  (one floor, measured one way)
 
 INGEST = """
 import sys, json, resource
@@ -43,14 +41,7 @@ print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).
 
 def generated(scale: float, cache: Path, seed: int) -> tuple[Path, float | None]:
     landing = cache / f"national-{scale}-{seed}"
-    t_gen = None
-    if not (landing / ".generator.json").exists():
-        shutil.rmtree(landing, ignore_errors=True)
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "paritrana.cli", "generate", "--landing", str(landing), "--profile",
-                        "national", "--scale", str(scale), "--seed", str(seed)], check=True, cwd=ROOT)
-        t_gen = round(time.perf_counter() - t0, 1)
-    return landing, t_gen
+    return landing, generate(landing, scale, seed)
 
 
 def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:

@@ -147,16 +147,22 @@ def link_files(source: Path, target: Path, marker: str) -> None:
                 os.link(f, dest)
 
 
+def generate(landing: Path, scale: float, seed: int, days: int = 0) -> float | None:
+    """`national` at a scale into landing, unless already there (the cache); returns the
+    seconds it took, or None when cached."""
+    if (landing / ".generator.json").exists():
+        return None
+    shutil.rmtree(landing, ignore_errors=True)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "paritrana.cli", "generate", "--landing", str(landing), "--profile",
+                    "national", "--scale", str(scale), "--seed", str(seed), "--days", str(days)], check=True,
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    return round(time.perf_counter() - t0, 1)
+
+
 def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> dict:
     generated = cache / f"national-{scale}-{seed}-days1"
-    t_gen = None
-    if not (generated / ".generator.json").exists():
-        shutil.rmtree(generated, ignore_errors=True)
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "paritrana.cli", "generate", "--landing", str(generated), "--profile",
-                        "national", "--scale", str(scale), "--seed", str(seed), "--days", "1"], check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
-        t_gen = round(time.perf_counter() - t0, 1)
+    t_gen = generate(generated, scale, seed, days=1)
     work = cache / "pipeline-work"
     shutil.rmtree(work, ignore_errors=True)
     landing, home = work / "landing", work / "home"

@@ -14,8 +14,8 @@ import gzip
 import io
 import os
 import re
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
@@ -180,22 +180,24 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     # tenth of a national file's load) is taken while DuckDB scans. Its verdict still
     # comes first: a file that does not match its control file is CONTROL_MISMATCH
     # however else it fails (extracts.md §1), and nothing is loaded before it is known.
-    digest = Background(file_digest, d.path)
-    try:
-        source = _source(con, d, extract)
-        source.stage = _stage_table(d.control.row_count)
-        missing = [c for c in extract.header_required if c not in source.header]
-        if missing:
-            _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
-            raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: {', '.join(missing)}")
-        load_id = _next_load_id(con)
-        _scan(con, d, extract, source, tokeniser, load_id)
-    except FileRejected:
+    rejected = None
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(file_digest, d.path)
+        try:
+            source = _source(con, d, extract)
+            source.stage = _stage_table(d.control.row_count)
+            missing = [c for c in extract.header_required if c not in source.header]
+            if missing:
+                _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
+                raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: {', '.join(missing)}")
+            load_id = _next_load_id(con)
+            _scan(con, d, extract, source, tokeniser, load_id)
+        except FileRejected as r:
+            rejected = r
         d.digest = digest.result()
-        _check_digest(d)
-        raise
-    d.digest = digest.result()
     _check_digest(d)
+    if rejected:
+        raise rejected
     n_rows = con.execute(f"select count(*) from {source.stage}").fetchone()[0]
     if n_rows != d.control.row_count:
         raise FileRejected("CONTROL_MISMATCH", f"file has {n_rows:,} data rows, control file says {d.control.row_count:,}")
@@ -237,29 +239,6 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
 def _check_digest(d: Delivery) -> None:
     if d.data_sha256 != d.control.sha256:
         raise FileRejected("CONTROL_MISMATCH", "sha256 of the data file differs from the control file")
-
-
-class Background:
-    """A call run in a daemon thread (I/O and code that releases the GIL), its result
-    or exception collected with `result()`."""
-
-    def __init__(self, fn, *args):
-        self._outcome: tuple[bool, object] | None = None
-
-        def run():
-            try:
-                self._outcome = (True, fn(*args))
-            except BaseException as e:  # noqa: BLE001 - re-raised in result()
-                self._outcome = (False, e)
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-
-    def result(self):
-        self._thread.join()
-        ok, value = self._outcome
-        if not ok:
-            raise value
-        return value
 
 
 def _next_load_id(con) -> int:
@@ -320,7 +299,9 @@ class Source:
     extra: list[str]
     text: Callable[[str], str]  # SQL for a column's delivered text (NULL when empty)
     record: str | None  # SQL for the 1-based record number, when the reader knows it
-    single_line: bool  # every record is known to be one line: line = record number + 1
+    # every record is one line (line = record number + 1); for CSV presumed until the
+    # file's line count confirms it
+    single_line: bool
     sequential: bool  # the reader uses one thread (a compressed file)
     typed: set[str] = field(default_factory=set)  # columns read in their contract type (Parquet)
     stage: str = ""  # the table the scan writes
@@ -370,19 +351,17 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
     if len(set(header)) != len(header) or any(not h for h in header):
         raise FileRejected("UNREADABLE", "header has empty or repeated column names")
     return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
-                  _single_line_records(d), sequential=d.ext == "csv.gz", typed=typed)
+                  # presumed until the digest's line count confirms it, after the scan (_load_one)
+                  single_line=d.ext == "csv", sequential=d.ext == "csv.gz", typed=typed)
 
 
 def _single_line_records(d: Delivery) -> bool:
     """Whether the file's line breaks are exactly the header's and one per record, so no
     quoted field holds one. Each record ends with a line break (but perhaps the last), so
     the count can only match when none does; if the control's row count is wrong the file
-    is rejected after the scan anyway. Before the digest is known, a plain CSV file is
-    presumed to qualify (checked after the scan; `_load_one`)."""
-    if d.ext != "csv":
+    is rejected after the scan anyway."""
+    if d.ext != "csv" or d.digest is None:
         return False
-    if d.digest is None:
-        return True
     expected = d.control.row_count + (1 if d.digest.ends_with_newline else 0)
     return d.digest.newlines == expected
 
@@ -529,9 +508,10 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
     # Where the key must be unique in a file, one sort of the stage's key answers both:
     # exact duplicates share their key too.
     key = ", ".join(quote_ident(k) for k in extract.key)
-    key_repeats = _repeats(con, source.stage, f"hash({key})") if extract.key_unique_per_file else None
+    key_repeats = extract.key_unique_per_file and _repeats(con, source.stage, f"hash({key})")
+    may_have_duplicates = key_repeats or not extract.key_unique_per_file
     duplicates = 0
-    if key_repeats is not False and _repeats(con, source.stage, "_h1"):
+    if may_have_duplicates and _repeats(con, source.stage, "_h1"):
         duplicates = _exact_duplicates(con, d, extract, source, tokeniser)
     not_dup = f"rowid not in (select r from {DUPS})" if duplicates else "true"
     conflicts = 0
