@@ -31,8 +31,8 @@ import sys, json, resource
 from pathlib import Path
 from ingestion.loader import ingest
 from paritrana.settings import resolve_home
-from paritrana.warehouse import writer
-with writer(resolve_home(sys.argv[1])) as con:
+from paritrana.warehouse import ingest_memory_limit, writer
+with writer(resolve_home(sys.argv[1]), ingest_memory_limit()) as con:  # as the product ingests
     r = ingest(con, Path(sys.argv[2]), b"bench-key", "bench")
 print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   "extra": {"rows": r.rows}}))

@@ -19,7 +19,7 @@ from ingestion.personal_data import load_key
 from . import methodology as methodology_config
 from .methodology import Methodology
 from .settings import Paths
-from .warehouse import connect, exclusive
+from .warehouse import connect, exclusive, ingest_memory_limit
 
 Progress = Callable[[str], None]
 
@@ -50,7 +50,7 @@ def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = p
     if not landing.is_dir():
         raise FileNotFoundError(f"landing folder {landing} does not exist")
     key = load_key(paths.home)
-    with connect(paths) as con:
+    with connect(paths, ingest_memory_limit()) as con:
         return ingest(con, landing, key, run_id, progress, extracts)
 
 

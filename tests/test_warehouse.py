@@ -363,3 +363,23 @@ def test_key_tests_check_changed_keys_after_green_builds_and_every_key_after_a_r
 
     with pytest.raises(BuildFailed, match="unique_current_key_int_participant_state_kpj: fail .*Got 2 results"):
         build_step(work.paths, 2024, dt.date(2024, 12, 31), methodology.load(), progress=None)
+
+
+def test_ingestion_runs_under_its_own_memory_limit(tmp_path, monkeypatch):
+    """Ingestion's connection gets the lower of the ingestion limit and the general one."""
+    from paritrana import pipeline, warehouse
+
+    assert warehouse.size_bytes("4GB") == 4 * 10**9
+    assert warehouse.size_bytes("1.5 GiB") == 3 * 2**29
+    with pytest.raises(ValueError):
+        warehouse.size_bytes("lots")
+    seen = []
+    monkeypatch.setattr(pipeline, "ingest", lambda con, *a: seen.append(
+        con.execute("select current_setting('memory_limit')").fetchone()[0]))
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    for general, ingest_limit, expected in (("4GB", "2GB", "1.8 GiB"), ("1GB", "2GB", "953.6 MiB")):
+        monkeypatch.setattr(warehouse, "DEFAULT_MEMORY_LIMIT", general)
+        monkeypatch.setattr(warehouse, "INGEST_MEMORY_LIMIT", ingest_limit)
+        ingest_step(resolve_home(tmp_path / "home"), landing, "run")
+        assert seen[-1] == expected
