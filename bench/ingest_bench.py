@@ -26,14 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 from pipeline_bench import PLAIN, generate, measure, size_mb  # noqa: E402  (one floor, measured one way)
 
+# The product's own ingestion step (its connection settings included), as `paritrana run`.
 INGEST = """
 import sys, json, resource
 from pathlib import Path
-from ingestion.loader import ingest
+from paritrana.pipeline import ingest_step
 from paritrana.settings import resolve_home
-from paritrana.warehouse import ingest_memory_limit, writer
-with writer(resolve_home(sys.argv[1]), ingest_memory_limit()) as con:  # as the product ingests
-    r = ingest(con, Path(sys.argv[2]), b"bench-key", "bench")
+from paritrana.warehouse import exclusive
+paths = resolve_home(sys.argv[1])
+with exclusive(paths):
+    r = ingest_step(paths, Path(sys.argv[2]), "bench", progress=lambda _: None)
 print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                   "extra": {"rows": r.rows}}))
 """

@@ -95,17 +95,6 @@ def _column_checks(c: Column) -> list[tuple[str, str]]:
     return checks
 
 
-def _column_broken(c: Column) -> str | None:
-    """Whether any of `_column_checks(c)` holds, in one test: the valid value is NULL
-    exactly when the value is missing, unparseable or out of bounds."""
-    v = f"raw.{quote_ident('v__' + c.name)}"
-    if c.required:
-        return f"{v} is null"
-    if _column_checks(c):
-        return f"raw.{quote_ident(c.name)} is not null and {v} is null"
-    return None
-
-
 def _rule_sql(expr: str) -> str:
     expr = re.sub(r"\bv\.(\w+)", lambda m: f"raw.{quote_ident('v__' + m.group(1))}", expr)
     return re.sub(r"\braw\.(\w+)", lambda m: f"raw.{quote_ident(m.group(1))}", expr)
@@ -142,10 +131,8 @@ def validation_sql(extract: Extract, source: str, business_date: str, present: s
     if "nik" in present:
         select.append(f"{_nik_consistent()} as nik_consistent")
     select += [f"raw.{quote_ident(k)}" for k in keep]
-    # Building a list per row costs more than all the checks: only rows that break a rule
-    # get one. Which rows do is asked with one test per column instead of one per check.
-    column_broken = [b for b in map(_column_broken, extract.columns) if b]
-    broken = " or ".join(f"({cond})" for cond in column_broken + [_rule_sql(r.broken) for r in extract.rules])
+    # Building a list per row costs more than all the checks: only rows that break a rule get one.
+    broken = " or ".join(f"({cond})" for _, _, cond in checks)
     select.append(f"case when coalesce({broken}, false) then list_filter([{items}], lambda x: x is not null) "
                   "else []::varchar[] end as _details")
     return f"""
