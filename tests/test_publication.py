@@ -279,3 +279,36 @@ def test_gate_that_raises_midway_leaves_no_aggregates(bengkulu, tmp_path, monkey
     with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
         assert con.execute("select count(*) from duckdb_schemas() where schema_name = ?",
                            [COMPUTED_SCHEMA]).fetchall() == [(0,)]
+
+
+def test_gx_keeps_the_most_recent_gates_and_archives_the_rest(demo, tmp_path, monkeypatch):
+    """GX's store (which it lists whole on every Data Docs build) holds only the most recent
+    PARITRANA_DATA_DOCS_RUNS gates; older results move, unchanged, to HOME/gx/archive, and
+    every run keeps its gate.json."""
+    from paritrana import methodology
+    from paritrana.quality.gate import KEEP_GATES_ENV, keep_gates, validate
+
+    work = demo.copy(tmp_path / "d")
+    store = work.home_dir / "gx" / "gx" / "uncommitted" / "validations"
+    archive = work.home_dir / "gx" / "archive" / "validations"
+    first_run = {p.relative_to(store): p.read_bytes() for p in store.rglob("*.json")}
+    assert first_run and not archive.exists()
+    monkeypatch.setenv(KEEP_GATES_ENV, "2")
+    config = methodology.load(None, work.home_dir, 2024)
+    for n in (1, 2, 3):
+        validate(work.paths, f"keep-{n}", config, ["raw"])
+
+    def run_names(root: Path) -> set[str]:
+        return {p.parent.parent.name for p in root.rglob("*.json")}
+    assert run_names(store) == {"paritrana_keep-2", "paritrana_keep-3"}
+    assert run_names(archive) == {p.parts[-3] for p in first_run} | {"paritrana_keep-1"}
+    for relative, content in first_run.items():  # moved, not rewritten
+        assert (archive / relative).read_bytes() == content
+    assert not [d for d in store.rglob("*") if d.is_dir() and not any(d.iterdir())]
+    index = (work.home_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    assert "paritrana_keep-3" in index and "paritrana_keep-2" in index and "paritrana_keep-1" not in index
+    assert all((work.home_dir / "reports" / f"keep-{n}" / "gate.json").exists() for n in (1, 2, 3))
+    for bad in ("0", "many"):
+        monkeypatch.setenv(KEEP_GATES_ENV, bad)
+        with pytest.raises(ValueError, match=KEEP_GATES_ENV):
+            keep_gates()

@@ -3,7 +3,8 @@
 Suites are read from expectations/*.yml (reviewable, with a severity per expectation),
 turned into GX suites in a file data context under HOME/gx, and validated through GX's
 SQL data source on the warehouse. One checkpoint per run writes Data
-Docs; every run's results stay there and in HOME/reports/<run_id>/gate.json.
+Docs, which keep the most recent gates (PARITRANA_DATA_DOCS_RUNS, default 30; older results
+move to HOME/gx/archive); every run keeps HOME/reports/<run_id>/gate.json.
 """
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from ..warehouse import STORAGE_VERSION, connect
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("blocking", "warning")
+# GX's store keeps the validation results of this many most recent gates; older ones move
+# to HOME/gx/archive. GX lists (and parses the date of) every stored result each time it
+# builds Data Docs, so an unbounded store made every night's gate slower by the history
+# (a year of nights: +6 s). Every run keeps HOME/reports/<run_id>/gate.json regardless.
+KEEP_GATES_ENV = "PARITRANA_DATA_DOCS_RUNS"
 
 
 class GateFailed(RuntimeError):
@@ -143,6 +149,39 @@ def _compute_once(paths: Paths, suites: list[dict], seconds: dict[str, float]) -
     return replaced
 
 
+def keep_gates() -> int:
+    value = os.environ.get(KEEP_GATES_ENV, "30")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{KEEP_GATES_ENV} must be a whole number of gates, at least 1 (got {value!r})")
+    return int(value)
+
+
+def archive_old_results(project: Path, keep: int) -> int:
+    """Move the stored validation results of all but the `keep` most recent gates from GX's
+    store (project/gx/uncommitted/validations) to project/archive/validations, at the same
+    relative paths; returns how many files moved. GX files a result under
+    <suite>/<run name>/<run time>/<batch>.json, and one gate's results share a run time."""
+    store = project / "gx" / "uncommitted" / "validations"
+    results = list(store.rglob("*.json"))
+    recent = set(sorted({r.parent.name for r in results}, reverse=True)[:keep])
+    moved = 0
+    for result in results:
+        if result.parent.name in recent:
+            continue
+        target = project / "archive" / "validations" / result.relative_to(store)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(result, target)
+        moved += 1
+        folder = result.parent
+        while folder != store:  # GX walks every folder of its store: none left empty
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: another result is still there
+                break
+            folder = folder.parent
+    return moved
+
+
 def _drop_computed(paths: Paths) -> None:
     with connect(paths) as con:
         con.execute(f"drop schema if exists {COMPUTED_SCHEMA} cascade")
@@ -227,6 +266,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
                     observed=_observed(r), threshold=kwargs, error=error))
         # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
         # its index of every kept run) after each of the assets, half the gate's time.
+        archive_old_results(paths.home / "gx", keep_gates())
         context.build_data_docs(resource_identifiers=list(outcome.run_results.keys()))
         urls = context.get_docs_sites_urls()
         gate.data_docs = urls[0]["site_url"] if urls else None
