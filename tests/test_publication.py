@@ -308,7 +308,11 @@ def test_gx_keeps_the_most_recent_gates_and_archives_the_rest(demo, tmp_path, mo
     index = (work.home_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
     assert "paritrana_keep-3" in index and "paritrana_keep-2" in index and "paritrana_keep-1" not in index
     assert all((work.home_dir / "reports" / f"keep-{n}" / "gate.json").exists() for n in (1, 2, 3))
-    for bad in ("0", "many"):
+    for bad in ("0", "many"):  # refused before any work: no result stored, no report written
         monkeypatch.setenv(KEEP_GATES_ENV, bad)
         with pytest.raises(ValueError, match=KEEP_GATES_ENV):
             keep_gates()
+        with pytest.raises(ValueError, match=KEEP_GATES_ENV):
+            validate(work.paths, f"refused-{bad}", config, ["raw"])
+        assert not (work.home_dir / "reports" / f"refused-{bad}").exists()
+        assert "paritrana_refused" not in " ".join(run_names(store))

@@ -67,6 +67,15 @@ def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message)
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()
 
 
+def test_bad_data_docs_setting_is_refused_before_any_work(tmp_path):
+    (tmp_path / "landing").mkdir()
+    result = paritrana("run", "--landing", str(tmp_path / "landing"), "--year", "2024",
+                       "--home", str(tmp_path / "home"), env={"PARITRANA_DATA_DOCS_RUNS": "none"})
+    assert result.returncode == 1 and "PARITRANA_DATA_DOCS_RUNS" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "warehouse.duckdb").exists()
+
+
 def test_configuration_hash_is_stable_and_changes_with_values(tmp_path):
     default = methodology.load()
     again = methodology.load()

@@ -191,6 +191,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     """Run the suites (all, or those named) and write the run's report. Does not raise on
     failure: the caller decides (pipeline raises GateFailed when blocking checks fail)."""
     t0 = time.perf_counter()
+    keep = keep_gates()  # a bad setting is refused before any work
     suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
     # The aggregates run in DuckDB (which releases the GIL) while Python imports GX, a few
     # seconds of single-core work; they must finish before GX connects: its connections
@@ -266,7 +267,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
                     observed=_observed(r), threshold=kwargs, error=error))
         # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
         # its index of every kept run) after each of the assets, half the gate's time.
-        archive_old_results(paths.home / "gx", keep_gates())
+        archive_old_results(paths.home / "gx", keep)
         context.build_data_docs(resource_identifiers=list(outcome.run_results.keys()))
         urls = context.get_docs_sites_urls()
         gate.data_docs = urls[0]["site_url"] if urls else None
