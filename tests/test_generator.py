@@ -76,3 +76,19 @@ def test_national_profile_shape(tmp_path):
     assert regions["rows"] == 38 + 514
     participants = next(f for f in m["files"] if f["extract"] == "participants")
     assert 0.002 * 45.2e6 * 0.9 < participants["rows"] < 0.002 * 45.2e6 * 1.35
+
+
+def test_a_week_of_deltas_pays_the_claims_submitted_in_it(tmp_path):
+    """Each day pays a third of the open claims, the oldest first: after a few days these are
+    claims submitted in earlier deltas, which must be found (they once were not, and a
+    week of deltas failed to generate)."""
+    import duckdb
+
+    generate(tmp_path / "in", "national", scale=0.002, days_after=7)
+    con = duckdb.connect()
+    rows = lambda day: f"read_csv('{tmp_path}/in/claims__2025-01-0{day}.csv', all_varchar = true)"  # noqa: E731
+    submitted_day_1 = {r[0] for r in con.execute(
+        f"select claim_id from {rows(1)} where status = 'SUBMITTED'").fetchall()}
+    paid_later = {r[0] for day in range(2, 8) for r in con.execute(
+        f"select claim_id from {rows(day)} where status = 'PAID' and claim_version = '2'").fetchall()}
+    assert submitted_day_1 and submitted_day_1 & paid_later

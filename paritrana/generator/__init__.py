@@ -109,6 +109,7 @@ def _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, n_days,
     y = prof.year
     later_paid = np.array(bills.later["paid_date"].cast(pa.int32()))
     open_ids = list(claims.open_ids)
+    known_claims = [claims.table]  # the snapshot's, then each day's submissions, to pay them later
     next_claim = claims.next_number
     new_person = len(pop)
     for k in range(1, n_days + 1):
@@ -134,12 +135,14 @@ def _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, n_days,
                                   effective=np.full(len(e_idx), days(bd)))
         # Claims: yesterday's open claims paid, new ones submitted, December payments reversed.
         to_pay, open_ids = open_ids[: max(1, len(open_ids) // 3)], open_ids[max(1, len(open_ids) // 3):]
-        paid_rows = _claim_rows(claims.table, [f"C{y}{i:08d}" for i in to_pay], version=2, status="PAID", day=bd)
+        paid_rows = _claim_rows(pa.concat_tables(known_claims), [f"C{y}{i:08d}" for i in to_pay], version=2,
+                                status="PAID", day=bd)
         n_sub = max(2, round(claims.table.num_rows / 365 * 0.5))
         ids = np.arange(next_claim, next_claim + n_sub)
         next_claim += n_sub
         open_ids += list(ids)
         submitted = _new_claims(rng, claims.table, ids, y, bd)
+        known_claims.append(submitted)
         parts = [paid_rows, submitted]
         if k <= len(claims.reject_later):
             parts.append(_claim_rows(claims.table, [claims.reject_later[k - 1]["claim_id"]], version=3,
@@ -192,7 +195,7 @@ def _claim_rows(table: pa.Table, ids: list[str], version: int, status: str, day:
     n = rows.num_rows
     rows = rows.set_column(rows.column_names.index("claim_version"), "claim_version",
                            pa.array(np.full(n, version, np.int64)))
-    rows = rows.set_column(rows.column_names.index("status"), "status", pa.array([status] * n))
+    rows = rows.set_column(rows.column_names.index("status"), "status", pa.array([status] * n, pa.string()))
     if status == "PAID":
         amounts = np.maximum(1_000_000, np.array(rows["amount_idr"].fill_null(0)))
         rows = rows.set_column(rows.column_names.index("paid_date"), "paid_date",

@@ -1,0 +1,68 @@
+"""Night after night (issue 6: the nightly cost follows the delta, not the history).
+
+    python bench/nights_bench.py [--scale 0.05] [--nights 7]
+
+Generates `national` at a scale with N daily deltas (cached), loads the snapshot, then
+runs the pipeline once per night, each night's deliveries arriving on their own, stage by
+stage in child processes as `pipeline_bench.py` does. A nightly cost that followed the
+history would rise night after night; one that follows the delta stays flat. Writes
+bench/results/nights-<scale>.json and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pipeline_bench import STAGE, YEAR, generate, link_files, measure, size_mb  # noqa: E402
+
+STAGES = ("ingest", "dbt_build", "validate", "publish")
+
+
+def run_stages(home: Path, landing: Path, run_id: str) -> dict:
+    stages = {stage: measure(STAGE, stage, str(home), str(landing), run_id) for stage in STAGES}
+    return {"total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 2),
+            **{stage: s["wall_s"] for stage, s in stages.items()},
+            "rows_loaded": stages["ingest"]["extra"]["loaded"],
+            "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
+            "warehouse_mb": round((home / "warehouse.duckdb").stat().st_size / 2**20, 1),
+            "home_mb": size_mb(home)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=float, default=0.05)
+    ap.add_argument("--nights", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache")
+    args = ap.parse_args()
+    generated = args.cache / f"national-{args.scale}-{args.seed}-days{args.nights}"
+    generate(generated, args.scale, args.seed, days=args.nights)
+    work = args.cache / "nights-work"
+    shutil.rmtree(work, ignore_errors=True)
+    landing, home = work / "landing", work / "home"
+    landing.mkdir(parents=True)
+    link_files(generated, landing, f"__{YEAR}-12-31")
+    record = {"scale": args.scale, "seed": args.seed, "nights": [],
+              "initial": run_stages(home, landing, "bench-initial")}
+    for night in range(1, args.nights + 1):
+        link_files(generated, landing, f"__{YEAR + 1}-01-{night:02d}")
+        record["nights"].append({"night": night, **run_stages(home, landing, f"bench-night-{night}")})
+    shutil.rmtree(work, ignore_errors=True)
+    out = ROOT / "bench" / "results" / f"nights-{args.scale}.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["| run | ingest s | dbt build s | validate s | publish s | total s | rows loaded | warehouse MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in [("initial", record["initial"])] + [(f"night {n['night']}", n) for n in record["nights"]]:
+        lines.append(f"| {name} | {r['ingest']} | {r['dbt_build']} | {r['validate']} | {r['publish']} | "
+                     f"{r['total_wall_s']} | {r['rows_loaded']:,} | {r['warehouse_mb']} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
