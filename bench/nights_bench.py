@@ -19,19 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline_bench import STAGE, YEAR, generate, link_files, measure, size_mb  # noqa: E402
-
-STAGES = ("ingest", "dbt_build", "validate", "publish")
+from pipeline_bench import STAGES, YEAR, generate, link_files, run_stages  # noqa: E402
 
 
-def run_stages(home: Path, landing: Path, run_id: str) -> dict:
-    stages = {stage: measure(STAGE, stage, str(home), str(landing), run_id) for stage in STAGES}
-    return {"total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 2),
-            **{stage: s["wall_s"] for stage, s in stages.items()},
-            "rows_loaded": stages["ingest"]["extra"]["loaded"],
-            "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
+def night(home: Path, landing: Path, run_id: str) -> dict:
+    stages = run_stages(home, landing, run_id)
+    return {"total_wall_s": stages["total_wall_s"], **{stage: stages[stage]["wall_s"] for stage in STAGES},
+            "rows_loaded": stages["ingest"]["extra"]["loaded"], "peak_rss_mb": stages["peak_rss_mb"],
             "warehouse_mb": round((home / "warehouse.duckdb").stat().st_size / 2**20, 1),
-            "home_mb": size_mb(home)}
+            "home_mb": stages["publish"]["disk_mb"]}
 
 
 def main() -> None:
@@ -49,10 +45,10 @@ def main() -> None:
     landing.mkdir(parents=True)
     link_files(generated, landing, f"__{YEAR}-12-31")
     record = {"scale": args.scale, "seed": args.seed, "nights": [],
-              "initial": run_stages(home, landing, "bench-initial")}
-    for night in range(1, args.nights + 1):
-        link_files(generated, landing, f"__{YEAR + 1}-01-{night:02d}")
-        record["nights"].append({"night": night, **run_stages(home, landing, f"bench-night-{night}")})
+              "initial": night(home, landing, "bench-initial")}
+    for n in range(1, args.nights + 1):
+        link_files(generated, landing, f"__{YEAR + 1}-01-{n:02d}")
+        record["nights"].append({"night": n, **night(home, landing, f"bench-night-{n}")})
     shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "results" / f"nights-{args.scale}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")

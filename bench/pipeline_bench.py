@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 YEAR = 2024
+STAGES = ("ingest", "dbt_build", "validate", "publish")
 
 STAGE = r"""
 import datetime as dt, json, resource, sys, time
@@ -138,6 +139,18 @@ def size_mb(path: Path) -> float:
     return round(sum(files.values()) / 2**20, 1)
 
 
+def run_stages(home: Path, landing: Path, run_id: str) -> dict:
+    """One pipeline run, stage by stage, each stage in its own process (as the DAG's tasks),
+    with the home's disk after each; plus the total wall time and the peak RSS."""
+    stages = {}
+    for stage in STAGES:
+        stages[stage] = measure(STAGE, stage, str(home), str(landing), run_id)
+        stages[stage]["disk_mb"] = size_mb(home)
+    stages["total_wall_s"] = round(sum(s["wall_s"] for s in stages.values()), 2)
+    stages["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values() if isinstance(s, dict))
+    return stages
+
+
 def link_files(source: Path, target: Path, marker: str) -> None:
     for f in source.rglob("*"):
         if f.is_file() and marker in f.name and "resent" not in f.parts:
@@ -177,12 +190,7 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
     record["baseline_plain_load"]["disk_mb"] = size_mb(plain)
     shutil.rmtree(plain)
     if initial_only:  # the largest scales: the pipeline's initial load against the floor only
-        stages = {stage: measure(STAGE, stage, str(home), str(landing), "bench-initial")
-                  for stage in ("ingest", "dbt_build", "validate", "publish")}
-        for stage in stages.values():
-            stage["disk_mb"] = size_mb(home)
-        stages["total_wall_s"] = round(sum(s["wall_s"] for s in stages.values()), 2)
-        stages["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values() if isinstance(s, dict))
+        stages = run_stages(home, landing, "bench-initial")
         record["stages"]["initial"] = stages
         record["warehouse_mb"] = round((home / "warehouse.duckdb").stat().st_size / 2**20, 1)
         record["ratios"] = {"initial_to_plain_load": round(stages["total_wall_s"] / record["baseline_plain_load"]["wall_s"], 2),
@@ -196,13 +204,7 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
         if workload == "nightly":
             link_files(generated, landing, f"__{YEAR + 1}-01-01")
             record["nightly_delta_mb"] = round(size_mb(landing) - snapshot_mb, 1)
-        stages = {}
-        for stage in ("ingest", "dbt_build", "validate", "publish"):
-            stages[stage] = measure(STAGE, stage, str(home), str(landing), f"bench-{workload}")
-            stages[stage]["disk_mb"] = size_mb(home)
-        stages["total_wall_s"] = round(sum(s["wall_s"] for s in stages.values()), 2)
-        stages["peak_rss_mb"] = max(s["peak_rss_mb"] for s in stages.values() if isinstance(s, dict))
-        record["stages"][workload] = stages
+        record["stages"][workload] = run_stages(home, landing, f"bench-{workload}")
     record["baseline_analyst_sql_full_history"] = measure(ANALYST, "", str(landing),
                                                           str(ROOT / "bench" / "analyst_baseline.sql"))
     # Validation by suite, on the full warehouse (issue 4's figure).
