@@ -63,11 +63,12 @@ def _run_id():
 def paritrana_nightly():
     @task(retries=0)
     def find_deliveries() -> list[str]:
-        from paritrana.orchestration import find_deliveries, load_methodology, locations
+        from paritrana.orchestration import check_settings, find_deliveries, load_methodology, locations
 
         paths, landing = locations()
         year, _ = _dates()
         load_methodology(paths, year, get_current_context()["params"].get("config"))  # refused before any work
+        check_settings()
         return find_deliveries(landing)
 
     @task(max_active_tis_per_dag=1)

@@ -25,6 +25,11 @@ RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
 VALUE_TYPE, SCORE_TYPE = "decimal(24, 6)", "decimal(10, 4)"
 # A test hook: pause (seconds) after the first file, so a test can kill a publication midway.
 PAUSE_ENV = "PARITRANA_TEST_PUBLISH_PAUSE"
+# How many publications of a year keep their files; unset (or "all"): every one, as
+# outputs.md §2 describes. Older ones keep their manifest (which records each removed
+# file's row count and sha256), so what was published stays on record.
+KEEP_PUBLICATIONS_ENV = "PARITRANA_KEEP_PUBLICATIONS"
+PRUNED = "pruned.json"
 
 
 @dataclass
@@ -91,6 +96,7 @@ def inputs_used(con) -> list[dict]:
 
 def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology,
             checks: list[dict]) -> Publication:
+    keep = keep_publications()  # a bad setting fails before anything is written
     root = paths.home / "published" / str(year)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".*.partial"):
@@ -139,7 +145,49 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
     os.symlink(run_id, link_tmp)
     os.replace(link_tmp, root / "latest")  # the one atomic step that makes it the latest
     _fsync(root)
+    if keep is not None:
+        prune_publications(root, keep)
     return Publication(folder, root / "latest", manifest)
+
+
+def keep_publications() -> int | None:
+    """$PARITRANA_KEEP_PUBLICATIONS: None (keep every publication's files) or at least 1."""
+    value = os.environ.get(KEEP_PUBLICATIONS_ENV, "").strip()
+    if value in ("", "all"):
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{KEEP_PUBLICATIONS_ENV} must be 'all' or a whole number of publications, "
+                         f"at least 1 (got {value!r})")
+    return int(value)
+
+
+def prune_publications(root: Path, keep: int) -> list[Path]:
+    """In one year's folder, remove the published files of all but the `keep` most recent
+    publications (by their manifest's creation time), never the one `latest` names. Each
+    pruned folder keeps manifest.json and gains pruned.json (when, which files, why).
+    Returns the folders pruned now. A publication is a night's rankings: at national size
+    about 156 MB, so keeping every one outgrows the warehouse within weeks."""
+    current = (root / "latest").resolve() if (root / "latest").exists() else None
+    published = []
+    for folder in root.iterdir():
+        manifest = folder / "manifest.json"
+        if folder.name.startswith(".") or folder.is_symlink() or not manifest.is_file():
+            continue
+        published.append((json.loads(manifest.read_text())["created_at"], folder.name, folder))
+    pruned = []
+    for _, _, folder in sorted(published, reverse=True)[keep:]:
+        removed = sorted(p.name for p in folder.iterdir() if p.name not in ("manifest.json", PRUNED))
+        if folder.resolve() == current or not removed:
+            continue
+        for name in removed:
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        record = {"pruned_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "removed": removed, "reason": f"{KEEP_PUBLICATIONS_ENV}={keep}: only the {keep} most recent "
+                  "publications keep their files; manifest.json keeps each file's row count and sha256"}
+        (folder / PRUNED).write_text(json.dumps(record, indent=1) + "\n")
+        pruned.append(folder)
+    return pruned
 
 
 def latest(paths: Paths, year: int) -> Path | None:

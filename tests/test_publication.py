@@ -316,3 +316,55 @@ def test_gx_keeps_the_most_recent_gates_and_archives_the_rest(demo, tmp_path, mo
             validate(work.paths, f"refused-{bad}", config, ["raw"])
         assert not (work.home_dir / "reports" / f"refused-{bad}").exists()
         assert "paritrana_refused" not in " ".join(run_names(store))
+
+
+def test_old_publications_keep_their_manifest_and_lose_their_files_when_bounded(demo, tmp_path, monkeypatch):
+    """PARITRANA_KEEP_PUBLICATIONS=N: only the N most recent publications of a year keep
+    their files; older ones keep manifest.json and say in pruned.json what went and why.
+    The one `latest` names is never pruned. Unset, every publication keeps its files."""
+    import datetime as dt
+
+    from paritrana import methodology
+    from paritrana.publication import KEEP_PUBLICATIONS_ENV, PRUNED, keep_publications, publish
+
+    work = demo.copy(tmp_path / "d")
+    root = work.home_dir / "published" / "2024"
+    config = methodology.load(None, work.home_dir, 2024)
+    original = _latest(work)
+
+    def publish_as(run_id: str) -> Path:
+        time.sleep(1.1)  # manifests order publications by their creation time, in seconds
+        return publish(work.paths, run_id, 2024, dt.date(2024, 12, 31), config, []).folder
+
+    monkeypatch.delenv(KEEP_PUBLICATIONS_ENV, raising=False)
+    first = publish_as("keep-1")
+    assert all(len(list(f.iterdir())) == 9 for f in (original, first))  # the default keeps everything
+
+    monkeypatch.setenv(KEEP_PUBLICATIONS_ENV, "2")
+    second, third = publish_as("keep-2"), publish_as("keep-3")
+    assert _latest(work) == third
+    for kept in (second, third):
+        _assert_publication_intact(kept)
+        assert not (kept / PRUNED).exists()
+    for pruned in (original, first):
+        assert sorted(p.name for p in pruned.iterdir()) == ["manifest.json", PRUNED]
+        record = json.loads((pruned / PRUNED).read_text())
+        manifest = json.loads((pruned / "manifest.json").read_text())
+        assert record["removed"] == sorted(f["file"] for f in manifest["files"])
+        assert KEEP_PUBLICATIONS_ENV in record["reason"]
+
+    # An operator pointed `latest` back at an older publication: it keeps its files.
+    os.replace(root / "latest", root / "latest.old")
+    os.symlink(second.name, root / "latest")
+    monkeypatch.setenv(KEEP_PUBLICATIONS_ENV, "1")
+    from paritrana.publication import prune_publications
+    assert prune_publications(root, 1) == []  # second is latest, third is the newest
+    _assert_publication_intact(second)
+
+    for bad in ("0", "some"):  # refused before anything is written
+        monkeypatch.setenv(KEEP_PUBLICATIONS_ENV, bad)
+        with pytest.raises(ValueError, match=KEEP_PUBLICATIONS_ENV):
+            keep_publications()
+        with pytest.raises(ValueError, match=KEEP_PUBLICATIONS_ENV):
+            publish(work.paths, f"refused-{bad}", 2024, dt.date(2024, 12, 31), config, [])
+        assert not list(root.glob(f"*refused-{bad}*"))

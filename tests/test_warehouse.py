@@ -67,13 +67,26 @@ def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message)
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()
 
 
-def test_bad_data_docs_setting_is_refused_before_any_work(tmp_path):
+@pytest.mark.parametrize("variable", ["PARITRANA_DATA_DOCS_RUNS", "PARITRANA_KEEP_PUBLICATIONS"])
+def test_bad_retention_setting_is_refused_before_any_work(tmp_path, variable):
     (tmp_path / "landing").mkdir()
     result = paritrana("run", "--landing", str(tmp_path / "landing"), "--year", "2024",
-                       "--home", str(tmp_path / "home"), env={"PARITRANA_DATA_DOCS_RUNS": "none"})
-    assert result.returncode == 1 and "PARITRANA_DATA_DOCS_RUNS" in result.stderr
+                       "--home", str(tmp_path / "home"), env={variable: "none"})
+    assert result.returncode == 1 and variable in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "home" / "warehouse.duckdb").exists()
+
+
+@pytest.mark.parametrize("variable", ["PARITRANA_DATA_DOCS_RUNS", "PARITRANA_KEEP_PUBLICATIONS"])
+def test_check_settings_refuses_a_bad_retention_setting(monkeypatch, variable):
+    """The DAG's find_deliveries calls check_settings, so a bad value stops the night before
+    it loads anything rather than at its gate or its publication."""
+    from paritrana.orchestration import check_settings
+
+    check_settings()
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(ValueError, match=variable):
+        check_settings()
 
 
 def test_configuration_hash_is_stable_and_changes_with_values(tmp_path):
