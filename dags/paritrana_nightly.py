@@ -63,7 +63,8 @@ def _run_id():
 def paritrana_nightly():
     @task(retries=0)
     def find_deliveries() -> list[str]:
-        from paritrana.orchestration import check_settings, find_deliveries, load_methodology, locations
+        from paritrana.orchestration import find_deliveries, load_methodology, locations
+        from paritrana.pipeline import check_settings
 
         paths, landing = locations()
         year, _ = _dates()

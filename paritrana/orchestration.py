@@ -49,15 +49,6 @@ def load_methodology(paths: Paths, year: int, config: str | None):
     return methodology_config.load(Path(config) if config else None, paths.home, year)
 
 
-def check_settings() -> None:
-    """The retention settings, refused before any work rather than after the night's load."""
-    from .publication import keep_publications
-    from .quality.gate import keep_gates
-
-    keep_gates()
-    keep_publications()
-
-
 def find_deliveries(landing: Path) -> list[str]:
     """The extract groups with ready files (control file present); one ingest task each."""
     from ingestion.deliveries import extract_group, scan_landing

@@ -105,16 +105,25 @@ def highlights(paths: Paths) -> dict:
     return {"provinces": provinces, "top": tops}
 
 
+def check_settings() -> None:
+    """The retention settings, refused before any work rather than at the gate or the
+    publication, after the night's load."""
+    from .publication import keep_publications
+    from .quality.gate import keep_gates
+
+    keep_gates()
+    keep_publications()
+
+
 def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         progress: Progress = print, run_id: str | None = None, config_file: Path | None = None,
         full_refresh: bool = False) -> RunResult:
     """Raises GateFailed (exit 2) when blocking checks fail; nothing is published then."""
-    from .publication import keep_publications
-    from .quality.gate import GateFailed, keep_gates
+    from .quality.gate import GateFailed
 
     as_of = as_of or dt.date(year, 12, 31)
     methodology = methodology_config.load(config_file, paths.home, year)  # refused before any work
-    keep_gates(), keep_publications()  # likewise
+    check_settings()  # likewise
     run_id = run_id or new_run_id()
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")
     progress(f"methodology configuration: {methodology.source} (sha256 {methodology.sha256[:12]}…)")

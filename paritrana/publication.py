@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ PAUSE_ENV = "PARITRANA_TEST_PUBLISH_PAUSE"
 # file's row count and sha256), so what was published stays on record.
 KEEP_PUBLICATIONS_ENV = "PARITRANA_KEEP_PUBLICATIONS"
 PRUNED = "pruned.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,7 +149,10 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
     os.replace(link_tmp, root / "latest")  # the one atomic step that makes it the latest
     _fsync(root)
     if keep is not None:
-        prune_publications(root, keep)
+        try:
+            prune_publications(root, keep)
+        except OSError as e:  # the new publication is live: a failed clean-up must not undo the run
+            log.warning("could not remove old publications' files under %s (%s); they stay", root, e)
     return Publication(folder, root / "latest", manifest)
 
 

@@ -325,7 +325,7 @@ def test_old_publications_keep_their_manifest_and_lose_their_files_when_bounded(
     import datetime as dt
 
     from paritrana import methodology
-    from paritrana.publication import KEEP_PUBLICATIONS_ENV, PRUNED, keep_publications, publish
+    from paritrana.publication import KEEP_PUBLICATIONS_ENV, PRUNED, keep_publications, prune_publications, publish
 
     work = demo.copy(tmp_path / "d")
     root = work.home_dir / "published" / "2024"
@@ -356,8 +356,6 @@ def test_old_publications_keep_their_manifest_and_lose_their_files_when_bounded(
     # An operator pointed `latest` back at an older publication: it keeps its files.
     os.replace(root / "latest", root / "latest.old")
     os.symlink(second.name, root / "latest")
-    monkeypatch.setenv(KEEP_PUBLICATIONS_ENV, "1")
-    from paritrana.publication import prune_publications
     assert prune_publications(root, 1) == []  # second is latest, third is the newest
     _assert_publication_intact(second)
 

@@ -81,7 +81,7 @@ def test_bad_retention_setting_is_refused_before_any_work(tmp_path, variable):
 def test_check_settings_refuses_a_bad_retention_setting(monkeypatch, variable):
     """The DAG's find_deliveries calls check_settings, so a bad value stops the night before
     it loads anything rather than at its gate or its publication."""
-    from paritrana.orchestration import check_settings
+    from paritrana.pipeline import check_settings
 
     check_settings()
     monkeypatch.setenv(variable, "0")

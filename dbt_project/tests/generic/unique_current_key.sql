@@ -17,7 +17,8 @@
 {%- if key_hash %}
 -- Every key: grouping them builds a hash table of 50 M keys; sorting a 64-bit hash of
 -- each and comparing neighbours finds the few hashes that repeat, and only the keys
--- behind those are grouped (national 1.0: 9.3-11.2 s -> 5.0-5.6 s, tested alone).
+-- behind those are grouped (int_participant_state at national 1.0, queried alone: 8.5-11.2 s
+-- -> 4.7-5.6 s).
 with hashes as (
     select {{ key_hash }} as key_hash from {{ model }} as rows
     where rows.{{ column_name }} is not null
