@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .methodology import Methodology
-from .settings import Paths
+from .settings import Paths, count_setting
 from .warehouse import connect
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
@@ -158,13 +158,7 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
 
 def keep_publications() -> int | None:
     """$PARITRANA_KEEP_PUBLICATIONS: None (keep every publication's files) or at least 1."""
-    value = os.environ.get(KEEP_PUBLICATIONS_ENV, "").strip()
-    if value in ("", "all"):
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{KEEP_PUBLICATIONS_ENV} must be 'all' or a whole number of publications, "
-                         f"at least 1 (got {value!r})")
-    return int(value)
+    return count_setting(KEEP_PUBLICATIONS_ENV, "all", "publications", allow_all=True)
 
 
 def prune_publications(root: Path, keep: int) -> list[Path]:
@@ -177,12 +171,15 @@ def prune_publications(root: Path, keep: int) -> list[Path]:
     published = []
     for folder in root.iterdir():
         manifest = folder / "manifest.json"
-        if folder.name.startswith(".") or folder.is_symlink() or not manifest.is_file():
+        # Folders pruned before are passed over unread: a manifest lists every input so far,
+        # and reading all of them each night would grow with the nights.
+        if folder.name.startswith(".") or folder.is_symlink() or not manifest.is_file() \
+                or (folder / PRUNED).exists():
             continue
         published.append((json.loads(manifest.read_text())["created_at"], folder.name, folder))
     pruned = []
     for _, _, folder in sorted(published, reverse=True)[keep:]:
-        removed = sorted(p.name for p in folder.iterdir() if p.name not in ("manifest.json", PRUNED))
+        removed = sorted(p.name for p in folder.iterdir() if p.name != "manifest.json")
         if folder.resolve() == current or not removed:
             continue
         for name in removed:

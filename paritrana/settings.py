@@ -40,3 +40,16 @@ def resolve_home(home: str | Path | None = None) -> Paths:
     chosen = Path(home or os.environ.get(HOME_ENV) or "paritrana_home").resolve()
     chosen.mkdir(parents=True, exist_ok=True)
     return Paths(chosen)
+
+
+def count_setting(name: str, default: str, what: str, allow_all: bool = False) -> int | None:
+    """A retention count from the environment: a whole number, at least 1, or, where
+    `allow_all`, "all" (None: keep everything). Raises ValueError naming the variable, so
+    callers refuse a bad value before any work."""
+    value = os.environ.get(name, "").strip() or default
+    if allow_all and value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        expected = "'all' or a whole number" if allow_all else "a whole number"
+        raise ValueError(f"{name} must be {expected} of {what}, at least 1 (got {value!r})")
+    return int(value)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..methodology import Methodology
-from ..settings import Paths
+from ..settings import Paths, count_setting
 from ..warehouse import STORAGE_VERSION, connect
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
@@ -150,10 +150,7 @@ def _compute_once(paths: Paths, suites: list[dict], seconds: dict[str, float]) -
 
 
 def keep_gates() -> int:
-    value = os.environ.get(KEEP_GATES_ENV, "30")
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{KEEP_GATES_ENV} must be a whole number of gates, at least 1 (got {value!r})")
-    return int(value)
+    return count_setting(KEEP_GATES_ENV, "30", "gates")
 
 
 def archive_old_results(project: Path, keep: int) -> int:
