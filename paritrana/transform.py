@@ -25,7 +25,7 @@ from .settings import Paths
 # models, and two threads overlap dbt's own work between queries.
 FULL_BUILD_THREADS = int(os.environ.get("PARITRANA_DBT_FULL_BUILD_THREADS", "1"))
 # The model whose absence means that nothing has been built yet.
-FIRST_BUILD_MARKER = ("intermediate", "int_participant_state")
+FIRST_BUILD_MARKER = ("intermediate", "int_participant_outdated_rows")
 
 
 class BuildFailed(RuntimeError):

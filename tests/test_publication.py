@@ -248,8 +248,10 @@ def test_compute_once_assets_report_their_counts_and_leave_nothing(bengkulu, tmp
     work = bengkulu.copy(tmp_path / "b")
     db = str(work.paths.warehouse)
     with duckdb.connect(db) as con:  # one negative wage: raw rules forbid it, the gate must see it too
-        con.execute("update intermediate.int_participant_state set monthly_wage_idr = -1 "
-                    "where kpj = (select min(kpj) from intermediate.int_participant_state)")
+        # the states are a view over the raw rows: the planted value goes into the row behind one
+        con.execute("update raw.participants set monthly_wage_idr = -1 where (_load_id, _line) = "
+                    "(select (load_id, line_number) from intermediate.int_participant_state "
+                    "where kpj = (select min(kpj) from intermediate.int_participant_state))")
     assert any(a.get("compute_once") for s in load_suites() for a in s["assets"].values())
     gate = validate(work.paths, "compute-once", methodology.load(None, work.home_dir, 2024), ["raw"])
     failed = [c for c in gate.checks if not c.passed]

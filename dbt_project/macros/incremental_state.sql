@@ -1,8 +1,8 @@
 {#-
   Current-row models that follow the deliveries, not the history.
 
-  A model keeping one current row per key (a participant's state on D, a claim's current
-  version, a bill's latest state) recomputes, on an incremental run, only the keys that
+  A model keeping one current row per key (a claim's current version, a bill's latest
+  state; an employer's state on D, rebuilt every run) recomputes, on an incremental run, only the keys that
   a load since its last run touched, plus the keys whose current row came from a load
   that a correction has since superseded (those raw rows are gone). A key left with no
   row comes back as an `_absent` row: delete+insert replaces the stale row with it and
@@ -123,8 +123,8 @@ history as (
 -- Most keys have a single row, which is their current row: only the keys with several
 -- rows are ranked, so the window sorts a few million rows instead of the whole history.
 -- That reads the history several times, streamed: materialised, it would be written out
--- whole (int_participant_state at national 1.0: 126 s -> 241 s materialised, 107 s -> 75 s
--- streamed).
+-- whole (int_participant_state, when it was such a table, at national 1.0: 126 s -> 241 s
+-- materialised, 107 s -> 75 s streamed).
 with full_history as {{ streamed_cte() }} (
     select {{ columns | join(', ') }} from {{ history }}
     {% if effective_column %}where {{ effective_column }} <= {{ as_of_sql }}{% endif %}

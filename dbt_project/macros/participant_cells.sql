@@ -1,3 +1,12 @@
+{#- The columns of a participant state (int_participant_state): the raw row's, lineage
+    included. -#}
+{% macro participant_state_columns() -%}
+    {{ return(['kpj', 'nik_token', 'nik_consistent', 'birth_date', 'gender', 'segment', 'npp',
+               'region_code', 'occupation', 'funding', 'funder_code', 'jkk', 'jkm', 'jht', 'jp',
+               'jkp', 'monthly_wage_idr', 'status', 'effective_date', 'business_date',
+               'load_id', 'line_number']) }}
+{%- endmacro %}
+
 {#- The columns of a participant state that decide its cell (int_participant_cells). -#}
 {% macro participant_cell_attributes() -%}
     {{ return(['region_code', 'npp', 'segment', 'status', 'funding', 'funder_code', 'occupation',

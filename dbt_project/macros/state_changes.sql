@@ -97,16 +97,18 @@
 
 {#- The rows an aggregate of model_name adds up, as `columns` plus a weight: in 'delta'
     mode the rows the model's last run replaced (-1) and their new rows (+1); otherwise
-    every row of the model (+1), or none in 'current' mode. -#}
-{% macro weighted_rows(mode, model_name, key, columns) -%}
+    every row of the model (+1), or none in 'current' mode. new_rows_sql: the model's rows
+    of the changed keys, where reading them from the model by key is not the way (a view). -#}
+{% macro weighted_rows(mode, model_name, key, columns, new_rows_sql=none) -%}
     {%- if mode == 'delta' %}
     select {{ columns | join(', ') }}, -1 as weight
     from {{ state_changes_relation(model_name) }}
     where {{ key }} is not null
     union all
     select {{ columns | join(', ') }}, 1 as weight
-    from ({{ rows_for_keys(ref(model_name), key,
-                           'select changed_' ~ key ~ ' from ' ~ state_changes_relation(model_name)) }}) as replacing
+    from ({{ new_rows_sql or rows_for_keys(ref(model_name), key,
+                                           'select changed_' ~ key ~ ' from ' ~ state_changes_relation(model_name)) }})
+        as replacing
     {%- else %}
     select {{ columns | join(', ') }}, 1 as weight
     from {{ ref(model_name) }}

@@ -12,12 +12,19 @@
 {%- set mode = aggregate_config('int_participant_state', 'cell_key', 'minimum_wage_fingerprint',
                                 'participants = 0') %}
 
+{#- the changed participants' new states, read from the history by row locator: the state
+    is a view (int_participant_state) -#}
+{%- set new_states = state_from_outdated_rows(
+        ref('stg_participants'), ref('int_participant_outdated_rows'), 'kpj', participant_state_columns(),
+        as_of_date(), 'effective_date',
+        keys_sql='select changed_kpj from ' ~ state_changes_relation('int_participant_state')) %}
+
 with minimum_wage as (
     select * from {{ ref('int_applicable_minimum_wage') }}
 ),
 
 weighted as (
-    {{ weighted_rows(mode, 'int_participant_state', 'kpj', participant_cell_attributes()) }}
+    {{ weighted_rows(mode, 'int_participant_state', 'kpj', participant_cell_attributes(), new_states) }}
 ),
 
 signed as (
