@@ -355,6 +355,52 @@ def test_claim_orphans_follow_the_delta_and_resolve_when_the_participant_arrives
                            [kpj]).fetchone()[0] == 0  # not in the states on D: only the history has it
 
 
+def test_a_night_appends_the_rows_it_outranks_and_a_participant_correction_rebuilds(demo, tmp_path):
+    """The participants' states are the history on or before D minus the outdated rows: a
+    night's new version outranks the state it replaces, which is appended to the outdated
+    rows (the list is not rebuilt); a correction that drops that version brings the old
+    state back, by rebuilding the list."""
+    work = demo.copy(tmp_path / "w")
+    state = ("select load_id, line_number, monthly_wage_idr from intermediate.int_participant_state "
+             "where kpj = ?")
+    step = "select full_rebuild from intermediate.int_participant_state_transition"
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+        kpj, npp, region, segment, occupation, funding, birth, gender, load_id, line = con.execute("""
+            select kpj, npp, region_code, segment, occupation, funding, birth_date, gender, load_id, line_number
+            from intermediate.int_participant_state
+            where segment = 'PU' and status = 'ACTIVE' and effective_date < date '2024-12-01'
+            order by kpj limit 1""").fetchone()
+        old_state = con.execute(state, [kpj]).fetchone()
+        outdated_before = con.execute("select count(*) from intermediate.int_participant_outdated_rows").fetchone()[0]
+    raise_ = participant(kpj=kpj, npp=npp, region_code=region, segment=segment, occupation=occupation,
+                         funding=funding, birth_date=str(birth), gender=gender, monthly_wage_idr="9100000",
+                         effective_date="2024-12-15")
+    newcomer = participant(kpj="17099999903", segment="BPU", npp="", region_code="17.71", occupation="PETANI",
+                           funding="SELF", jp="0", jkp="0", effective_date="2024-06-01")
+
+    def night(rows: list[dict], produced_at: str) -> tuple:
+        write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, rows),
+                       produced_at=produced_at)
+        result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+            return (con.execute(state, [kpj]).fetchall(), con.execute(step).fetchone()[0],
+                    con.execute("select load_id, line_number from intermediate.int_participant_outdated_rows "
+                                "where kpj = ?", [kpj]).fetchall(),
+                    con.execute("select count(*) from intermediate.int_participant_outdated_rows").fetchone()[0])
+
+    states, rebuilt, outdated, n_outdated = night([raise_, newcomer], "2025-01-06T01:00:00+07:00")
+    assert [wage for _, _, wage in states] == [9100000]  # one state, the new version
+    assert not rebuilt
+    assert (load_id, line) in outdated and n_outdated == outdated_before + 1
+
+    states, rebuilt, outdated, n_outdated = night([newcomer], "2025-01-06T09:00:00+07:00")  # the correction
+    assert states == [old_state]
+    assert rebuilt
+    assert (load_id, line) not in outdated
+    assert n_outdated == outdated_before
+
+
 def test_key_tests_check_changed_keys_after_green_builds_and_every_key_after_a_red_one(demo, tmp_path):
     """unique_current_key: after green builds it looks only at the keys the last run changed
     (a duplicate elsewhere is not its business); once a build has ended red, the next build

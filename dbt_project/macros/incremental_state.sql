@@ -217,3 +217,16 @@ from current_rows
 {% macro duckdb__streamed_cte() -%}not materialized{%- endmacro %}
 
 {% macro postgres__streamed_cte() -%}not materialized{%- endmacro %}
+
+{#- A CTE computed once, before the query that reads it: for a small set the planner would
+    otherwise evaluate late, after joining the large tables it is meant to cut down.
+    PostgreSQL 12+ takes the same word; elsewhere the CTE is left to the planner. -#}
+{% macro materialized_cte() -%}
+    {{ return(adapter.dispatch('materialized_cte', 'paritrana')()) }}
+{%- endmacro %}
+
+{% macro default__materialized_cte() -%}{%- endmacro %}
+
+{% macro duckdb__materialized_cte() -%}materialized{%- endmacro %}
+
+{% macro postgres__materialized_cte() -%}materialized{%- endmacro %}

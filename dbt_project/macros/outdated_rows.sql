@@ -47,18 +47,20 @@
     loads up to it (the state as the last run left it). -#}
 {% macro state_from_outdated_rows(history, outdated, key, columns, as_of_sql, effective_column,
                                   keys_sql=none, max_load_sql=none) -%}
+{%- if keys_sql %}
+-- the keys' rows first: left to itself, DuckDB takes the outdated rows away from the whole
+-- history before picking the keys' rows (national 1.0: 6-8 s for no key at all, 0.1 s so)
+with keyed_history as {{ materialized_cte() }} (
+    {{ rows_for_keys(history, key, keys_sql, locator='source_row' if has_source_row(history) else none) }}
+)
+
+{% endif -%}
 select
     {%- for column in columns %}
     history.{{ column }},
     {%- endfor %}
     {{ as_of_sql }} as as_of
-from (
-    {%- if keys_sql %}
-    {{ rows_for_keys(history, key, keys_sql, locator='source_row' if has_source_row(history) else none) }}
-    {%- else %}
-    select * from {{ history }}
-    {%- endif %}
-) as history
+from {{ 'keyed_history' if keys_sql else history }} as history
 left join {{ outdated }} as outdated
     on outdated.load_id = history.load_id and outdated.line_number = history.line_number
 where history.{{ effective_column }} <= {{ as_of_sql }}

@@ -3,9 +3,9 @@
 -- instead of matching 8 M claims against 50 M participant states, which the pemda
 -- indicators, the referential checks and the quality gate each did every night.
 --
--- "Has a participant row of any date" is computed as: in the states on D, or has a row
--- effective after D (the same set, by definition of the state; rows after D are few and
--- the history's older row groups are skipped by their effective dates).
+-- "Has a participant row of any date" is a look-up in the history's kpj column, for the
+-- claims' kpjs only (the states on D are a view over that history; going through them would
+-- take the outdated rows away from 50 M rows first).
 --
 -- Incremental: participant rows only ever arrive, so a claim with a participant stays so;
 -- a nightly run rechecks only the claims int_claims_current changed and the orphans it
@@ -31,23 +31,18 @@ with claims as (
     {%- endif %}
 ),
 
-participants_on_as_of as (
-    select kpj from {{ ref('int_participant_state') }}
-),
-
-participants_after_as_of as (
-    select distinct kpj from {{ ref('stg_participants') }} where effective_date > {{ as_of_date() }}
+participants as (
+    select distinct kpj from {{ ref('stg_participants') }}
+    where kpj in (select kpj from claims)
 ),
 
 checked as (
     select
         claims.claim_id,
         claims.kpj,
-        (claims.is_current and participants_on_as_of.kpj is null and participants_after_as_of.kpj is null)
-            as is_orphan
+        (claims.is_current and participants.kpj is null) as is_orphan
     from claims
-    left join participants_on_as_of on participants_on_as_of.kpj = claims.kpj
-    left join participants_after_as_of on participants_after_as_of.kpj = claims.kpj
+    left join participants on participants.kpj = claims.kpj
 )
 
 select * from checked
