@@ -52,7 +52,10 @@ with exclusive(paths):
     elif stage == "validate":
         g = gate_step(paths, run_id, m)
         extra = {"passed": g.passed, "checks": len(g.checks), **g.seconds,
-                 "by_suite_checks": {s: sum(1 for c in g.checks if c.suite == s) for s in ("raw", "marts")}}
+                 "by_suite_checks": {s: sum(1 for c in g.checks if c.suite == s) for s in ("raw", "marts")},
+                 # a failed gate must be explainable from the record alone: the home is removed
+                 "failed": [{"name": c.name, "severity": c.severity, "observed": c.observed,
+                             "threshold": c.threshold, "error": c.error} for c in g.checks if not c.passed]}
         json.dump([{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
                     "threshold": c.threshold} for c in g.checks], open(Path(home) / "checks.json", "w"), default=str)
     elif stage == "validate_raw" or stage == "validate_marts":
@@ -237,6 +240,13 @@ def markdown(r: dict) -> str:
               f"on the snapshot, {r['baseline_analyst_sql_full_history']['wall_s']} s with the delta; "
               f"validation raw {r['validate_raw']['wall_s']} s, marts {r['validate_marts']['wall_s']} s",
               f"ratios: {r['ratios']}"]
+    for w, s in r["stages"].items():
+        gate = s["validate"]["extra"]
+        if isinstance(gate, dict) and gate.get("failed"):
+            lines.append(f"{w} gate ({'passed' if gate['passed'] else 'FAILED'}): {len(gate['failed'])} check(s) "
+                         "did not pass: " + "; ".join(f"{c['severity']} {c['name']} observed {c['observed']!r}"
+                                                      + (f" (error: {c['error']})" if c["error"] else "")
+                                                      for c in gate["failed"]))
     return "\n".join(lines)
 
 

@@ -81,6 +81,13 @@
     where load_id in ({{ superseded_loads() }})
 {%- endmacro %}
 
+{#- The versioning rule of the state extracts, winner first: the greatest effective date,
+    then the later business date, then the later line (extracts.md §3.1; §3.2 says
+    employers follow the same rule). -#}
+{% macro state_version_order() -%}
+    effective_date desc, business_date desc, line_number desc
+{%- endmacro %}
+
 {#-
   The whole select of a current-row model. history: the staging relation with every
   version; columns: what to keep (must include key and load_id); order_by: the version

@@ -94,18 +94,9 @@ where history.{{ effective_column }} <= {{ as_of_sql }}
                                            max_load_sql=last_watermark(as_of_sql)) }}) as state
         on state.{{ key }} = changed.{{ key }};
     {%- else %}
-    select {{ dbt.cast('null', api.Column.translate_type('string')) }} as changed_{{ key }}
-    where 1 = 0;
+    {{ no_state_changes(key) }};
     {%- endif %}
-    drop table if exists {{ state_transition_relation(state_name) }};
-    create table {{ state_transition_relation(state_name) }} as
-    select
-        {{ '0' if rebuild else last_watermark(as_of_sql) }} as from_watermark,
-        (select coalesce(max(load_id), 0) from {{ source('raw', 'load_ledger') }}) as to_watermark,
-        {{ as_of_sql }} as as_of,
-        {{ 'true' if rebuild else 'false' }} as full_rebuild,
-        {{ 'true' if rebuild else 'false' }}
-            or (select not previous_passed from {{ build_outcome_relation() }}) as full_check;
+    {{ record_state_transition(state_name, as_of_sql, rebuild) }};
     {%- if rebuild and is_incremental() %}
     delete from {{ this }};
     {%- endif %}

@@ -43,19 +43,30 @@
         on state.{{ key }} = changed.{{ key }}
     {%- endif %};
     {%- else %}
-    select {{ dbt.cast('null', api.Column.translate_type('string')) }} as changed_{{ key }}
-    where 1 = 0;
+    {{ no_state_changes(key) }};
     {%- endif %}
-    drop table if exists {{ state_transition_relation(this.identifier) }};
-    create table {{ state_transition_relation(this.identifier) }} as
+    {{ record_state_transition(this.identifier, as_of_sql, rebuild=not incremental) }}
+{%- endmacro %}
+
+{#- The changes table of a run that rebuilds: no key, the aggregates rebuild too. -#}
+{% macro no_state_changes(key) -%}
+    select {{ dbt.cast('null', api.Column.translate_type('string')) }} as changed_{{ key }}
+    where 1 = 0
+{%- endmacro %}
+
+{#- The run's step for state `state_name` (<state>_transition): from the watermark of its
+    last run (0 when this run rebuilds) to the current one, for the as-of date. -#}
+{% macro record_state_transition(state_name, as_of_sql, rebuild) -%}
+    drop table if exists {{ state_transition_relation(state_name) }};
+    create table {{ state_transition_relation(state_name) }} as
     select
-        {{ last_watermark(as_of_sql) if incremental else 0 }} as from_watermark,
+        {{ '0' if rebuild else last_watermark(as_of_sql) }} as from_watermark,
         (select coalesce(max(load_id), 0) from {{ source('raw', 'load_ledger') }}) as to_watermark,
         {{ as_of_sql }} as as_of,
-        {{ 'false' if incremental else 'true' }} as full_rebuild,
+        {{ 'true' if rebuild else 'false' }} as full_rebuild,
         -- key tests look at the changed keys only when every build before this one ended
         -- green (build_outcome); otherwise at every key
-        {{ 'false' if incremental else 'true' }}
+        {{ 'true' if rebuild else 'false' }}
             or (select not previous_passed from {{ build_outcome_relation() }}) as full_check
 {%- endmacro %}
 

@@ -7,6 +7,6 @@
     key='npp',
     columns=['npp', 'employer_name', 'size_class', 'sector', 'region_code', 'reported_workforce',
              'status', 'effective_date', 'business_date', 'load_id', 'line_number'],
-    order_by='effective_date desc, business_date desc, line_number desc',
+    order_by=state_version_order(),
     as_of_sql=as_of_date(),
     effective_column='effective_date') }}

@@ -44,7 +44,7 @@ ranked as (
         load_id,
         line_number,
         row_number() over (
-            partition by kpj order by effective_date desc, business_date desc, line_number desc
+            partition by kpj order by {{ state_version_order() }}
         ) as version_rank
     from candidates
 )
