@@ -51,13 +51,13 @@ with exclusive(paths):
                  "slowest": [(n.name, round(n.seconds, 2)) for n in slowest]}
     elif stage == "validate":
         g = gate_step(paths, run_id, m)
+        checks = [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
+                   "threshold": c.threshold} for c in g.checks]
         extra = {"passed": g.passed, "checks": len(g.checks), **g.seconds,
                  "by_suite_checks": {s: sum(1 for c in g.checks if c.suite == s) for s in ("raw", "marts")},
                  # a failed gate must be explainable from the record alone: the home is removed
-                 "failed": [{"name": c.name, "severity": c.severity, "observed": c.observed,
-                             "threshold": c.threshold, "error": c.error} for c in g.checks if not c.passed]}
-        json.dump([{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
-                    "threshold": c.threshold} for c in g.checks], open(Path(home) / "checks.json", "w"), default=str)
+                 "failed": [{**r, "error": c.error} for r, c in zip(checks, g.checks) if not c.passed]}
+        json.dump(checks, open(Path(home) / "checks.json", "w"), default=str)
     elif stage == "validate_raw" or stage == "validate_marts":
         from paritrana.quality.gate import validate
         g = validate(paths, run_id + "-" + stage, m, suite_names=[stage.split("_")[1]])

@@ -6,8 +6,8 @@
   only the keys that a load since its last run touched, plus the keys whose current row
   came from a load that a correction has since superseded (those raw rows are gone). A
   key left with no row comes back as an `_absent` row: delete+insert replaces the stale
-  row with it and the post-hook removes it. The watermark is the highest load id the model has seen for
-  the run's as-of date, so changing the as-of date recomputes every key, and a full
+  row with it and the post-hook removes it. The watermark is the highest load id the
+  model has seen for the run's as-of date, so changing the as-of date recomputes every key, and a full
   refresh builds the same table. A pre-hook records the changed keys first
   (state_changes.sql): the model reads them from there, and so do its key tests.
 -#}
