@@ -192,9 +192,9 @@ def entry() -> None:
     a page of harmless "nanobind: leaked ..." warnings at shutdown once GX and SQLAlchemy
     have held connections, which would bury the run summary."""
     code = main()
-    # os._exit skips atexit, so multiprocessing's own exit step is taken here: dbt's
-    # connection locks are named semaphores, and the resource tracker would otherwise warn
-    # at the end of every run that they leaked.
+    # os._exit skips atexit, so multiprocessing's own exit step (private, but the one
+    # `atexit` would call) is taken here: dbt's connection locks are named semaphores, and
+    # the resource tracker would otherwise warn at the end of every run that they leaked.
     from multiprocessing import util
     util._exit_function()
     sys.stdout.flush()
