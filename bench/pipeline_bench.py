@@ -242,7 +242,7 @@ def markdown(r: dict) -> str:
               f"ratios: {r['ratios']}"]
     for w, s in r["stages"].items():
         gate = s["validate"]["extra"]
-        if isinstance(gate, dict) and gate.get("failed"):
+        if gate.get("failed"):  # records from before session 13 have no list
             lines.append(f"{w} gate ({'passed' if gate['passed'] else 'FAILED'}): {len(gate['failed'])} check(s) "
                          "did not pass: " + "; ".join(f"{c['severity']} {c['name']} observed {c['observed']!r}"
                                                       + (f" (error: {c['error']})" if c["error"] else "")

@@ -7,9 +7,9 @@
   came from a load that a correction has since superseded (those raw rows are gone). A
   key left with no row comes back as an `_absent` row: delete+insert replaces the stale
   row with it and the post-hook removes it. The watermark is the highest load id the
-  model has seen for the run's as-of date, so changing the as-of date recomputes every key, and a full
-  refresh builds the same table. A pre-hook records the changed keys first
-  (state_changes.sql): the model reads them from there, and so do its key tests.
+  model has seen for the run's as-of date, so changing the as-of date recomputes every
+  key, and a full refresh builds the same table. A pre-hook records the changed keys
+  first (state_changes.sql): the model reads them from there, and so do its key tests.
 -#}
 
 {% macro watermark_relation() -%}
