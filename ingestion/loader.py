@@ -26,7 +26,7 @@ from .deliveries import (
     read_control, scan_landing, extract_group,
 )
 from .personal_data import MASK, Tokeniser, token_scheme
-from .raw_schema import RAW, ensure_raw_schema, loaded_columns
+from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
 
 # A large file is staged in a table of the warehouse, not a temporary one: written
@@ -451,7 +451,7 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
     validated = validation_sql(extract, f"({delivered_sql})", d.business_date.isoformat(), set(source.header), keep,
                                typed=source.typed)
     raw_columns = []
-    for name, sql_type in loaded_columns(extract):
+    for name, sql_type in declared_columns(con, extract):
         value = {"nik_token": "checked.v__nik", "nik_consistent": "checked.nik_consistent",
                  "_load_id": str(load_id), "_business_date": f"DATE '{d.business_date}'",
                  "_line": "checked._rec" if source.record else "null"}.get(name, f"checked.{quote_ident('v__' + name)}")

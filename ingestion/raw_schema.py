@@ -6,9 +6,9 @@ resolved downstream in dbt, which keeps loads append-or-replace and order-indepe
 """
 from __future__ import annotations
 
-from .contracts import EXTRACTS, Extract
+from .contracts import EXTRACTS, Column, Extract
 from .personal_data import DEFAULT_SCHEME, SCHEME_ENV, TOKEN_TYPE
-from .rules import SQL_TYPES, quote_ident
+from .rules import SQL_TYPES, quote_ident, sql_str
 
 RAW = "raw"
 
@@ -56,6 +56,17 @@ create table if not exists {RAW}.quarantine (
 LINEAGE_COLUMNS = (("_load_id", "bigint"), ("_business_date", "date"), ("_line", "bigint"))
 
 
+def raw_type(c: Column) -> str:
+    """The raw table's type for a column. A closed set of text values (gender, segment,
+    status, ...) is a DuckDB ENUM: one byte a value where text costs a string each, which
+    makes writing the national participants file about 7 % cheaper (docs/performance.md).
+    Its values are sorted, so that it orders and compares exactly as its text does.
+    Models read these columns as text (dbt macro `closed_set`)."""
+    if c.type == "text" and c.allowed:
+        return "ENUM(" + ", ".join(sql_str(v) for v in sorted(c.allowed)) + ")"
+    return SQL_TYPES[c.type]
+
+
 def loaded_columns(extract: Extract) -> list[tuple[str, str]]:
     """(name, SQL type) of the raw table: personal columns replaced as extracts.md §4 says."""
     cols: list[tuple[str, str]] = []
@@ -65,8 +76,18 @@ def loaded_columns(extract: Extract) -> list[tuple[str, str]]:
         elif c.personal:
             continue
         else:
-            cols.append((c.name, SQL_TYPES[c.type]))
+            cols.append((c.name, raw_type(c)))
     return cols + list(LINEAGE_COLUMNS)
+
+
+def declared_columns(con, extract: Extract) -> list[tuple[str, str]]:
+    """(name, SQL type) of the raw table as the warehouse declares it, which a load writes
+    in. Warehouses made before 0.3 hold closed sets as VARCHAR and keep doing so:
+    both load and build alike (models read them as text), so no migration is needed."""
+    declared = dict(con.execute(
+        "select column_name, data_type from information_schema.columns where table_schema = ? and table_name = ?",
+        [RAW, extract.name]).fetchall())
+    return [(name, declared.get(name, sql_type)) for name, sql_type in loaded_columns(extract)]
 
 
 class IncompatibleWarehouse(RuntimeError):

@@ -454,3 +454,54 @@ def test_ingestion_runs_under_its_own_memory_limit(tmp_path, monkeypatch):
         monkeypatch.setattr(warehouse, "INGEST_MEMORY_LIMIT", ingest_limit)
         ingest_step(resolve_home(tmp_path / "home"), landing, "run")
         assert seen[-1] == expected
+
+
+def test_closed_sets_are_enums_in_the_raw_layer_and_text_in_every_model(demo):
+    """Every closed set of extracts.md is stored in its raw table as an ENUM of its values,
+    sorted (so it orders as its text), and read as text by the models."""
+    from ingestion.contracts import EXTRACTS
+
+    closed = {(e.name, c.name): c.allowed for e in EXTRACTS.values() for c in e.columns
+              if c.type == "text" and c.allowed}
+    assert len(closed) == 12
+    with duckdb.connect(str(demo.paths.warehouse), read_only=True) as con:
+        raw = {}
+        for (table, column), allowed in closed.items():
+            kind, values = con.execute(f"select typeof({column}), enum_range({column}) from raw.{table} limit 1"
+                                       ).fetchone()
+            raw[(table, column)] = (kind.startswith("ENUM"), values)
+        enums_elsewhere = con.execute("select table_schema, table_name, column_name from information_schema.columns "
+                                      "where table_schema <> 'raw' and data_type like 'ENUM%'").fetchall()
+        staged = dict(con.execute("select column_name, data_type from information_schema.columns "
+                                  "where table_name = 'stg_claims'").fetchall())
+    assert raw == {key: (True, sorted(allowed)) for key, allowed in closed.items()}
+    assert enums_elsewhere == []
+    assert staged["status"] == staged["program"] == "VARCHAR"
+
+
+def test_a_warehouse_holding_closed_sets_as_text_loads_and_builds_the_same(demo, tmp_path):
+    """A warehouse made before the raw layer's ENUMs holds those columns as text: it keeps
+    them, and loads, builds and publishes the same tables as a new one, with no migration."""
+    from ingestion.contracts import EXTRACTS
+    from ingestion.raw_schema import loaded_columns
+    from ingestion.rules import quote_ident
+    from paritrana.warehouse import writer
+
+    old = resolve_home(tmp_path / "old")
+    shutil.copytree(demo.paths.home / "secrets", old.home / "secrets")  # the same NIK tokens
+    with writer(old) as con:
+        con.execute("create schema raw")
+        for extract in EXTRACTS.values():
+            columns = ", ".join(f"{quote_ident(n)} {'VARCHAR' if t.startswith('ENUM') else t}"
+                                for n, t in loaded_columns(extract))
+            con.execute(f"create table raw.{extract.name} ({columns})")
+    # Every file staged in the warehouse, as national files are: a first load's stage then
+    # becomes the raw table, and must have been written in the table's own types.
+    result = paritrana("run", "--landing", str(demo.landing), "--year", "2024", "--home", str(old.home),
+                       env={"PARITRANA_TEMP_STAGE_MAX_ROWS": "0"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with duckdb.connect(str(old.warehouse), read_only=True) as con:
+        assert con.execute("select count(*) from information_schema.columns where data_type like 'ENUM%'"
+                           ).fetchone()[0] == 0
+        assert con.execute("select count(*) from raw.participants").fetchone()[0] > 0
+    assert _assert_same_tables(old.warehouse, demo.paths.warehouse) >= 10

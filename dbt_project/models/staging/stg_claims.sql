@@ -12,9 +12,9 @@ renamed as (
         npp,
         region_code,
         ---------- attributes
-        program,
-        benefit_type,
-        status,
+        {{ closed_set('program') }} as program,
+        {{ closed_set('benefit_type') }} as benefit_type,
+        {{ closed_set('status') }} as status,
         ---------- dates
         submitted_date,
         paid_date,

@@ -10,9 +10,9 @@ renamed as (
         region_code,
         ---------- attributes
         name as employer_name,
-        size_class,
-        sector,
-        status,
+        {{ closed_set('size_class') }} as size_class,
+        {{ closed_set('sector') }} as sector,
+        {{ closed_set('status') }} as status,
         ---------- numerics
         reported_workforce,
         ---------- versioning and lineage

@@ -14,11 +14,11 @@ renamed as (
         ---------- attributes
         nik_consistent,
         birth_date,
-        gender,
-        segment,
-        occupation,
-        funding,
-        status,
+        {{ closed_set('gender') }} as gender,
+        {{ closed_set('segment') }} as segment,
+        {{ closed_set('occupation') }} as occupation,
+        {{ closed_set('funding') }} as funding,
+        {{ closed_set('status') }} as status,
         ---------- programmes (0/1)
         jkk, jkm, jht, jp, jkp,
         ---------- numerics

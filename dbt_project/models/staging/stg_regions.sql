@@ -13,7 +13,7 @@ renamed as (
     select
         region_code,
         name as region_name,
-        level,
+        {{ closed_set('level') }} as level,
         case when level = 'PROVINSI' then region_code else parent_code end as province_code,
         parent_code,
         _business_date as business_date,
