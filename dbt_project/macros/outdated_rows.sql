@@ -47,11 +47,19 @@
     loads up to it (the state as the last run left it). -#}
 {% macro state_from_outdated_rows(history, outdated, key, columns, as_of_sql, effective_column,
                                   keys_sql=none, max_load_sql=none) -%}
+{%- set in_scope -%}
+    {{ effective_column }} <= {{ as_of_sql }}
+    {%- if max_load_sql %} and load_id <= {{ max_load_sql }}{% endif -%}
+{%- endset -%}
 {%- if keys_sql %}
 -- the keys' rows first: left to itself, DuckDB takes the outdated rows away from the whole
--- history before picking the keys' rows (national 1.0: 6-8 s for no key at all, 0.1 s so)
+-- history before picking the keys' rows (national 1.0: 6-8 s for no key at all, 0.1 s so).
+-- The date and load filters go with the keys, where the locators are chosen: a filter on
+-- the fetched rows is pushed down to the history's scan, and DuckDB then reads and hashes
+-- every row of it instead of fetching the keys' rows (national 1.0: 15 s a night).
 with keyed_history as {{ materialized_cte() }} (
-    {{ rows_for_keys(history, key, keys_sql, locator='source_row' if has_source_row(history) else none) }}
+    {{ rows_for_keys(history, key, keys_sql, locator='source_row' if has_source_row(history) else none,
+                     where_sql=in_scope) }}
 )
 
 {% endif -%}
@@ -63,10 +71,12 @@ select
 from {{ 'keyed_history' if keys_sql else history }} as history
 left join {{ outdated }} as outdated
     on outdated.load_id = history.load_id and outdated.line_number = history.line_number
-where history.{{ effective_column }} <= {{ as_of_sql }}
-    and outdated.load_id is null
+where outdated.load_id is null
+    {%- if not keys_sql %}
+    and history.{{ effective_column }} <= {{ as_of_sql }}
     {%- if max_load_sql %}
     and history.load_id <= {{ max_load_sql }}
+    {%- endif %}
     {%- endif %}
 {%- endmacro %}
 

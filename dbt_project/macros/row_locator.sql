@@ -36,14 +36,18 @@
         source_row{% endif -%}
 {%- endmacro %}
 
-{#- The rows of `relation` whose `key` is in the query keys_sql. locator: the relation's
-    row-locator column: the adapter's own for a table, 'source_row' for a staging view. -#}
-{% macro rows_for_keys(relation, key, keys_sql, locator=none) -%}
+{#- The rows of `relation` whose `key` is in the query keys_sql (and that satisfy the
+    condition where_sql, on the relation's columns). locator: the relation's row-locator
+    column: the adapter's own for a table, 'source_row' for a staging view. -#}
+{% macro rows_for_keys(relation, key, keys_sql, locator=none, where_sql=none) -%}
     {%- set locator = locator or row_locator() -%}
+    {%- set condition -%}
+        {{ key }} in ({{ keys_sql }}){% if where_sql %} and {{ where_sql }}{% endif %}
+    {%- endset -%}
     {%- if row_locator() -%}
     select * from {{ relation }}
-    where {{ locator }} in (select {{ locator }} from {{ relation }} where {{ key }} in ({{ keys_sql }}))
+    where {{ locator }} in (select {{ locator }} from {{ relation }} where {{ condition }})
     {%- else -%}
-    select * from {{ relation }} where {{ key }} in ({{ keys_sql }})
+    select * from {{ relation }} where {{ condition }}
     {%- endif -%}
 {%- endmacro %}
