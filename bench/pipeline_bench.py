@@ -61,7 +61,10 @@ with exclusive(paths):
     elif stage == "validate_raw" or stage == "validate_marts":
         from paritrana.quality.gate import validate
         g = validate(paths, run_id + "-" + stage, m, suite_names=[stage.split("_")[1]])
-        extra = {"checks": len(g.checks), **g.seconds}
+        # after a failed nightly gate, whether the same warehouse fails again tells a drift
+        # in the data from a gate that erred once
+        extra = {"checks": len(g.checks), **g.seconds, "passed": g.passed,
+                 "failed": [{"name": c.name, "observed": c.observed} for c in g.checks if not c.passed]}
     elif stage == "publish":
         checks = json.load(open(Path(home) / "checks.json"))
         publish_step(paths, run_id, 2024, as_of, m, checks)
@@ -199,7 +202,7 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
         record["ratios"] = {"initial_to_plain_load": round(stages["total_wall_s"] / record["baseline_plain_load"]["wall_s"], 2),
                             "disk_to_input": round(size_mb(home) / snapshot_mb, 2)}
         record["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, record)
         return record
     record["baseline_analyst_sql_initial"] = measure(ANALYST, "", str(landing), str(ROOT / "bench" / "analyst_baseline.sql"))
 
@@ -224,8 +227,19 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
         "disk_to_input": round(record["home_mb"] / snapshot_mb, 2),
     }
     record["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-    shutil.rmtree(work, ignore_errors=True)
+    clean_up(work, record)
     return record
+
+
+def clean_up(work: Path, record: dict) -> None:
+    """Remove the work folder, unless a gate failed: then its home is what explains the
+    failure (the warehouse as the failed gate saw it, its report and the dbt log)."""
+    failed = [w for w, s in record["stages"].items() if not s["validate"]["extra"].get("passed", True)]
+    if failed:
+        record["kept_for_diagnosis"] = str(work)
+        print(f"gate failed ({', '.join(failed)}): {work} kept (the next run of this bench replaces it)", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def markdown(r: dict) -> str:
@@ -247,6 +261,13 @@ def markdown(r: dict) -> str:
                          "did not pass: " + "; ".join(f"{c['severity']} {c['name']} observed {c['observed']!r}"
                                                       + (f" (error: {c['error']})" if c["error"] else "")
                                                       for c in gate["failed"]))
+    for suite in ("validate_raw", "validate_marts"):
+        again = r.get(suite, {}).get("extra", {})
+        if again.get("failed"):  # records from before session 15 have no list
+            lines.append(f"{suite} re-run on the final warehouse: " + "; ".join(
+                f"{c['name']} observed {c['observed']!r}" for c in again["failed"]))
+    if r.get("kept_for_diagnosis"):
+        lines.append(f"work folder kept for diagnosis: {r['kept_for_diagnosis']}")
     return "\n".join(lines)
 
 
