@@ -47,10 +47,9 @@
     loads up to it (the state as the last run left it). -#}
 {% macro state_from_outdated_rows(history, outdated, key, columns, as_of_sql, effective_column,
                                   keys_sql=none, max_load_sql=none) -%}
-{%- set in_scope -%}
-    {{ effective_column }} <= {{ as_of_sql }}
-    {%- if max_load_sql %} and load_id <= {{ max_load_sql }}{% endif -%}
-{%- endset -%}
+{#- the history's rows in scope: on or before D, and up to max_load_sql when given -#}
+{%- set in_scope = [effective_column ~ ' <= ' ~ as_of_sql]
+                   + (['load_id <= ' ~ max_load_sql] if max_load_sql else []) -%}
 {%- if keys_sql %}
 -- the keys' rows first: left to itself, DuckDB takes the outdated rows away from the whole
 -- history before picking the keys' rows (national 1.0: 6-8 s for no key at all, 0.1 s so).
@@ -59,7 +58,7 @@
 -- every row of it instead of fetching the keys' rows (national 1.0: 15 s a night).
 with keyed_history as {{ materialized_cte() }} (
     {{ rows_for_keys(history, key, keys_sql, locator='source_row' if has_source_row(history) else none,
-                     where_sql=in_scope) }}
+                     where_sql=in_scope | join(' and ')) }}
 )
 
 {% endif -%}
@@ -73,10 +72,9 @@ left join {{ outdated }} as outdated
     on outdated.load_id = history.load_id and outdated.line_number = history.line_number
 where outdated.load_id is null
     {%- if not keys_sql %}
-    and history.{{ effective_column }} <= {{ as_of_sql }}
-    {%- if max_load_sql %}
-    and history.load_id <= {{ max_load_sql }}
-    {%- endif %}
+    {%- for condition in in_scope %}
+    and history.{{ condition }}
+    {%- endfor %}
     {%- endif %}
 {%- endmacro %}
 
