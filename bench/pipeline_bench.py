@@ -12,6 +12,8 @@ Baselines: (a) DuckDB alone loading every snapshot file with plain read_csv/read
 DuckDB script straight from the files (what a skilled analyst would do without the product).
 Every measured step runs in its own child process, which reports its own peak RSS.
 Writes bench/results/pipeline-<scale>.json and prints a Markdown table.
+When a gate fails, the work folder (its home, with the warehouse, the gate's report and
+the dbt log) is kept for diagnosis until the next run of this bench.
 """
 from __future__ import annotations
 
