@@ -18,16 +18,6 @@ from .methodology import DBT_PROJECT_DIR, Methodology
 from .settings import Paths
 
 
-# dbt's threads for a full build (the first, or --full-refresh). Its big models (tens of
-# millions of rows at national size) each use every core already; two at once only compete
-# for the cores and the memory limit (national 1.0: 123 s with two threads, 99 s with one).
-# Other builds keep the profile's threads (PARITRANA_DBT_THREADS): a night is many small
-# models, and two threads overlap dbt's own work between queries.
-FULL_BUILD_THREADS = int(os.environ.get("PARITRANA_DBT_FULL_BUILD_THREADS", "1"))
-# The model whose absence means that nothing has been built yet.
-FIRST_BUILD_MARKER = ("intermediate", "int_participant_outdated_rows")
-
-
 class BuildFailed(RuntimeError):
     """dbt build failed: the message lists the failing nodes and where the log is."""
 
@@ -105,8 +95,6 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
         args += ["--exclude-resource-type", "unit_test"]
     if full_refresh:
         args.append("--full-refresh")
-    if full_refresh or not _built_before(paths):
-        args += ["--threads", str(FULL_BUILD_THREADS)]
     if select:
         args += ["--select", select]
     res = _invoke(paths, args, progress)
@@ -120,16 +108,6 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
         cause = detail or (str(res.exception) if res.exception else "see the dbt log")
         raise BuildFailed(f"dbt build failed: {cause}. Log: {paths.home / 'dbt' / 'logs' / 'dbt.log'}")
     return result
-
-
-def _built_before(paths: Paths) -> bool:
-    if not paths.warehouse.exists():
-        return False
-    from .warehouse import connect
-
-    with connect(paths, memory_limit=None, read_only=True) as con:
-        return con.execute("select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
-                           list(FIRST_BUILD_MARKER)).fetchone()[0] > 0
 
 
 def generate_docs(paths: Paths, year: int, as_of: dt.date, methodology: Methodology) -> Path:

@@ -16,8 +16,8 @@
     {{ generate_schema_name('intermediate', none) }}.incremental_watermarks
 {%- endmacro %}
 
-{#- Run once at the start of every dbt invocation (on-run-start), not per model: the
-    models run on parallel threads. -#}
+{#- Run once at the start of every dbt invocation (on-run-start), not per model: on a
+    target that runs models on parallel threads (PostgreSQL's), two would race to create it. -#}
 {% macro ensure_watermarks() -%}
     create schema if not exists {{ generate_schema_name('intermediate', none) }};
     create table if not exists {{ watermark_relation() }} (
