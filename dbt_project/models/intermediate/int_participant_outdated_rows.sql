@@ -18,12 +18,12 @@ with history as {{ streamed_cte() }} (
 ),
 
 several_rows as (
-    select kpj from history group by kpj having count(*) > 1
+    {{ keys_on_several_rows('history', 'kpj') }}
 ),
 
 candidates as (
     select history.* from history
-    join several_rows on several_rows.kpj = history.kpj
+    where {{ several_key_of('history.kpj') }} in (select several_key from several_rows)
 ),
 {%- else %}
 -- A touched participant's new outdated rows are among its state before the run (recorded
