@@ -43,6 +43,12 @@ paths = resolve_home(home)
 m = methodology.load()
 as_of = dt.date(2024, 12, 31)
 extra = {}
+
+
+def failed_checks(gate):
+    return [{**c.published(), "error": c.error} for c in gate.checks if not c.passed]
+
+
 with exclusive(paths):
     if stage == "ingest":
         extra = ingest_step(paths, Path(landing), run_id, progress=lambda s: None).rows
@@ -53,20 +59,18 @@ with exclusive(paths):
                  "slowest": [(n.name, round(n.seconds, 2)) for n in slowest]}
     elif stage == "validate":
         g = gate_step(paths, run_id, m)
-        checks = [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
-                   "threshold": c.threshold} for c in g.checks]
         extra = {"passed": g.passed, "checks": len(g.checks), **g.seconds,
                  "by_suite_checks": {s: sum(1 for c in g.checks if c.suite == s) for s in ("raw", "marts")},
-                 # a failed gate must be explainable from the record alone: the home is removed
-                 "failed": [{**r, "error": c.error} for r, c in zip(checks, g.checks) if not c.passed]}
-        json.dump(checks, open(Path(home) / "checks.json", "w"), default=str)
+                 # a failed gate must be explainable from the record alone
+                 "failed": failed_checks(g)}
+        json.dump([c.published() for c in g.checks], open(Path(home) / "checks.json", "w"), default=str)
     elif stage == "validate_raw" or stage == "validate_marts":
         from paritrana.quality.gate import validate
         g = validate(paths, run_id + "-" + stage, m, suite_names=[stage.split("_")[1]])
         # after a failed nightly gate, whether the same warehouse fails again tells a drift
         # in the data from a gate that erred once
         extra = {"checks": len(g.checks), **g.seconds, "passed": g.passed,
-                 "failed": [{"name": c.name, "observed": c.observed} for c in g.checks if not c.passed]}
+                 "failed": failed_checks(g)}
     elif stage == "publish":
         checks = json.load(open(Path(home) / "checks.json"))
         publish_step(paths, run_id, 2024, as_of, m, checks)

@@ -102,13 +102,14 @@ def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
 
 def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | None) -> dict:
     from .pipeline import highlights, publish_step
+    from .quality.gate import PUBLISHED_FIELDS
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
     report = json.loads((paths.home / "reports" / run_id / "gate.json").read_text())
     if not report["passed"]:
         raise RuntimeError(f"the quality gate of run {run_id} did not pass; nothing to publish")
-    checks = [{k: c[k] for k in ("name", "severity", "passed", "observed", "threshold")} for c in report["checks"]]
+    checks = [{k: c[k] for k in PUBLISHED_FIELDS} for c in report["checks"]]
     with exclusive(paths):
         publication = publish_step(paths, run_id, year, as_of, m, checks)
     return {"folder": str(publication.folder), "latest": str(publication.latest),

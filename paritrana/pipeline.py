@@ -139,8 +139,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         result.gate = gate
         if gate.passed:
             progress("publishing")
-            checks = [{"name": c.name, "severity": c.severity, "passed": c.passed, "observed": c.observed,
-                       "threshold": c.threshold} for c in gate.checks]
+            checks = [c.published() for c in gate.checks]
             result.published = publish_step(paths, run_id, year, as_of, methodology, checks).folder
             result.highlights = highlights(paths)
         _write_record(paths, landing, result)

@@ -40,6 +40,10 @@ class GateFailed(RuntimeError):
         super().__init__(gate.failure_message())
 
 
+# What a publication records of each check (its metadata's quality_checks).
+PUBLISHED_FIELDS = ("name", "severity", "passed", "observed", "threshold")
+
+
 @dataclass
 class CheckResult:
     name: str
@@ -52,6 +56,9 @@ class CheckResult:
     observed: object
     threshold: dict
     error: str | None = None
+
+    def published(self) -> dict:
+        return {k: getattr(self, k) for k in PUBLISHED_FIELDS}
 
 
 @dataclass
