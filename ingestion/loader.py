@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import gzip
 import io
+import json
 import os
 import re
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
-from .contracts import EXTRACTS, NIK, PROVINCE_CODES, Extract
+from .contracts import EXTRACTS, NIK, Extract
 from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_digest, parse_name,
     read_control, scan_landing, extract_group,
@@ -43,6 +44,18 @@ JUDGING = ("_nl", "_details", "_h1", "_content")
 DUPS, CONFLICTS, LINES, REREAD = "_ingest_dups", "_ingest_conflicts", "_ingest_lines", "_ingest_reread"
 SUSPECTS, SUSPECT_ROWS = "_ingest_suspects", "_ingest_suspect_rows"
 DELIVERED = "_ingest_delivered"
+
+# A CSV file has no row number that DuckDB reads, so the stage's rowid is the record's index
+# in the file (line numbers, the first copy of an exact duplicate). DuckDB writes a
+# statement's rows in input order only when the plan keeps it: with preserve_insertion_order
+# and a plan of scans and projections, rows are written batch by batch in order
+# (BATCH_CREATE_TABLE_AS); a join anywhere frees the writer to take rows as threads deliver
+# them. Ingestion's scans have no joins of their own, but DuckDB rewrites an IN list of five
+# or more constants (occupation, funding, NIK province) into one. That rewrite is off while
+# ingesting, and `_read` checks the plan of every statement that must keep the order.
+# (Before 0.3.1 it was on: CSV files of about 700 k rows or more were staged out of order.)
+ORDER_KEEPING_SINKS = ("BATCH_CREATE_TABLE_AS", "BATCH_INSERT")
+NO_JOIN_REWRITE = "in_clause"
 
 
 @dataclass
@@ -92,6 +105,16 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     tokeniser = Tokeniser.for_key(key, scheme)  # an unknown scheme fails before anything is written
     ensure_raw_schema(con, scheme)
     _drop_temp(con)  # a stage left by a killed load
+    previous_optimizers = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
+    con.execute(f"set disabled_optimizers = '{','.join(filter(None, [previous_optimizers, NO_JOIN_REWRITE]))}'")
+    try:
+        return _ingest_ready(con, landing, run_id, progress, extracts, tokeniser)
+    finally:
+        con.execute(f"set disabled_optimizers = '{previous_optimizers}'")
+
+
+def _ingest_ready(con, landing: Path, run_id: str, progress: Progress, extracts: Collection[str] | None,
+                  tokeniser: Tokeniser) -> IngestReport:
     scan: LandingScan = scan_landing(landing)
     pending, done = [], []
     for d in scan.ready:
@@ -374,8 +397,7 @@ def _readable(con, d: Delivery, source: Source) -> None:
     try:
         con.execute(f"select count(*) from {source.relation}").fetchall()
     except Exception as e:  # noqa: BLE001
-        what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
-        raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None
+        raise _unreadable(d, e) from None
 
 
 def _is_personal(extract: Extract, c: str) -> bool:
@@ -446,7 +468,7 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
         # A compressed file is read by one thread, and the rest of the scan would run on
         # that thread too: its delivered text (personal data already tokenised or masked)
         # goes to a temporary table first, so validating and writing use every core.
-        _read(con, d, tokeniser, f"create temp table {DELIVERED} as {delivered_sql}")
+        _read(con, d, tokeniser, f"create temp table {DELIVERED} as {delivered_sql}", in_file_order=True)
         delivered_sql = f"select * from {DELIVERED}"
     validated = validation_sql(extract, f"({delivered_sql})", d.business_date.isoformat(), set(source.header), keep,
                                typed=source.typed)
@@ -464,17 +486,45 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
         "as _content",
     ]
     _read(con, d, tokeniser, f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
-                             f"select {', '.join(raw_columns + judging)} from ({validated}) checked")
+                             f"select {', '.join(raw_columns + judging)} from ({validated}) checked",
+          in_file_order=source.record is None)
     con.execute(f"drop table if exists {DELIVERED}")
 
 
-def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str) -> None:
-    """Run a statement that reads the data file: a reader error rejects the file."""
+def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool = False) -> None:
+    """Run a statement that reads the data file: a reader error rejects the file. With
+    `in_file_order`, the statement must write its rows in the file's order."""
+    params = {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None
     try:
-        con.execute(sql, {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None)
+        sink = _sink(con, sql, params) if in_file_order else None
     except Exception as e:  # noqa: BLE001
-        what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
-        raise FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}") from None
+        raise _unreadable(d, e) from None
+    if sink is not None:
+        _require_input_order(con, sink, sql)
+    try:
+        con.execute(sql, params)
+    except Exception as e:  # noqa: BLE001
+        raise _unreadable(d, e) from None
+
+
+def _unreadable(d: Delivery, e: Exception) -> FileRejected:
+    what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
+    return FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}")
+
+
+def _sink(con, sql: str, params: dict | None = None) -> str:
+    """The operator that writes a statement's rows: the root of its physical plan."""
+    return json.loads(con.execute(f"explain (format json) {sql}", params).fetchall()[0][1])[0]["name"]
+
+
+def _require_input_order(con, sink: str, sql: str) -> None:
+    """Refuse to run a statement whose plan does not write its rows batch by batch in input
+    order (or on one thread): a programming error (a join in a scan), not the file's fault."""
+    threads = con.execute("select current_setting('threads')").fetchone()[0]
+    if sink not in ORDER_KEEPING_SINKS and threads > 1:
+        statement = " ".join(sql.split())[:200]
+        raise RuntimeError(f"ingestion's plan would not keep the file's order (writer {sink}, not one of "
+                           f"{', '.join(ORDER_KEEPING_SINKS)}), so its line numbers would be wrong: {statement}")
 
 
 def _content_sql(extract: Extract, source: Source, alias: str, token: str | None) -> str:
@@ -548,8 +598,10 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     delivered field alike. Only rows sharing a fingerprint can; their records are read
     again from the file (the others are skipped by the fingerprint before anything is
     hashed), with the NIK as its token and a name as its keyed digest, and compared whole.
-    The k-th record of the file with a fingerprint is the k-th stage row with it: both are
-    in file order (preserve_insertion_order)."""
+    The k-th record of the file with a fingerprint is the k-th stage row with it: the stage
+    is in file order, and the records read again are numbered as read, before the filter.
+    For a CSV file that numbering (row_number() over ()) reads on one thread; it runs only
+    when fingerprints repeat."""
     stage = source.stage
     con.execute(f"""create temp table {SUSPECTS} as
         select rowid as r, _h1, row_number() over (partition by _h1 order by rowid) as k from {stage}
@@ -557,8 +609,9 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     delivered = ", ".join(_delivered(extract, source, tokeniser, name_digest=True))
     fingerprint = _fingerprint(extract, source.text)
     _read(con, d, tokeniser, f"""create temp table {SUSPECT_ROWS} as
-        select {delivered}, _h1
-        from (select *, {fingerprint} as _h1 from {source.relation})
+        select {delivered}, _h1, _rec
+        from (select *, {fingerprint} as _h1, {source.record or "row_number() over ()"} as _rec
+              from {source.relation})
         where _h1 in (select _h1 from {SUSPECTS})""")
     suspects, reread = con.execute(
         f"select (select count(*) from {SUSPECTS}), (select count(*) from {SUSPECT_ROWS})").fetchone()
@@ -568,7 +621,7 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     fields = ", ".join(f"x.{quote_ident(c)}" for c in source.header)
     con.execute(f"""create temp table {DUPS} as
         select s.r from {SUSPECTS} s
-        join (select *, row_number() over (partition by _h1 order by rowid) as k from {SUSPECT_ROWS}) x
+        join (select *, row_number() over (partition by _h1 order by _rec) as k from {SUSPECT_ROWS}) x
           on x._h1 = s._h1 and x.k = s.k
         qualify row_number() over (partition by {fields} order by s.r) > 1""")
     return con.execute(f"select count(*) from {DUPS}").fetchone()[0]
