@@ -430,7 +430,8 @@ def test_typed_parquet_columns_are_judged_as_their_text(tmp_path, load, sql, typ
     assert [r[0] for r in got["csv"][1]] == ["2024-06", "2024-10"]
 
 
-def test_a_file_read_on_several_threads_keeps_its_line_numbers(tmp_path, home, sql):
+@pytest.mark.parametrize("ext", ["csv", "csv.gz"])  # read in parallel; read by one thread, judged in parallel
+def test_a_file_read_on_several_threads_keeps_its_line_numbers(tmp_path, home, sql, ext):
     """DuckDB reads a large CSV file on several threads; every row must still get its own
     line: in the raw table (where the later line of a participant's two rows of one date
     wins, extracts.md §3.1), in the quarantine (with its own content) and in choosing the
@@ -453,7 +454,7 @@ def test_a_file_read_on_several_threads_keeps_its_line_numbers(tmp_path, home, s
     # compare them must be paired with the stage's rows in file order.
     rows[950_000] = rows[900_000]
     rows[999_998] = rows[10]
-    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", PARTICIPANT_HEADER + "\n" + "\n".join(rows) + "\n")
+    write_delivery(tmp_path / "in", f"participants__2024-12-31.{ext}", PARTICIPANT_HEADER + "\n" + "\n".join(rows) + "\n")
     with writer(home) as con:
         con.execute("set threads = 4")  # several readers whatever the machine's cores
         report = ingest(con, tmp_path / "in", KEY, "t")
