@@ -329,6 +329,13 @@ class Source:
     typed: set[str] = field(default_factory=set)  # columns read in their contract type (Parquet)
     stage: str = ""  # the table the scan writes
 
+    @property
+    def record_as_read(self) -> str:
+        """SQL for the 1-based record number in a re-read of the file: the reader's, or
+        records numbered as read (DuckDB does that on one thread, in file order), for
+        the rare passes that must pair re-read records with the stage's."""
+        return self.record or "row_number() over ()"
+
     def text_of(self, c: str, sql: str) -> str:
         """SQL for the delivered text of column `c` held in `sql` (typed or text)."""
         return f"cast({sql} as varchar)" if c in self.typed else sql
@@ -599,9 +606,9 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     again from the file (the others are skipped by the fingerprint before anything is
     hashed), with the NIK as its token and a name as its keyed digest, and compared whole.
     The k-th record of the file with a fingerprint is the k-th stage row with it: the stage
-    is in file order, and the records read again are numbered as read, before the filter.
-    For a CSV file that numbering (row_number() over ()) reads on one thread; it runs only
-    when fingerprints repeat."""
+    is in file order, and the records read again are numbered as read, before the filter
+    (`Source.record_as_read`: one thread for a CSV file; this runs only when fingerprints
+    repeat)."""
     stage = source.stage
     con.execute(f"""create temp table {SUSPECTS} as
         select rowid as r, _h1, row_number() over (partition by _h1 order by rowid) as k from {stage}
@@ -610,7 +617,7 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     fingerprint = _fingerprint(extract, source.text)
     _read(con, d, tokeniser, f"""create temp table {SUSPECT_ROWS} as
         select {delivered}, _h1, _rec
-        from (select *, {fingerprint} as _h1, {source.record or "row_number() over ()"} as _rec
+        from (select *, {fingerprint} as _h1, {source.record_as_read} as _rec
               from {source.relation})
         where _h1 in (select _h1 from {SUSPECTS})""")
     suspects, reread = con.execute(
@@ -640,7 +647,7 @@ def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) ->
                       for c in source.header)
     con.execute(f"""create temp table {REREAD} as
         select _rec - 1 as r, * exclude (_rec)
-        from (select {source.record or "row_number() over ()"} as _rec, {texts} from {source.relation})
+        from (select {source.record_as_read} as _rec, {texts} from {source.relation})
         where _rec - 1 in (select unnest(?::bigint[]))""", [missing])
     content = _content_sql(extract, source, "x", f"{source.stage}.nik_token" if "nik" in source.header else None)
     con.execute(f"update {source.stage} set _content = {content} "
