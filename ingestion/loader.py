@@ -56,6 +56,11 @@ DELIVERED = "_ingest_delivered"
 # (Before 0.3.1 it was on: CSV files of about 700 k rows or more were staged out of order.)
 ORDER_KEEPING_SINKS = ("BATCH_CREATE_TABLE_AS", "BATCH_INSERT")
 NO_JOIN_REWRITE = "in_clause"
+# The rare passes that read a CSV file again number its records as read (`Source.record_as_read`,
+# `row_number() over ()`). DuckDB computes that with a STREAMING_WINDOW, an operator that cannot
+# run in parallel: the pipeline from the reader up to it runs on one thread, so records are
+# numbered in file order whatever the thread count. `_read` checks the plan of those passes.
+NUMBERING_OPERATOR = "STREAMING_WINDOW"
 
 
 @dataclass
@@ -332,8 +337,9 @@ class Source:
     @property
     def record_as_read(self) -> str:
         """SQL for the 1-based record number in a re-read of the file: the reader's, or
-        records numbered as read (DuckDB does that on one thread, in file order), for
-        the rare passes that must pair re-read records with the stage's."""
+        records numbered as read (on one thread, in file order: `_read` checks the plan,
+        see NUMBERING_OPERATOR), for the rare passes that must pair re-read records with
+        the stage's."""
         return self.record or "row_number() over ()"
 
     def text_of(self, c: str, sql: str) -> str:
@@ -498,16 +504,20 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
     con.execute(f"drop table if exists {DELIVERED}")
 
 
-def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool = False) -> None:
+def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool = False,
+          numbered: bool = False, params: dict | None = None) -> None:
     """Run a statement that reads the data file: a reader error rejects the file. With
-    `in_file_order`, the statement must write its rows in the file's order."""
-    params = {k: v for k, v in tokeniser.params.items() if f"${k}" in sql} or None
+    `in_file_order`, the statement must write its rows in the file's order; with
+    `numbered`, it must number the records it reads in the file's order."""
+    params = {**{k: v for k, v in tokeniser.params.items() if f"${k}" in sql}, **(params or {})} or None
     try:
-        sink = _sink(con, sql, params) if in_file_order else None
+        plan = _plan(con, sql, params) if in_file_order or numbered else None
     except Exception as e:  # noqa: BLE001
         raise _unreadable(d, e) from None
-    if sink is not None:
-        _require_input_order(con, sink, sql)
+    if in_file_order:
+        _require_input_order(con, plan["name"], sql)
+    if numbered:
+        _require_numbering_in_file_order(plan, sql)
     try:
         con.execute(sql, params)
     except Exception as e:  # noqa: BLE001
@@ -519,9 +529,14 @@ def _unreadable(d: Delivery, e: Exception) -> FileRejected:
     return FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}")
 
 
+def _plan(con, sql: str, params: dict | None = None) -> dict:
+    """The statement's physical plan (it is planned, not run): nested `name`/`children`."""
+    return json.loads(con.execute(f"explain (format json) {sql}", params).fetchall()[0][1])[0]
+
+
 def _sink(con, sql: str, params: dict | None = None) -> str:
     """The operator that writes a statement's rows: the root of its physical plan."""
-    return json.loads(con.execute(f"explain (format json) {sql}", params).fetchall()[0][1])[0]["name"]
+    return _plan(con, sql, params)["name"]
 
 
 def _require_input_order(con, sink: str, sql: str) -> None:
@@ -532,6 +547,26 @@ def _require_input_order(con, sink: str, sql: str) -> None:
         statement = " ".join(sql.split())[:200]
         raise RuntimeError(f"ingestion's plan would not keep the file's order (writer {sink}, not one of "
                            f"{', '.join(ORDER_KEEPING_SINKS)}), so its line numbers would be wrong: {statement}")
+
+
+def _require_numbering_in_file_order(plan: dict, sql: str) -> None:
+    """Refuse to run a statement whose plan would number a CSV file's records other than by
+    a STREAMING_WINDOW fed straight by the reader (through projections only):
+    any other window operator sorts or runs in parallel, and its numbers need not follow
+    the file. A programming error or a DuckDB change, not the file's fault."""
+    def numbered_in_order(node: dict, numbered: bool) -> bool:
+        if node["name"] == "READ_CSV":
+            return numbered
+        # Between the window and the reader only projections: a filter there would number
+        # the records it keeps, not the file's.
+        numbered = node["name"] == NUMBERING_OPERATOR or (numbered and node["name"] == "PROJECTION")
+        return all(numbered_in_order(child, numbered) for child in node.get("children", []))
+
+    if not numbered_in_order(plan, False):
+        statement = " ".join(sql.split())[:200]
+        raise RuntimeError("ingestion's plan would not number the file's records in file order (no "
+                           f"{NUMBERING_OPERATOR} straight above the reader), so re-read records could be "
+                           f"paired with the wrong rows: {statement}")
 
 
 def _content_sql(extract: Extract, source: Source, alias: str, token: str | None) -> str:
@@ -579,7 +614,7 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
             select r from kept semi join (select {key} from kept group by {key} having count(*) > 1) using ({key})""")
         conflicts = con.execute(f"select count(*) from {CONFLICTS}").fetchone()[0]
         if conflicts:
-            _content_of_conflicts(con, d, extract, source)
+            _content_of_conflicts(con, d, extract, source, tokeniser)
     line_table = False
     if not (source.record or source.single_line) and \
             con.execute(f"select count(*) from {source.stage} where _nl > 0").fetchone()[0]:
@@ -607,8 +642,8 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     hashed), with the NIK as its token and a name as its keyed digest, and compared whole.
     The k-th record of the file with a fingerprint is the k-th stage row with it: the stage
     is in file order, and the records read again are numbered as read, before the filter
-    (`Source.record_as_read`: one thread for a CSV file; this runs only when fingerprints
-    repeat)."""
+    (`Source.record_as_read`, in file order as `_read` checks; this runs only when
+    fingerprints repeat)."""
     stage = source.stage
     con.execute(f"""create temp table {SUSPECTS} as
         select rowid as r, _h1, row_number() over (partition by _h1 order by rowid) as k from {stage}
@@ -619,7 +654,7 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
         select {delivered}, _h1, _rec
         from (select *, {fingerprint} as _h1, {source.record_as_read} as _rec
               from {source.relation})
-        where _h1 in (select _h1 from {SUSPECTS})""")
+        where _h1 in (select _h1 from {SUSPECTS})""", numbered=source.record is None)
     suspects, reread = con.execute(
         f"select (select count(*) from {SUSPECTS}), (select count(*) from {SUSPECT_ROWS})").fetchone()
     if suspects != reread:  # the file changed under us: its digest was checked before the scan
@@ -634,7 +669,7 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     return con.execute(f"select count(*) from {DUPS}").fetchone()[0]
 
 
-def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) -> None:
+def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokeniser) -> None:
     """Rows whose only fault is KEY_CONFLICT were valid during the scan, so their content
     was not kept: read those records again (rare; one more pass over the file)."""
     missing = con.execute(f"select list(r) from {CONFLICTS} c join {source.stage} s on s.rowid = c.r "
@@ -645,10 +680,11 @@ def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source) ->
     texts = ", ".join(f"case when {source.text(c)} is not null then '{MASK}' end as {quote_ident(c)}"
                       if _is_personal(extract, c) else f"{source.text(c)} as {quote_ident(c)}"
                       for c in source.header)
-    con.execute(f"""create temp table {REREAD} as
+    _read(con, d, tokeniser, f"""create temp table {REREAD} as
         select _rec - 1 as r, * exclude (_rec)
         from (select {source.record_as_read} as _rec, {texts} from {source.relation})
-        where _rec - 1 in (select unnest(?::bigint[]))""", [missing])
+        where _rec - 1 in (select unnest($missing::bigint[]))""",
+          numbered=source.record is None, params={"missing": missing})
     content = _content_sql(extract, source, "x", f"{source.stage}.nik_token" if "nik" in source.header else None)
     con.execute(f"update {source.stage} set _content = {content} "
                 f"from {REREAD} x where {source.stage}.rowid = x.r")

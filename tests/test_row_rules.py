@@ -490,3 +490,34 @@ def test_a_plan_that_would_write_rows_out_of_file_order_is_refused():
     con.execute("set disabled_optimizers = ''")
     con.execute("set threads = 1")  # one thread writes in order whatever the plan
     _require_input_order(con, _sink(con, sql), sql)
+
+
+def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path):
+    """The check behind the exact duplicates' pairing above: a CSV file read again numbers
+    its records as read, and runs only if DuckDB numbers them with a streaming window fed
+    straight by the reader (one thread, file order), never after a filter or with a
+    sorting window."""
+    import duckdb
+
+    from ingestion.loader import _plan, _require_numbering_in_file_order
+
+    con = duckdb.connect()
+    con.execute("set threads = 4")
+    path = tmp_path / "records.csv"
+    con.execute(f"copy (select range as a, range % 7 as b from range(300000)) to '{path}'")
+    reader = f"read_csv('{path}')"
+
+    def check(select: str) -> None:
+        sql = f"create temp table t as {select}"
+        _require_numbering_in_file_order(_plan(con, sql), sql)
+
+    # the shape of ingestion's re-reads: number every record, then keep some
+    numbered = f"select * from (select *, row_number() over () as n from {reader}) where b = 3"
+    check(numbered)
+    con.execute(f"create temp table t as {numbered}")
+    assert con.execute("select count(*) from t where n <> a + 1").fetchone() == (0,)
+    con.execute("drop table t")
+    with pytest.raises(RuntimeError, match="would not number the file's records in file order"):
+        check(f"select *, row_number() over () as n from (select * from {reader} where b = 3)")
+    with pytest.raises(RuntimeError, match="would not number the file's records in file order"):
+        check(f"select *, row_number() over (order by b) as n from {reader}")
