@@ -83,11 +83,17 @@ class LandingScan:
     ignored: list[str]  # hidden or partial files
 
 
+def require_landing(landing: Path) -> None:
+    if not landing.exists():
+        raise FileNotFoundError(f"landing folder {landing} does not exist")
+    if not landing.is_dir():
+        raise NotADirectoryError(f"landing {landing} is a file, not a folder")
+
+
 def scan_landing(landing: Path) -> LandingScan:
     """Every file below `landing` (sub-folders too: providers may re-send into one),
     named by its path relative to `landing`. Dot-files and `.tmp`/`.part` are ignored."""
-    if not landing.is_dir():
-        raise FileNotFoundError(f"landing folder {landing} does not exist")
+    require_landing(landing)
     ready, not_ready, orphans, ignored = [], [], [], []
     names = {p.relative_to(landing).as_posix(): p for p in landing.rglob("*") if p.is_file()}
     for name, path in sorted(names.items()):

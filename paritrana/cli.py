@@ -114,8 +114,18 @@ def cmd_dag_test(args) -> int:
     return code
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which for `run` means "the quality gate stopped
+    publication" (outputs.md §1): a scheduler must not read a mistyped argument as a failed
+    gate, so usage errors exit 1 like every other error. Subcommands inherit the class."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="paritrana", description="Paritrana Warehouse: ingest, build, validate, publish.")
+    p = _Parser(prog="paritrana", description="Paritrana Warehouse: ingest, build, validate, publish.")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write synthetic deliveries (data + control files)",

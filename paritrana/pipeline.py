@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ingestion.deliveries import require_landing
 from ingestion.loader import IngestReport, ingest
 from ingestion.personal_data import load_key
 
@@ -47,8 +48,7 @@ def new_run_id() -> str:
 def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = print,
                 extracts: list[str] | None = None) -> IngestReport:
     landing = Path(landing)
-    if not landing.is_dir():
-        raise FileNotFoundError(f"landing folder {landing} does not exist")
+    require_landing(landing)  # before the warehouse is opened
     key = load_key(paths.home)
     with connect(paths, ingest_memory_limit()) as con:
         return ingest(con, landing, key, run_id, progress, extracts)

@@ -44,3 +44,22 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
     assert "nowhere" in out.stderr and "Traceback" not in out.stderr
     bad = paritrana("generate", "--landing", str(tmp_path / "x"), "--profile", "demo", "--scale", "-1")
     assert bad.returncode == 1 and "scale" in bad.stderr
+    (tmp_path / "a_file").write_text("x")
+    not_a_folder = paritrana("run", "--landing", str(tmp_path / "a_file"), "--year", "2024", "--home", str(tmp_path / "h"))
+    assert not_a_folder.returncode == 1 and "a_file is a file, not a folder" in not_a_folder.stderr
+
+
+def test_a_mistyped_argument_exits_1_never_2_which_means_the_gate_failed(tmp_path):
+    """argparse's own exit status for usage errors is 2, the status `run` keeps for a failed
+    quality gate (outputs.md §1)."""
+    home = str(tmp_path / "h")
+    for args, named in ((["run", "--landing", str(tmp_path), "--year", "abc", "--home", home], "--year"),
+                        (["run", "--landing", str(tmp_path), "--year", "2024", "--as-of", "2024-13-01",
+                          "--home", home], "--as-of"),
+                        (["run", "--year", "2024", "--home", home], "--landing"),
+                        (["export", "--category", "nope", "--year", "2024", "--format", "csv",
+                          "--out", str(tmp_path / "x.csv"), "--home", home], "--category"),
+                        (["nonsense"], "nonsense")):
+        out = paritrana(*args)
+        assert out.returncode == 1, (args, out.returncode, out.stderr)
+        assert named in out.stderr and "Traceback" not in out.stderr
