@@ -37,7 +37,7 @@ from .rules import quote_ident, sql_str, validation_sql
 # rows are written once; otherwise it is dropped after the file.
 # A file whose stage fits comfortably in memory (about 300 bytes a row) is staged in a
 # temporary table instead, written without compression: twice as fast.
-TEMP_STAGE_MAX_ROWS = int(os.environ.get("PARITRANA_TEMP_STAGE_MAX_ROWS", "3000000"))
+TEMP_STAGE_MAX_ROWS_ENV, TEMP_STAGE_MAX_ROWS_DEFAULT = "PARITRANA_TEMP_STAGE_MAX_ROWS", 3_000_000
 TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{RAW}._ingest_stage"
 # Columns of the stage that only judging needs, after the raw table's own columns.
 JUDGING = ("_nl", "_details", "_h1", "_content")
@@ -108,6 +108,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     (extract names, or deliveries.UNRECOGNISED)."""
     scheme = token_scheme()
     tokeniser = Tokeniser.for_key(key, scheme)  # an unknown scheme fails before anything is written
+    temp_stage_max_rows()  # so does a bad PARITRANA_TEMP_STAGE_MAX_ROWS
     ensure_raw_schema(con, scheme)
     _drop_temp(con)  # a stage left by a killed load
     previous_optimizers = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
@@ -402,8 +403,16 @@ def _single_line_records(d: Delivery) -> bool:
     return d.digest.newlines == expected
 
 
+def temp_stage_max_rows() -> int:
+    """$PARITRANA_TEMP_STAGE_MAX_ROWS: the largest file (rows) staged in a temporary table."""
+    value = os.environ.get(TEMP_STAGE_MAX_ROWS_ENV, "").strip() or str(TEMP_STAGE_MAX_ROWS_DEFAULT)
+    if not value.isdigit():
+        raise ValueError(f"{TEMP_STAGE_MAX_ROWS_ENV} must be a whole number of rows, 0 or more (got {value!r})")
+    return int(value)
+
+
 def _stage_table(expected_rows: int) -> str:
-    return TEMP_STAGE if expected_rows <= TEMP_STAGE_MAX_ROWS else PERSISTENT_STAGE
+    return TEMP_STAGE if expected_rows <= temp_stage_max_rows() else PERSISTENT_STAGE
 
 
 def _readable(con, d: Delivery, source: Source) -> None:

@@ -40,7 +40,15 @@ def size_bytes(size: str) -> int:
 
 
 def ingest_memory_limit() -> str:
-    """The ingestion's limit: INGEST_MEMORY_LIMIT, or the general one if that is lower."""
+    """The ingestion's limit: INGEST_MEMORY_LIMIT, or the general one if that is lower. Both
+    are checked here, at the start of every run, so that a bad value is refused by name
+    before any work."""
+    for name, value in (("PARITRANA_INGEST_MEMORY_LIMIT", INGEST_MEMORY_LIMIT),
+                        ("PARITRANA_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)):
+        try:
+            size_bytes(value)
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}") from None
     return min(INGEST_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, key=size_bytes)
 
 

@@ -63,3 +63,21 @@ def test_a_mistyped_argument_exits_1_never_2_which_means_the_gate_failed(tmp_pat
         out = paritrana(*args)
         assert out.returncode == 1, (args, out.returncode, out.stderr)
         assert named in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_bad_setting_is_refused_by_name_before_anything_is_loaded(tmp_path):
+    """Tuning variables (README §Tuning) are checked at the start of a run: exit 1, the
+    variable named, no traceback, and no file loaded."""
+    import os
+
+    landing = tmp_path / "landing"
+    gen = paritrana("generate", "--landing", str(landing), "--profile", "demo", "--scale", "0.05")
+    assert gen.returncode == 0, gen.stderr
+    for name, value in (("PARITRANA_MEMORY_LIMIT", "abc"), ("PARITRANA_INGEST_MEMORY_LIMIT", "lots"),
+                        ("PARITRANA_TEMP_STAGE_MAX_ROWS", "x"), ("PARITRANA_NIK_TOKEN", "bogus")):
+        home = tmp_path / f"home-{name}"
+        out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home),
+                        env={**os.environ, name: value})
+        assert out.returncode == 1, (name, out.returncode, out.stderr[-2000:])
+        assert name in out.stderr and repr(value) in out.stderr and "Traceback" not in out.stderr
+        assert "loaded" not in out.stdout

@@ -346,7 +346,7 @@ def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeyp
         participant(kpj="17000000003")]), row_count=3)
 
     def load(max_rows):
-        monkeypatch.setattr(loader, "TEMP_STAGE_MAX_ROWS", max_rows)
+        monkeypatch.setenv(loader.TEMP_STAGE_MAX_ROWS_ENV, str(max_rows))
         with writer(resolve_home(str(tmp_path / f"home{max_rows}"))) as con:
             report = loader.ingest(con, landing, KEY, "t")
             tables = con.execute("select schema_name, table_name from duckdb_tables() "
