@@ -13,13 +13,14 @@ import datetime as dt
 import gzip
 import io
 import json
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
+
+from paritrana.settings import count_setting
 
 from .contracts import EXTRACTS, NIK, Extract
 from .deliveries import (
@@ -405,10 +406,7 @@ def _single_line_records(d: Delivery) -> bool:
 
 def temp_stage_max_rows() -> int:
     """$PARITRANA_TEMP_STAGE_MAX_ROWS: the largest file (rows) staged in a temporary table."""
-    value = os.environ.get(TEMP_STAGE_MAX_ROWS_ENV, "").strip() or str(TEMP_STAGE_MAX_ROWS_DEFAULT)
-    if not value.isdigit():
-        raise ValueError(f"{TEMP_STAGE_MAX_ROWS_ENV} must be a whole number of rows, 0 or more (got {value!r})")
-    return int(value)
+    return count_setting(TEMP_STAGE_MAX_ROWS_ENV, str(TEMP_STAGE_MAX_ROWS_DEFAULT), "rows", minimum=0)
 
 
 def _stage_table(expected_rows: int) -> str:

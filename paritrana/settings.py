@@ -42,14 +42,14 @@ def resolve_home(home: str | Path | None = None) -> Paths:
     return Paths(chosen)
 
 
-def count_setting(name: str, default: str, what: str, allow_all: bool = False) -> int | None:
-    """A retention count from the environment: a whole number, at least 1, or, where
-    `allow_all`, "all" (None: keep everything). Raises ValueError naming the variable, so
+def count_setting(name: str, default: str, what: str, allow_all: bool = False, minimum: int = 1) -> int | None:
+    """A count from the environment: a whole number, at least `minimum`, or, where
+    `allow_all`, "all" (None: no limit). Raises ValueError naming the variable, so
     callers refuse a bad value before any work."""
     value = os.environ.get(name, "").strip() or default
     if allow_all and value == "all":
         return None
-    if not value.isdigit() or int(value) < 1:
+    if not value.isdigit() or int(value) < minimum:
         expected = "'all' or a whole number" if allow_all else "a whole number"
-        raise ValueError(f"{name} must be {expected} of {what}, at least 1 (got {value!r})")
+        raise ValueError(f"{name} must be {expected} of {what}, at least {minimum} (got {value!r})")
     return int(value)

@@ -20,12 +20,13 @@ class WarehouseBusy(RuntimeError):
 
 
 # DuckDB spills to HOME/tmp beyond this; keeps a national load inside a modest machine.
-DEFAULT_MEMORY_LIMIT = os.environ.get("PARITRANA_MEMORY_LIMIT", "4GB")
+MEMORY_LIMIT_ENV, INGEST_MEMORY_LIMIT_ENV = "PARITRANA_MEMORY_LIMIT", "PARITRANA_INGEST_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = os.environ.get(MEMORY_LIMIT_ENV, "4GB")
 # Ingestion streams each file into its stage; more memory only lets DuckDB keep the
 # stage's written blocks, which the OS caches too. At national 1.0 the participants file
 # loaded in 125 s with 2 GB against 134 s with 4 GB (its scan: 105 s with 1 or 2 GB, 113 s
 # with 4 GB), the other files alike.
-INGEST_MEMORY_LIMIT = os.environ.get("PARITRANA_INGEST_MEMORY_LIMIT", "2GB")
+INGEST_MEMORY_LIMIT = os.environ.get(INGEST_MEMORY_LIMIT_ENV, "2GB")
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -43,8 +44,7 @@ def ingest_memory_limit() -> str:
     """The ingestion's limit: INGEST_MEMORY_LIMIT, or the general one if that is lower. Both
     are checked here, at the start of every run, so that a bad value is refused by name
     before any work."""
-    for name, value in (("PARITRANA_INGEST_MEMORY_LIMIT", INGEST_MEMORY_LIMIT),
-                        ("PARITRANA_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)):
+    for name, value in ((INGEST_MEMORY_LIMIT_ENV, INGEST_MEMORY_LIMIT), (MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)):
         try:
             size_bytes(value)
         except ValueError as e:
