@@ -7,7 +7,9 @@ Expectations gate → publish → run summary (task log and DAG run note).
 
 * **As-of date**: the business date before the logical date (Jakarta time); a backfill
   over past dates recomputes those dates. Param `year` makes it the final run of that
-  year (as-of capped at Y-12-31), e.g. in January.
+  year (as-of capped at Y-12-31), e.g. in January; a night before year Y has no as-of
+  date in it and fails at `find_deliveries` saying so. The DAG starts on 2017-01-01
+  (the award's first year) with catchup off, so any night since can be backfilled.
 * **One writer**: `max_active_runs=1`, the ingest task maps with
   `max_active_tis_per_dag=1`, the other steps depend on each other, and every step takes
   the warehouse's writer lock (a manual `paritrana run` makes a task retry, not corrupt).
@@ -52,7 +54,7 @@ def _run_id():
 @dag(
     dag_id="paritrana_nightly",
     schedule="0 1 * * *",
-    start_date=pendulum.datetime(2025, 1, 1, tz="Asia/Jakarta"),
+    start_date=pendulum.datetime(2017, 1, 1, tz="Asia/Jakarta"),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -68,4 +68,8 @@ def run_dag(paths: Paths, landing: Path, logical_date: dt.datetime, conf: dict |
             timings[name] = (str(ti.state), round(ti.duration or 0.0, 2))
         from airflow.models.dagrun import DagRun
         note = session.query(DagRun).filter(DagRun.dag_id == DAG_ID, DagRun.run_id == run.run_id).one().note
+    if not timings:  # Airflow creates the run but schedules no task before the DAG's start_date
+        start = dag.start_date.astimezone(logical_date.tzinfo)
+        raise ValueError(f"the DAG ran no task for the night of {logical_date:%Y-%m-%d}: nights before its "
+                         f"start_date ({start:%Y-%m-%d}) are not scheduled")
     return str(run.state), timings, note, elapsed, run.run_id

@@ -9,6 +9,7 @@ mart row and into every manifest.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ class Methodology:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(canonical_json(self.values).encode()).hexdigest()
+
+
+def require_as_of_in_year(year: int, as_of: dt.date) -> None:
+    """methodology.md §1: D is Y-12-31, or for a provisional run a date in Y. Any other date
+    would publish year Y's ranking judged on another year's states and payments."""
+    if as_of.year != year:
+        raise ValueError(f"as-of date {as_of} is not in the assessment year {year}: it is {year}-12-31 "
+                         f"(the default) or, for a provisional run, a date in {year} (methodology.md §1)")
 
 
 def canonical_json(value) -> str:

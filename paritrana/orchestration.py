@@ -33,11 +33,14 @@ def locations() -> tuple[Paths, Path]:
 def run_dates(logical_date: dt.datetime, year: int | None = None) -> tuple[int, dt.date]:
     """The nightly run at 01:00 WIB on day N processes business date N-1: that is the
     as-of date, and its year the assessment year (a provisional run). With `year` given
-    (e.g. in January, the final run for last year) the as-of date is capped at Y-12-31."""
+    (e.g. in January, the final run for last year) the as-of date is capped at Y-12-31; a
+    night before year Y has no as-of date in it and is refused."""
     business_date = logical_date.astimezone(JAKARTA).date() - dt.timedelta(days=1)
     if year is None:
         return business_date.year, business_date
-    return int(year), min(business_date, dt.date(int(year), 12, 31))
+    as_of = min(business_date, dt.date(int(year), 12, 31))
+    methodology_config.require_as_of_in_year(int(year), as_of)
+    return int(year), as_of
 
 
 def safe_run_id(airflow_run_id: str) -> str:

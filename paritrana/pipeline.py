@@ -122,7 +122,8 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     from .quality.gate import GateFailed
 
     as_of = as_of or dt.date(year, 12, 31)
-    methodology = methodology_config.load(config_file, paths.home, year)  # refused before any work
+    methodology_config.require_as_of_in_year(year, as_of)  # refused before any work
+    methodology = methodology_config.load(config_file, paths.home, year)  # likewise
     check_settings()  # likewise
     run_id = run_id or new_run_id()
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")

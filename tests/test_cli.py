@@ -65,6 +65,18 @@ def test_a_mistyped_argument_exits_1_never_2_which_means_the_gate_failed(tmp_pat
         assert named in out.stderr and "Traceback" not in out.stderr
 
 
+def test_an_as_of_date_outside_the_assessment_year_is_refused_before_any_work(tmp_path):
+    """methodology.md §1: D is Y-12-31 or, for a provisional run, a date in Y. Another date
+    would publish year Y's ranking judged on another year's states and payments."""
+    home = tmp_path / "h"
+    for as_of in ("2025-06-01", "2023-12-31"):
+        out = paritrana("run", "--landing", str(tmp_path), "--year", "2024", "--as-of", as_of, "--home", str(home))
+        assert out.returncode == 1, (as_of, out.returncode, out.stderr)
+        assert f"as-of date {as_of} is not in the assessment year 2024" in out.stderr
+        assert "Traceback" not in out.stderr
+    assert not (home / "warehouse.duckdb").exists()
+
+
 def test_a_bad_setting_is_refused_by_name_before_anything_is_loaded(tmp_path):
     """Tuning variables (README §Tuning) are checked at the start of a run: exit 1, the
     variable named, no traceback, and no file loaded."""

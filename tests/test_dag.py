@@ -5,6 +5,7 @@ import ast
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,28 @@ def test_run_dates_follow_the_logical_date():
     assert run_dates(dt.datetime(2025, 1, 1, 1, 0, tzinfo=jkt)) == (2024, dt.date(2024, 12, 31))
     assert run_dates(night, year=2024) == (2024, dt.date(2024, 12, 31))
     assert run_dates(dt.datetime(2024, 6, 2, 1, 0, tzinfo=jkt), year=2024) == (2024, dt.date(2024, 6, 1))
+    with pytest.raises(ValueError, match="as-of date 2024-06-01 is not in the assessment year 2025"):
+        run_dates(dt.datetime(2024, 6, 2, 1, 0, tzinfo=jkt), year=2025)  # a night before the year
     assert safe_run_id("scheduled__2025-01-01T18:00:00+00:00") == "scheduled__2025-01-01T18-00-00-00-00"
+
+
+def test_a_night_with_no_as_of_date_in_its_year_fails_at_the_first_task_saying_why(tmp_path):
+    """A 2024 night is scheduled (the DAG starts in 2017, the award's first year), and with
+    year 2025 it has no as-of date in that year (methodology §1): the run fails at
+    find_deliveries with the reason, nothing loaded. A night before the DAG's start_date
+    runs no task, and dag-test says so instead of reporting an empty success."""
+    landing, home = tmp_path / "landing", tmp_path / "home"
+    landing.mkdir()
+    out = paritrana("dag-test", "--landing", str(landing), "--home", str(home), "--date", "2024-06-02",
+                    "--year", "2025", timeout=600)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "as-of date 2024-06-01 is not in the assessment year 2025" in out.stdout + out.stderr
+    assert re.search(r"find_deliveries\s+failed", out.stdout), out.stdout[-3000:]
+    assert not (home / "warehouse.duckdb").exists()
+    early = paritrana("dag-test", "--landing", str(landing), "--home", str(home), "--date", "2016-06-02",
+                      timeout=600)
+    assert early.returncode == 1, early.stdout[-3000:] + early.stderr[-3000:]
+    assert "ran no task for the night of 2016-06-02" in early.stderr and "Traceback" not in early.stderr
 
 
 def _published_digests(folder: Path) -> dict:
