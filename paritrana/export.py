@@ -50,6 +50,8 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path) -> Path:
     if folder is None:
         raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
     out = Path(out)
+    if out.is_dir():  # as `cp` does: into the folder, under the published file's name
+        out = out / f"rankings_{category}.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("csv", "parquet"):
         shutil.copyfile(folder / f"rankings_{category}.{fmt}", out)

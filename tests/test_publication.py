@@ -109,6 +109,15 @@ def test_export_round_trips(bengkulu, tmp_path, fmt):
                            "contribution_timeliness": 20, "ecosystem_extension": 10}
 
 
+def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp_path):
+    result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--out", str(tmp_path),
+                       "--home", str(bengkulu.home_dir))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "rankings_umk.csv"
+    assert result.stdout.strip() == f"wrote {out}"
+    assert out.read_bytes() == (_latest(bengkulu) / "rankings_umk.csv").read_bytes()
+
+
 def _cell_text(v):
     if v is None:
         return ""
