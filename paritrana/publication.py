@@ -20,6 +20,7 @@ from pathlib import Path
 from .methodology import Methodology
 from .settings import Paths, count_setting
 from .warehouse import connect
+from ingestion.rules import sql_str
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
 # Published rounding (methodology §2): values to 6 decimals, scores to 4.
@@ -118,7 +119,7 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
             rows = con.execute(f"select count(*) from ({select})").fetchone()[0]
             for fmt, options in (("csv", "format csv, header true"), ("parquet", "format parquet")):
                 out = partial / f"rankings_{ranking}.{fmt}"
-                con.execute(f"copy ({select}) to '{out}' ({options})")
+                con.execute(f"copy ({select}) to {sql_str(str(out))} ({options})")
                 _fsync(out)
                 files.append({"file": out.name, "ranking": ranking, "format": fmt, "rows": rows,
                               "sha256": sha256_file(out)})

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import duckdb
 
+from ingestion.rules import sql_str
+
 from .settings import Paths
 
 # Files stay readable by the DuckDB 1.5 CLI that analysts install (stack.md).
@@ -75,7 +77,7 @@ def connect(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     con = duckdb.connect(str(paths.warehouse), read_only=True) if read_only else \
         duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
     try:
-        con.execute(f"set temp_directory = '{paths.tmp}'")
+        con.execute(f"set temp_directory = {sql_str(str(paths.tmp))}")
         con.execute("set preserve_insertion_order = true")
         if memory_limit:
             con.execute(f"set memory_limit = '{memory_limit}'")

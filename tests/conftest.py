@@ -136,4 +136,6 @@ def bengkulu(tmp_path_factory) -> Published:
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory) -> Published:
-    return _publish(tmp_path_factory.mktemp("demo"), "demo", days=2)
+    # A space and an apostrophe in the path: every path the product writes into SQL, a
+    # URL or a configuration must survive them (a quote once broke `set temp_directory`).
+    return _publish(tmp_path_factory.mktemp("demo") / "an analyst's demo", "demo", days=2)

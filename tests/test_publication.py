@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ingestion.rules import sql_str
+
 from conftest import PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
@@ -49,12 +51,12 @@ def test_clean_run_publishes_files_matching_the_manifest(bengkulu):
     for f in manifest["files"]:
         path = folder / f["file"]
         rows = (sum(1 for _ in path.open()) - 1) if f["format"] == "csv" else \
-            duckdb.sql(f"select count(*) from '{path}'").fetchall()[0][0]
+            duckdb.sql(f"select count(*) from {sql_str(str(path))}").fetchall()[0][0]
         assert rows == f["rows"], f["file"]
     # CSV and Parquet hold the same content; columns in the published order.
     for r in RANKINGS:
         con = duckdb.connect()
-        a = con.sql(f"select * from read_csv('{folder}/rankings_{r}.csv', all_varchar=true)").fetchall()
+        a = con.sql(f"select * from read_csv({sql_str(str(folder / f'rankings_{r}.csv'))}, all_varchar=true)").fetchall()
         b = con.sql(f"select * from '{folder}/rankings_{r}.parquet'").fetchall()
         norm = lambda v: "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))  # noqa: E731
         assert [[norm(v) or None for v in row] for row in a] == [[norm(v) or None for v in row] for row in b]

@@ -13,6 +13,7 @@ from paritrana import methodology
 from paritrana.pipeline import build_step, ingest_step
 from paritrana.settings import resolve_home
 from paritrana.transform import _invoke
+from ingestion.rules import sql_str
 
 from conftest import PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
 
@@ -111,8 +112,8 @@ BOOKKEEPING = ("_changes", "_transition", "_basis")
 
 def _assert_same_tables(a, b):
     con = duckdb.connect()
-    con.execute(f"attach '{a}' as a (read_only)")
-    con.execute(f"attach '{b}' as b (read_only)")
+    con.execute(f"attach {sql_str(str(a))} as a (read_only)")
+    con.execute(f"attach {sql_str(str(b))} as b (read_only)")
     compared = 0
     for schema in ("intermediate", "marts"):
         tables = [r[0] for r in con.execute(
@@ -162,15 +163,15 @@ def test_incremental_runs_equal_a_full_refresh(tmp_path):
                    "contributions": ("contributions__2024-12-31.parquet", "workers_billed")}
     with duckdb.connect() as con:
         for extract, (name, column) in corrections.items():
-            source = f"read_parquet('{landing / name}')" if name.endswith(".parquet") else \
-                f"read_csv('{landing / name}', all_varchar = true)"
+            source = f"read_parquet({sql_str(str(landing / name))})" if name.endswith(".parquet") else \
+                f"read_csv({sql_str(str(landing / name))}, all_varchar = true)"
             corrected = tmp_path / f"{extract}.csv"
             con.execute(f"""copy (
                 select * exclude (n) replace (
                     case when n % 7 = 2 then cast(cast({column} as bigint) + 1 as varchar)
                          else cast({column} as varchar) end as {column})
                 from (select *, row_number() over () as n from {source}) where n % 10 <> 3
-                order by n) to '{corrected}' (header)""")
+                order by n) to {sql_str(str(corrected))} (header)""")
             write_delivery(landing, f"{extract}__2024-12-31.csv", corrected.read_text(),
                            produced_at="2025-01-04T08:00:00+07:00")
     ingest_step(paths, landing, "r4", progress=lambda m: None)
