@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import datetime as dt
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,9 @@ def _print_outcome(paths, year: int) -> None:
     print(f"\npublication: {folder}")
     print(f"Data Docs:   {paths.home / 'gx' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
     print(f"dbt docs:    {paths.home / 'docs' / 'dbt' / 'index.html'}")
-    print(f"analysts:    {Path(sys.executable).parent / 'duckdb'} -readonly {paths.reader_copy}")
+    duckdb_cli = Path(sys.executable).parent / "duckdb"
+    # a command to paste into a shell, whatever the paths hold
+    print(f"analysts:    {shlex.quote(str(duckdb_cli))} -readonly {shlex.quote(str(paths.reader_copy))}")
 
 
 def cmd_demo(args) -> int:

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -113,7 +114,8 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
 
     full = tmp_path / "generated"
     generate(full, "demo", scale=0.5, days_after=2)
-    landing, home = tmp_path / "landing", tmp_path / "home"
+    # a space and an apostrophe in HOME: Airflow's metadata, dbt, GX and DuckDB all live there
+    landing, home = tmp_path / "landing", tmp_path / "the team's home"
     landing.mkdir()
     for f in full.iterdir():
         if f.is_file() and "__2024-12-31" in f.name:
@@ -132,6 +134,9 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     assert "starlette.testclient" not in first.stdout + first.stderr and "leaked" not in first.stderr
     for task in ("find_deliveries", "ingest[0]", "dbt_build", "quality_gate", "publish", "summary"):
         assert f"  {task} " in first.stdout
+    # the analysts' command is printed ready to paste into a shell
+    analysts = next(line for line in first.stdout.splitlines() if line.startswith("analysts:"))
+    assert shlex.split(analysts.removeprefix("analysts:"))[1:] == ["-readonly", str(home / "analytics.duckdb")]
     latest = home / "published" / "2024" / "latest"
     run1 = latest.resolve()
     manifest1 = json.loads((run1 / "manifest.json").read_text())
