@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from paritrana.settings import count_setting
+from paritrana.warehouse import interrupted
 
 from .contracts import EXTRACTS, NIK, Extract
 from .deliveries import (
@@ -363,7 +364,7 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
         try:
             schema = con.execute(f"describe select * from read_parquet({path})").fetchall()
         except Exception as e:  # noqa: BLE001 - any reader failure is a file-level rejection
-            raise FileRejected("UNREADABLE", f"not a readable Parquet file: {safe_error(e)}") from None
+            raise _unreadable(d, e) from None
         header = [name for name, *_ in schema]
         types = {name: t for name, t, *_ in schema}
         typed = {c for c in header if c in extract.column_names and not extract.column(c).personal
@@ -532,6 +533,10 @@ def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool 
 
 
 def _unreadable(d: Delivery, e: Exception) -> FileRejected:
+    """The rejection for a reader error; a user's interrupt is raised as such instead: it is
+    no fault of the file, which the next run loads (nothing of it was recorded)."""
+    if interrupted(e):
+        raise KeyboardInterrupt(f"interrupted while reading {d.name}") from e
     what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
     return FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}")
 

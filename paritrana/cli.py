@@ -188,16 +188,28 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return _interrupted(args.command)
     except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
         print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
         from .transform import BuildFailed
-        from .warehouse import WarehouseBusy
+        from .warehouse import WarehouseBusy, interrupted
+        if interrupted(e):  # DuckDB reports Ctrl-C during a query as an error of its own
+            return _interrupted(args.command)
         if isinstance(e, (WarehouseBusy, BuildFailed)):
             print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
             return 1
         raise
+
+
+def _interrupted(command: str) -> int:
+    """Ctrl-C: exit 1 like any other stop (outputs.md §1 keeps 2 for a failed gate)."""
+    after = (": nothing was published; the files loaded before it stay loaded, the one being loaded "
+             "was rolled back, and the same command finishes the job") if command == "run" else ""
+    print(f"\nparitrana {command}: interrupted{after}", file=sys.stderr)
+    return 1
 
 
 def entry() -> None:

@@ -67,6 +67,15 @@ def exclusive(paths: Paths) -> Iterator[None]:
         yield
 
 
+def interrupted(e: BaseException) -> bool:
+    """Whether an error is a user's interrupt (Ctrl-C, SIGINT) that stopped a DuckDB query:
+    DuckDB's Python client raises it as RuntimeError("Query interrupted"), or as its
+    InterruptException, rather than KeyboardInterrupt, so a caller that takes a query's
+    failure for a property of its input must ask this first."""
+    return isinstance(e, (KeyboardInterrupt, duckdb.InterruptException)) or \
+        (isinstance(e, RuntimeError) and str(e) == "Query interrupted")
+
+
 @contextlib.contextmanager
 def connect(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
             read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

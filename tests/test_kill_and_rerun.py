@@ -1,12 +1,18 @@
-"""A load killed mid-file leaves the warehouse as before that file; the next run finishes the job."""
+"""A load killed or interrupted mid-file leaves the warehouse as before that file; the next
+run finishes the job."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import duckdb
+
+from ingestion.rules import sql_str
 from paritrana.generator import generate
 
 SCRIPT = """
@@ -23,7 +29,6 @@ TABLES = ("participants", "claims", "contributions", "employers")
 
 
 def _state(home):
-    import duckdb
     con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     try:
         out = {t: sorted(con.execute(f"select * exclude (_load_id) from raw.{t}").fetchall(), key=repr) for t in TABLES}
@@ -62,3 +67,57 @@ def test_killed_load_is_finished_by_the_next_run(tmp_path):
     assert not any(name.startswith("participants__") for name, *_ in half["ledger"])
     _ingest(tmp_path / "killed", landing, "rerun")
     assert _state(tmp_path / "killed") == expected
+
+
+def _large_participants(landing, n):
+    """A valid participants snapshot of n rows (written by DuckDB: seconds, not minutes)."""
+    for old in landing.glob("participants__2024-12-31.*"):
+        old.unlink()
+    path = landing / "participants__2024-12-31.csv"
+    duckdb.sql(f"""copy (select (10000000000 + range)::varchar as kpj, '1771014508900003' as nik,
+        'Siti Aminah' as full_name, '1990-08-05' as birth_date, 'P' as gender, 'PU' as segment,
+        'BK000123' as npp, '17.71' as region_code, 'KARYAWAN' as occupation, 'EMPLOYER' as funding,
+        null as funder_code, 1 as jkk, 1 as jkm, 1 as jht, 1 as jp, 1 as jkp, 3000000 as monthly_wage_idr,
+        'ACTIVE' as status, '2020-01-01' as effective_date from range({n})) to {sql_str(str(path))} (header)""")
+    control = {"extract": "participants", "business_date": "2024-12-31", "schema_version": 1, "row_count": n,
+               "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "produced_at": "2025-01-01T01:10:00+07:00"}
+    (landing / (path.name + ".ctl.json")).write_text(json.dumps(control))
+
+
+def test_ctrl_c_during_a_load_stops_the_run_and_the_next_run_loads_the_file(tmp_path):
+    """Ctrl-C reaches a running DuckDB query as an error of DuckDB's own ("Query
+    interrupted"), which the reader guard once took for a fault of the file: the file was
+    recorded UNREADABLE, so no later run loaded it, and the run went on. It must stop the
+    run (exit 1, outputs.md §1), record nothing of that file, and leave it to the next run."""
+    from ingestion.loader import ingest
+    from ingestion.personal_data import load_key
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import writer
+
+    landing, home = tmp_path / "in", tmp_path / "home"
+    generate(landing, "demo", scale=0.2)
+    n = 3_000_000
+    _large_participants(landing, n)  # seconds of scan, for the interrupt to land in
+    proc = subprocess.Popen([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
+                             "--home", str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # as a terminal delivers it, even where the test runner ignores SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in proc.stdout:
+        if "participants__2024-12-31.csv" in line:
+            time.sleep(1.0)
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    assert "paritrana run: interrupted" in err and "Traceback" not in err
+    assert "building the warehouse" not in out  # the run stopped there
+    ledger = _state(home)["ledger"]
+    assert not any(name.startswith("participants__") for name, *_ in ledger)
+    assert ("employers__2024-12-31.csv", "LOADED") in [(name, status) for name, status, _ in ledger]
+
+    with writer(resolve_home(home)) as con:
+        report = ingest(con, landing, load_key(home), "rerun")
+    results = {r.file_name: (r.status, r.rows_loaded) for r in report.results}
+    assert results["participants__2024-12-31.csv"] == ("LOADED", n)
+    assert {status for status, _ in results.values()} == {"LOADED"}  # and the files after it
