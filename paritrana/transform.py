@@ -102,6 +102,8 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
     for r in (res.result.results if res.result is not None else []):
         result.nodes.append(NodeResult(r.node.name, str(r.node.resource_type), str(r.status),
                                        float(r.execution_time or 0), r.message))
+    if isinstance(res.exception, KeyboardInterrupt):  # dbt stops on Ctrl-C and returns it
+        raise KeyboardInterrupt("interrupted during dbt build") from res.exception
     if not res.success:
         failed = [n for n in result.nodes if n.status in ("error", "fail", "runtime error")]
         detail = "; ".join(f"{n.resource_type} {n.name}: {n.status} ({n.message})" for n in failed[:10])

@@ -84,6 +84,28 @@ def _large_participants(landing, n):
     (landing / (path.name + ".ctl.json")).write_text(json.dumps(control))
 
 
+def _interrupted_run(landing, home, when: str) -> tuple[str, str]:
+    """`paritrana run`, sent SIGINT a second after its output shows `when`: exit 1 and the
+    message say it was interrupted (outputs.md §1 keeps 2 for a failed gate)."""
+    proc = subprocess.Popen([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
+                             "--home", str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # as a terminal delivers it, even where the test runner ignores SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if when in line:
+            time.sleep(1.0)
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    out = "".join(seen) + out
+    assert proc.returncode == 1, out[-2000:] + err[-2000:]
+    assert "paritrana run: interrupted: nothing was published" in err, err[-2000:]
+    return out, err
+
+
 def test_ctrl_c_during_a_load_stops_the_run_and_the_next_run_loads_the_file(tmp_path):
     """Ctrl-C reaches a running DuckDB query as an error of DuckDB's own ("Query
     interrupted"), which the reader guard once took for a fault of the file: the file was
@@ -98,19 +120,8 @@ def test_ctrl_c_during_a_load_stops_the_run_and_the_next_run_loads_the_file(tmp_
     generate(landing, "demo", scale=0.2)
     n = 3_000_000
     _large_participants(landing, n)  # seconds of scan, for the interrupt to land in
-    proc = subprocess.Popen([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
-                             "--home", str(home)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            # as a terminal delivers it, even where the test runner ignores SIGINT
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    for line in proc.stdout:
-        if "participants__2024-12-31.csv" in line:
-            time.sleep(1.0)
-            break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1, out[-2000:] + err[-2000:]
-    assert "paritrana run: interrupted" in err and "Traceback" not in err
+    out, err = _interrupted_run(landing, home, "participants__2024-12-31.csv")
+    assert "Traceback" not in err
     assert "building the warehouse" not in out  # the run stopped there
     ledger = _state(home)["ledger"]
     assert not any(name.startswith("participants__") for name, *_ in ledger)
@@ -121,3 +132,16 @@ def test_ctrl_c_during_a_load_stops_the_run_and_the_next_run_loads_the_file(tmp_
     results = {r.file_name: (r.status, r.rows_loaded) for r in report.results}
     assert results["participants__2024-12-31.csv"] == ("LOADED", n)
     assert {status for status, _ in results.values()} == {"LOADED"}  # and the files after it
+
+
+def test_ctrl_c_during_the_build_stops_the_run_and_the_same_command_publishes(tmp_path):
+    """dbt stops on Ctrl-C and hands the interrupt back: the run says it was interrupted,
+    publishes nothing, and the same command afterwards builds and publishes."""
+    landing, home = tmp_path / "in", tmp_path / "home"
+    generate(landing, "demo", days_after=1)
+    out, _ = _interrupted_run(landing, home, " OK created ")  # among dbt's nodes
+    assert "validating" not in out and not (home / "published").exists()
+    again = subprocess.run([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
+                            "--home", str(home)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert (home / "published" / "2024" / "latest" / "manifest.json").exists()
