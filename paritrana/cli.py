@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupted(command: str) -> int:
     """Ctrl-C: exit 1 like any other stop (outputs.md §1 keeps 2 for a failed gate)."""
-    after = (": nothing was published, what was loaded stays loaded (a file cut off mid-load is not "
-             "kept), and the same command finishes the job") if command == "run" else ""
+    after = (": what was loaded stays loaded (a file cut off mid-load is not kept), a publication is "
+             "whole or not made, and the same command finishes the job") if command == "run" else ""
     print(f"\nparitrana {command}: interrupted{after}", file=sys.stderr)
     return 1
 

@@ -102,7 +102,7 @@ def _interrupted_run(landing, home, when: str) -> tuple[str, str]:
     out, err = proc.communicate(timeout=300)
     out = "".join(seen) + out
     assert proc.returncode == 1, out[-2000:] + err[-2000:]
-    assert "paritrana run: interrupted: nothing was published" in err, err[-2000:]
+    assert "paritrana run: interrupted: what was loaded stays loaded" in err, err[-2000:]
     return out, err
 
 
