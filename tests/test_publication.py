@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import duckdb
 import pytest
@@ -142,7 +143,7 @@ def test_unknown_category_or_nothing_published_is_a_clear_error(tmp_path):
 
 def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_path):
     """A UMP keyed with a digit too many passes ingestion but is implausible: blocking."""
-    work = demo.copy(tmp_path / "w")
+    work = demo.copy(tmp_path / "the team's copy")
     before = _latest(work)
     write_delivery(work.landing, "minimum_wages__2025-01-05.csv",
                    "region_code,year,minimum_wage_idr\n17,2024,25070790\n18,2024,2893070\n19,2024,3640000\n",
@@ -151,7 +152,11 @@ def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_pat
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert "raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr)" in result.stderr
     assert "25070790" in result.stderr  # the observed value
-    assert "data_docs/local_site/index.html" in result.stderr
+    # the report's address opens as it is printed, a space and an apostrophe in HOME included
+    report = next(line.split("report: ", 1)[1] for line in result.stderr.splitlines() if "report: " in line)
+    assert report.startswith("file:///") and " " not in report
+    assert Path(unquote(urlparse(report).path)) == \
+        work.home_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
     assert _latest(work) == before
     _assert_publication_intact(before)
     reports = sorted((work.home_dir / "reports").glob("*/gate.json"), key=os.path.getmtime)

@@ -274,7 +274,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         archive_old_results(paths.home / "gx", keep)
         context.build_data_docs(resource_identifiers=list(outcome.run_results.keys()))
         urls = context.get_docs_sites_urls()
-        gate.data_docs = urls[0]["site_url"] if urls else None
+        gate.data_docs = _clickable(urls[0]["site_url"]) if urls else None
     finally:
         # Also when GX raises: the aggregates belong to this gate only and must not stay
         # in the warehouse.
@@ -289,3 +289,9 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     report.write_text(json.dumps(gate.to_json(), indent=1, default=str) + "\n")
     gate.report = str(report)
     return gate
+
+
+def _clickable(url: str) -> str:
+    """GX writes a local site's address as file:// plus the bare path; a space or an
+    apostrophe in HOME would end the link where a terminal or a log viewer sees it."""
+    return Path(url.removeprefix("file://")).as_uri() if url.startswith("file:///") else url
