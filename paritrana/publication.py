@@ -17,10 +17,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingestion.rules import sql_str
+
 from .methodology import Methodology
 from .settings import Paths, count_setting
 from .warehouse import connect
-from ingestion.rules import sql_str
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
 # Published rounding (methodology §2): values to 6 decimals, scores to 4.
