@@ -77,6 +77,22 @@ def test_an_as_of_date_outside_the_assessment_year_is_refused_before_any_work(tm
     assert not (home / "warehouse.duckdb").exists()
 
 
+def test_a_second_writer_fails_fast_and_says_who_holds_the_warehouse(tmp_path):
+    """One writer at a time (README, Airflow): a run that finds the warehouse's lock taken
+    exits 1 at once, naming the warehouse and the lock, and touches nothing."""
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import exclusive
+
+    home, landing = tmp_path / "home", tmp_path / "landing"
+    landing.mkdir()
+    paths = resolve_home(home)
+    with exclusive(paths):
+        out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert f"another run is writing {paths.warehouse} (lock {paths.lock})" in out.stderr
+    assert "Traceback" not in out.stderr and not paths.warehouse.exists()
+
+
 def test_a_bad_setting_is_refused_by_name_before_anything_is_loaded(tmp_path):
     """Tuning variables (README §Tuning) are checked at the start of a run: exit 1, the
     variable named, no traceback, and no file loaded."""
