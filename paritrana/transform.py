@@ -59,13 +59,16 @@ def _invoke(paths: Paths, args: list[str], progress: Callable[[str], None] | Non
 
     runner = dbtRunner(callbacks=[on_event] if progress else [])
     try:
-        return runner.invoke(args + [
+        res = runner.invoke(args + [
             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
             "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
             "--no-send-anonymous-usage-stats",
         ])
     finally:
         _release_duckdb()
+    if isinstance(res.exception, KeyboardInterrupt):  # dbt stops on Ctrl-C and returns it
+        raise KeyboardInterrupt(f"interrupted during dbt {args[0]}") from res.exception
+    return res
 
 
 def _release_duckdb() -> None:
@@ -102,8 +105,6 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
     for r in (res.result.results if res.result is not None else []):
         result.nodes.append(NodeResult(r.node.name, str(r.node.resource_type), str(r.status),
                                        float(r.execution_time or 0), r.message))
-    if isinstance(res.exception, KeyboardInterrupt):  # dbt stops on Ctrl-C and returns it
-        raise KeyboardInterrupt("interrupted during dbt build") from res.exception
     if not res.success:
         failed = [n for n in result.nodes if n.status in ("error", "fail", "runtime error")]
         detail = "; ".join(f"{n.resource_type} {n.name}: {n.status} ({n.message})" for n in failed[:10])

@@ -26,16 +26,22 @@ def write_delivery(landing: Path, name: str, content: bytes | str, *, control: d
     if name.endswith(".gz"):
         data = gzip.compress(data, mtime=0)
     path.write_bytes(data)
-    extract, _, rest = name.partition("__")
     if row_count is None:
         row_count = max(0, data.count(b"\n") - 1) if not name.endswith(".gz") else content.count("\n") - 1
+    write_control(path, row_count, control=control, produced_at=produced_at)
+    return path
+
+
+def write_control(path: Path, row_count: int, *, control: dict | str | None = None,
+                  produced_at: str = "2025-01-01T01:10:00+07:00") -> None:
+    """The control file of a data file already in the landing (extracts.md §1)."""
+    extract, _, rest = path.name.partition("__")
     doc = {"extract": extract, "business_date": rest[:10], "schema_version": 1, "row_count": row_count,
-           "sha256": hashlib.sha256(data).hexdigest(), "produced_at": produced_at}
+           "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "produced_at": produced_at}
     if isinstance(control, dict):
         doc.update(control)
     text = control if isinstance(control, str) else json.dumps(doc)
     Path(str(path) + ".ctl.json").write_text(text)
-    return path
 
 
 @pytest.fixture

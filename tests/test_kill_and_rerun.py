@@ -2,8 +2,6 @@
 run finishes the job."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +12,8 @@ import duckdb
 
 from ingestion.rules import sql_str
 from paritrana.generator import generate
+
+from conftest import write_control
 
 SCRIPT = """
 import sys
@@ -79,9 +79,7 @@ def _large_participants(landing, n):
         'BK000123' as npp, '17.71' as region_code, 'KARYAWAN' as occupation, 'EMPLOYER' as funding,
         null as funder_code, 1 as jkk, 1 as jkm, 1 as jht, 1 as jp, 1 as jkp, 3000000 as monthly_wage_idr,
         'ACTIVE' as status, '2020-01-01' as effective_date from range({n})) to {sql_str(str(path))} (header)""")
-    control = {"extract": "participants", "business_date": "2024-12-31", "schema_version": 1, "row_count": n,
-               "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "produced_at": "2025-01-01T01:10:00+07:00"}
-    (landing / (path.name + ".ctl.json")).write_text(json.dumps(control))
+    write_control(path, n)
 
 
 def _interrupted_run(landing, home, when: str) -> tuple[str, str]:

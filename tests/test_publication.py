@@ -58,7 +58,7 @@ def test_clean_run_publishes_files_matching_the_manifest(bengkulu):
     for r in RANKINGS:
         con = duckdb.connect()
         a = con.sql(f"select * from read_csv({sql_str(str(folder / f'rankings_{r}.csv'))}, all_varchar=true)").fetchall()
-        b = con.sql(f"select * from '{folder}/rankings_{r}.parquet'").fetchall()
+        b = con.sql(f"select * from {sql_str(str(folder / f'rankings_{r}.parquet'))}").fetchall()
         norm = lambda v: "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v))  # noqa: E731
         assert [[norm(v) or None for v in row] for row in a] == [[norm(v) or None for v in row] for row in b]
     header = (folder / "rankings_badan_usaha.csv").open().readline().strip().split(",")

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from ingestion.rules import sql_str
+
 from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
 
 # (overrides of a valid participant, expected `CODE:column` details)
@@ -504,8 +506,8 @@ def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path)
     con = duckdb.connect()
     con.execute("set threads = 4")
     path = tmp_path / "records.csv"
-    con.execute(f"copy (select range as a, range % 7 as b from range(300000)) to '{path}'")
-    reader = f"read_csv('{path}')"
+    con.execute(f"copy (select range as a, range % 7 as b from range(300000)) to {sql_str(str(path))}")
+    reader = f"read_csv({sql_str(str(path))})"
 
     def check(select: str) -> None:
         sql = f"create temp table t as {select}"
