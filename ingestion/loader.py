@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection
 
+import numpy as np
+import pyarrow as pa
+
 from paritrana.settings import count_setting
 from paritrana.warehouse import interrupted
 
@@ -29,6 +32,7 @@ from .deliveries import (
     read_control, scan_landing, extract_group,
 )
 from .personal_data import MASK, Tokeniser, token_scheme
+from .physical_lines import record_start_lines
 from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
 
@@ -89,6 +93,7 @@ class IngestReport:
     not_ready: list[str]
     orphan_controls: list[str]
     ignored: list[str]
+    broken_links: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -158,7 +163,7 @@ def _ingest_ready(con, landing: Path, run_id: str, progress: Progress, extracts:
         result.seconds = time.perf_counter() - t0
         results.append(result)
         progress("    " + describe(result))
-    return IngestReport(results, done, scan.not_ready, scan.orphan_controls, scan.ignored)
+    return IngestReport(results, done, scan.not_ready, scan.orphan_controls, scan.ignored, scan.broken_links)
 
 
 def describe(r: FileResult) -> str:
@@ -213,20 +218,26 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     # however else it fails (extracts.md §1), and nothing is loaded before it is known.
     rejected = None
     with ThreadPoolExecutor(1) as pool:
-        digest = pool.submit(file_digest, d.path)
+        digest = pool.submit(file_digest, d.path, d.ext == "csv.gz")
         try:
             source = _source(con, d, extract)
             source.stage = _stage_table(d.control.row_count)
             missing = [c for c in extract.header_required if c not in source.header]
             if missing:
                 _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
-                raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: {', '.join(missing)}")
+                raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: "
+                                   f"{', '.join(missing)}{_separator_hint(source.header)}")
             load_id = _next_load_id(con)
             _scan(con, d, extract, source, tokeniser, load_id)
         except FileRejected as r:
             rejected = r
         d.digest = digest.result()
     _check_digest(d)
+    if rejected and rejected.line and not _single_line_records(d):
+        # The reader's line number leaves out line breaks inside quoted fields: say so
+        # unless the file's line breaks prove it has none.
+        raise FileRejected(rejected.code, f"{rejected.detail} (a line number that does not count line "
+                           "breaks inside quoted fields above it)", rejected.line)
     if rejected:
         raise rejected
     n_rows = con.execute(f"select count(*) from {source.stage}").fetchone()[0]
@@ -297,29 +308,55 @@ def _record(con, d: Delivery, run_id: str, started, r: FileResult, load_id: int 
 # --- staging -------------------------------------------------------------------------
 
 _SAFE_ERROR = re.compile(
-    r"^(CSV Error on Line: \d+|Invalid unicode.*|Expected Number of Columns.*|Value with unterminated quote.*"
-    r"|.*[Mm]aximum line size.*|No files found.*|.*[Pp]arquet.*magic.*|Invalid Input Error: No magic bytes.*)$"
+    r"^(Invalid unicode.*|Expected Number of Columns.*|Value with unterminated quote.*"
+    r"|.*[Mm]aximum line size.*|No files found.*|.*[Pp]arquet.*magic.*|No magic bytes.*)$"
 )
+_ERROR_CLASS = re.compile(r"^[A-Z][A-Za-z ]* Error: ")  # DuckDB's "Invalid Input Error: " and the like
+_READER_LINE = re.compile(r"CSV Error on Line: (\d+)")
 
 
 def safe_error(e: Exception) -> str:
     """DuckDB's reader errors quote the offending line, which may hold a NIK or a name:
     keep only the lines that describe the problem."""
-    lines = [ln.strip() for ln in str(e).splitlines()]
+    lines = [_ERROR_CLASS.sub("", ln.strip()) for ln in str(e).splitlines()]
     kept = [ln for ln in lines if _SAFE_ERROR.match(ln)]
     return "; ".join(kept) or f"{type(e).__name__} (details withheld: they may quote personal data)"
 
 
+def reader_line(e: Exception) -> int | None:
+    """The line DuckDB's CSV reader stopped on. It counts the file's lines but not the line
+    breaks inside quoted fields, so it is the physical line only when no field above holds one."""
+    found = _READER_LINE.search(str(e))
+    return int(found.group(1)) if found else None
+
+
+def _separator_hint(header: list[str]) -> str:
+    """A header read as one column that another separator splits: likely a spreadsheet's
+    export in a locale whose list separator is not the comma (Indonesian Excel uses ';')."""
+    if len(header) == 1:
+        for name, sep in (("semicolons", ";"), ("tabs", "\t"), ("bars", "|")):
+            if sep in header[0]:
+                return f" (the header is one column separated by {name}; extracts.md §1 asks for commas)"
+    return ""
+
+
 def _csv_header(path: Path, gz: bool) -> list[str]:
+    # Bytes that are not UTF-8 are judged here only in the header: the text layer decodes
+    # a block ahead, and a bad byte further down is the scan's to find, with its line.
     try:
         raw = gzip.open(path, "rb") if gz else path.open("rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as text:
+        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
             header = next(csv.reader(text), None)
-    except (UnicodeDecodeError, OSError, EOFError, csv.Error) as e:
+    except (OSError, EOFError, csv.Error) as e:
         raise FileRejected("UNREADABLE", f"header is not readable as UTF-8 CSV ({type(e).__name__})") from None
     if not header:
         raise FileRejected("UNREADABLE", "file is empty: no header row")
+    if any(_NOT_UTF8.search(h) for h in header):
+        raise FileRejected("UNREADABLE", "header is not UTF-8 text")
     return header
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte UTF-8 does not decode
 
 
 @dataclass
@@ -391,7 +428,7 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
         raise FileRejected("UNREADABLE", "header has empty or repeated column names")
     return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
                   # presumed until the digest's line count confirms it, after the scan (_load_one)
-                  single_line=d.ext == "csv", sequential=d.ext == "csv.gz", typed=typed)
+                  single_line=d.ext != "parquet", sequential=d.ext == "csv.gz", typed=typed)
 
 
 def _single_line_records(d: Delivery) -> bool:
@@ -399,7 +436,7 @@ def _single_line_records(d: Delivery) -> bool:
     quoted field holds one. Each record ends with a line break (but perhaps the last), so
     the count can only match when none does; if the control's row count is wrong the file
     is rejected after the scan anyway."""
-    if d.ext != "csv" or d.digest is None:
+    if d.ext == "parquet" or d.digest is None or d.digest.newlines is None:
         return False
     expected = d.control.row_count + (1 if d.digest.ends_with_newline else 0)
     return d.digest.newlines == expected
@@ -416,7 +453,8 @@ def _stage_table(expected_rows: int) -> str:
 
 def _readable(con, d: Delivery, source: Source) -> None:
     try:
-        con.execute(f"select count(*) from {source.relation}").fetchall()
+        # Every column is counted so that every field is decoded (a bare count(*) reads none).
+        con.execute(f"select count(columns(*)) from {source.relation}").fetchall()
     except Exception as e:  # noqa: BLE001
         raise _unreadable(d, e) from None
 
@@ -538,7 +576,9 @@ def _unreadable(d: Delivery, e: Exception) -> FileRejected:
     if interrupted(e):
         raise KeyboardInterrupt(f"interrupted while reading {d.name}") from e
     what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
-    return FileRejected("UNREADABLE", f"not readable as {what}: {safe_error(e)}")
+    line = reader_line(e)
+    where = f" on line {line:,}" if line else ""
+    return FileRejected("UNREADABLE", f"not readable as {what}{where}: {safe_error(e)}", line)
 
 
 def _plan(con, sql: str, params: dict | None = None) -> dict:
@@ -628,15 +668,44 @@ def _judge_whole_file(con, d: Delivery, extract: Extract, source: Source, tokeni
         if conflicts:
             _content_of_conflicts(con, d, extract, source, tokeniser)
     line_table = False
-    if not (source.record or source.single_line) and \
-            con.execute(f"select count(*) from {source.stage} where _nl > 0").fetchone()[0]:
-        con.execute(f"""create temp table {LINES} as select rowid as r, rowid + 2 + coalesce(sum(_nl) over
-            (order by rowid rows between unbounded preceding and 1 preceding), 0) as line from {source.stage}""")
-        line_table = True
+    if not (source.record or source.single_line):
+        rows, breaks_inside = con.execute(
+            f"select count(*), coalesce(sum(_nl), 0) from {source.stage}").fetchall()[0]
+        if _empty_lines_between_records(d, rows, breaks_inside):
+            _lines_read_again(con, d, rows)
+            line_table = True
+        elif breaks_inside:
+            con.execute(f"""create temp table {LINES} as select rowid as r, rowid + 2 + coalesce(sum(_nl) over
+                (order by rowid rows between unbounded preceding and 1 preceding), 0) as line from {source.stage}""")
+            line_table = True
     conflict = f"rowid in (select r from {CONFLICTS})" if conflicts else "false"
     quarantined = con.execute(
         f"select count(*) from {source.stage} where (len(_details) > 0 or {conflict}) and {not_dup}").fetchone()[0]
     return Judged(duplicates, quarantined, conflicts, line_table, source.stage)
+
+
+def _empty_lines_between_records(d: Delivery, rows: int, breaks_inside: int) -> bool:
+    """Whether the text has more line breaks than its header, its records and their quoted
+    fields account for, beyond the empty lines at its very end (which move no record)."""
+    if d.digest is None or d.digest.newlines is None:
+        return False
+    accounted = 1 + rows + breaks_inside - (0 if d.digest.ends_with_newline else 1)
+    return d.digest.newlines - accounted > d.digest.trailing_blank_lines
+
+
+def _lines_read_again(con, d: Delivery, rows: int) -> None:
+    """Table LINES from the file's own line breaks (`physical_lines`): empty lines between
+    records, which the reader skips, still count."""
+    starts = record_start_lines(d.path, d.ext == "csv.gz")
+    if len(starts) != rows:  # a quote the reader took as text (inside an unquoted field)
+        raise FileRejected("UNREADABLE", f"empty lines between records, and quotes that RFC 4180 does not "
+                           f"allow, leave the records' lines unknown ({len(starts):,} records by its line "
+                           f"breaks and quotes, {rows:,} read)")
+    con.register("_record_lines", pa.table({"r": np.arange(rows, dtype=np.int64), "line": starts}))
+    try:
+        con.execute(f"create temp table {LINES} as select r, line from _record_lines")
+    finally:
+        con.unregister("_record_lines")
 
 
 def _repeats(con, stage: str, value_sql: str) -> bool:

@@ -59,6 +59,8 @@ def find_deliveries(landing: Path) -> list[str]:
     scan = scan_landing(landing)
     for name in scan.not_ready:
         log.info("waiting for the control file of %s", name)
+    for name in scan.broken_links:
+        log.warning("%s is a symbolic link to nothing", name)
     return sorted({extract_group(d.name) for d in scan.ready})
 
 

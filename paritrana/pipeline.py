@@ -157,7 +157,8 @@ def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
     result.record.write_text(json.dumps({
         "run_id": result.run_id, "year": result.year, "as_of": result.as_of.isoformat(), "landing": str(landing),
         "files": [asdict(f) for f in r.results], "already_processed": r.already_processed,
-        "not_ready": r.not_ready, "orphan_controls": r.orphan_controls, "ignored": r.ignored, "rows": r.rows,
+        "not_ready": r.not_ready, "orphan_controls": r.orphan_controls, "ignored": r.ignored,
+        "broken_links": r.broken_links, "rows": r.rows,
         "dbt": {"seconds": round(result.build_seconds, 2), "models": result.models, "data_tests": result.data_tests},
         "gate": result.gate.to_json() if result.gate else None,
         "published": str(result.published) if result.published else None,
@@ -181,6 +182,8 @@ def ingest_summary(r: IngestReport) -> list[str]:
         lines.append(f"  waiting  {name}: no control file yet")
     for name in r.orphan_controls:
         lines.append(f"  orphan   {name}: control file without its data file")
+    for name in r.broken_links:
+        lines.append(f"  broken   {name}: a symbolic link to nothing")
     return lines
 
 

@@ -128,3 +128,73 @@ def test_control_mismatch_beats_unreadable(tmp_path, load):
     write_delivery(tmp_path / "in", "participants__2024-12-31.csv", b"kpj,nik\n1,\xff\xfe\n",
                    control={"row_count": 1, "sha256": "0" * 64})
     assert _only(load(tmp_path / "in")).reason_code == "CONTROL_MISMATCH"
+
+
+def _participants(n: int, **overrides) -> list[str]:
+    """The lines of a valid participants file of n rows (header first), one per line."""
+    return csv_text(PARTICIPANT_HEADER, [participant(kpj=f"17{i:09d}", **overrides) for i in range(n)]).splitlines()
+
+
+@pytest.mark.parametrize("bad_line", [3, 5_002])  # inside the header's first read block, and far beyond it
+def test_a_byte_that_is_not_utf8_is_reported_on_its_line_not_blamed_on_the_header(tmp_path, load, sql, bad_line):
+    lines = [ln.encode() for ln in _participants(6_000)]
+    lines[bad_line - 1] = lines[bad_line - 1].replace(b"KARYAWAN", b"KARY\xc1WAN")
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", b"\n".join(lines) + b"\n", row_count=6_000)
+    r = _only(load(tmp_path / "in"))
+    assert r.reason_code == "UNREADABLE"
+    assert r.reason_detail.startswith(f"not readable as UTF-8 CSV (RFC 4180) on line {bad_line:,}: Invalid unicode")
+    assert "header" not in r.reason_detail and "quoted" not in r.reason_detail
+
+
+def test_a_header_that_is_not_utf8_is_unreadable(tmp_path, load):
+    text = PARTICIPANT_HEADER.encode().replace(b"full_name", b"full_n\xe2me") + b"\n"
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", text, row_count=0)
+    r = _only(load(tmp_path / "in"))
+    assert (r.reason_code, r.reason_detail) == ("UNREADABLE", "header is not UTF-8 text")
+
+
+def test_a_ragged_record_is_reported_on_its_line_and_the_count_it_gives_is_explained(tmp_path, load):
+    lines = _participants(50)
+    lines[30] = lines[30].rsplit(",", 2)[0]  # line 31 has 17 fields
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", "\n".join(lines) + "\n", row_count=50)
+    r = _only(load(tmp_path / "in"))
+    assert r.reason_detail == ("not readable as UTF-8 CSV (RFC 4180) on line 31: "
+                               "Expected Number of Columns: 19 Found: 17")
+    # A quoted line break above moves the record to line 32; the reader still says 31, and
+    # the detail says how it counts.
+    lines[5] = lines[5].replace("Siti Aminah", '"Siti\nAminah"')
+    write_delivery(tmp_path / "in2", "participants__2024-12-31.csv", "\n".join(lines) + "\n", row_count=50)
+    r = _only(load(tmp_path / "in2"))
+    assert r.reason_detail.startswith("not readable as UTF-8 CSV (RFC 4180) on line 31: Expected Number")
+    assert r.reason_detail.endswith("(a line number that does not count line breaks inside quoted fields above it)")
+
+
+def test_a_semicolon_separated_file_is_told_why_its_columns_are_missing(tmp_path, load):
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", GOOD.replace(",", ";"))
+    r = _only(load(tmp_path / "in"))
+    assert r.reason_code == "MISSING_COLUMN"
+    assert r.reason_detail.endswith("(the header is one column separated by semicolons; extracts.md §1 asks for commas)")
+
+
+def test_a_provider_folder_linked_into_the_landing_is_read_and_a_link_to_nothing_is_reported(tmp_path, load):
+    from paritrana.pipeline import ingest_summary
+
+    provider = tmp_path / "bpjs_drop"
+    write_delivery(provider, "participants__2024-12-31.csv", GOOD)
+    landing = tmp_path / "in"
+    landing.mkdir()
+    (landing / "bpjs").symlink_to(provider, target_is_directory=True)
+    (provider / "loop").symlink_to(landing, target_is_directory=True)  # a link back up: read once
+    (landing / "claims__2024-12-31.csv").symlink_to(tmp_path / "moved_away.csv")
+    report = load(landing)
+    assert [(r.file_name, r.status) for r in report.results] == [("bpjs/participants__2024-12-31.csv", "LOADED")]
+    assert report.broken_links == ["claims__2024-12-31.csv"]
+    assert "  broken   claims__2024-12-31.csv: a symbolic link to nothing" in ingest_summary(report)
+
+
+def test_an_invalid_control_file_is_told_where_it_breaks(tmp_path, load):
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", GOOD,
+                   control='{"extract": "participants",\n "row_count": 1 "sha256": "x"}')
+    r = _only(load(tmp_path / "in"))
+    assert (r.reason_code, r.reason_detail) == (
+        "CONTROL_INVALID", "control file is not valid JSON: Expecting ',' delimiter at line 2, column 17")

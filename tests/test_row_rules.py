@@ -7,7 +7,7 @@ import pytest
 
 from ingestion.rules import sql_str
 
-from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+from conftest import PARTICIPANT_HEADER, csv_text, participant, write_control, write_delivery
 
 # (overrides of a valid participant, expected `CODE:column` details)
 PARTICIPANT_CASES = [
@@ -233,6 +233,40 @@ def test_line_numbers_follow_quoted_line_breaks(tmp_path, load, sql, ext, last_n
     assert sorted(sql("select _line from raw.participants")) == [(2,), (4,)]
 
 
+@pytest.mark.parametrize("ext, newline, stage_max_rows", [
+    ("csv", "\n", "3000000"), ("csv", "\r\n", "3000000"), ("csv.gz", "\n", "3000000"), ("csv.gz", "\r\n", "3000000"),
+    ("csv", "\n", "0"),  # staged in the warehouse: the stage becomes the raw table
+])
+def test_empty_lines_between_records_still_count_in_line_numbers(tmp_path, load, sql, monkeypatch,
+                                                                 ext, newline, stage_max_rows):
+    """The reader skips an empty line, as most CSV readers do; the lines of the records
+    after it are still physical (extracts.md §2)."""
+    monkeypatch.setenv("PARITRANA_TEMP_STAGE_MAX_ROWS", stage_max_rows)
+    rows = [participant(kpj=f"1700000000{i}") for i in range(6)]
+    rows[2]["full_name"] = "Siti\nAminah"  # a quoted line break as well
+    rows[4]["gender"] = "X"
+    header, *records = csv_text(PARTICIPANT_HEADER, rows).rstrip("\n").split("\n")
+    r0, r1, r2a, r2b, r3, r4, r5 = records
+    lines = [header, r0, "", r1, r2a, r2b, r3, "", "", r4, r5, "", ""]
+    text = newline.join(lines).replace(f"Siti{newline}Aminah", "Siti\nAminah")
+    write_delivery(tmp_path / "in", f"participants__2024-12-31.{ext}", text, row_count=6)
+    r = load(tmp_path / "in").results[0]
+    assert (r.status, r.rows_loaded, r.rows_quarantined) == ("LOADED", 5, 1)
+    assert sql("select line from raw.quarantine") == [(10,)]
+    assert sql("select kpj, _line from raw.participants order by kpj") == [
+        ("17000000000", 2), ("17000000001", 4), ("17000000002", 5), ("17000000003", 7), ("17000000005", 11)]
+
+
+def test_empty_lines_and_a_quote_rfc_4180_forbids_leave_lines_unknown_so_the_file_is_refused(tmp_path, load, sql):
+    header, r0, r1 = csv_text(PARTICIPANT_HEADER, [participant(kpj=f"1700000000{i}") for i in range(2)]).split("\n")[:3]
+    text = "\n".join([header, r0.replace("Siti", 'Si"ti'), "", r1]) + "\n"  # a quote inside an unquoted field
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", text, row_count=2)
+    r = load(tmp_path / "in").results[0]
+    assert (r.status, r.reason_code) == ("REJECTED", "UNREADABLE")
+    assert "leave the records' lines unknown" in r.reason_detail
+    assert sql("select count(*) from raw.participants") == [(0,)]
+
+
 def test_exact_duplicates_dropped_before_key_conflicts(tmp_path, load, sql):
     a, b = claim(), claim(amount_idr="1")
     write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, [a, a, a]))
@@ -386,15 +420,18 @@ def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_
     write_delivery(tmp_path, "participants__2024-12-02.csv", plain[:-1], row_count=2)
     write_delivery(tmp_path, "participants__2024-12-03.csv", quoted, row_count=1)
     write_delivery(tmp_path, "participants__2024-12-04.csv", quoted[:-1], row_count=1)
-    write_delivery(tmp_path, "participants__2024-12-05.csv.gz", plain, row_count=2)
+    write_delivery(tmp_path, "participants__2024-12-05.csv.gz", plain, row_count=2)  # counted in its text
+    write_delivery(tmp_path, "participants__2024-12-06.csv.gz", quoted, row_count=1)
+    (tmp_path / "participants__2024-12-07.csv.gz").write_bytes(b"\x1f\x8b not gzip")  # the reader rejects it
+    write_control(tmp_path / "participants__2024-12-07.csv.gz", 2)
     taken = {}
     for d in scan_landing(tmp_path).ready:
         parse_name(d)
         read_control(d)
-        d.digest = file_digest(d.path)
+        d.digest = file_digest(d.path, d.ext == "csv.gz")
         taken[d.name[14:24]] = loader._single_line_records(d)
     assert taken == {"2024-12-01": True, "2024-12-02": True, "2024-12-03": False, "2024-12-04": False,
-                     "2024-12-05": False}
+                     "2024-12-05": True, "2024-12-06": False, "2024-12-07": False}
 
 
 @pytest.mark.parametrize("types", [None, {"workers_billed": "BIGINT", "billed_idr": "INTEGER", "paid_idr": "BIGINT",
