@@ -408,8 +408,13 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
                  and types[c] in _AS_DELIVERED.get(extract.column(c).type, ())}
 
         def text(c):
+            # As a CSV field would read: a flag as 1/0, and an empty string, like a NULL,
+            # as no value (a CSV's empty field is NULL), so both formats give the same
+            # codes for the same content; a NULL stays NULL (MISSING_VALUE where required).
             q = quote_ident(c)
-            return f"case when {q} then '1' else '0' end" if types[c] == "BOOLEAN" else f"cast({q} as varchar)"
+            if types[c] == "BOOLEAN":
+                return f"case when {q} then '1' when not {q} then '0' end"
+            return f"nullif(cast({q} as varchar), '')"
         relation = f"read_parquet({path}, file_row_number = true)"
         record = "file_row_number + 1"
     else:

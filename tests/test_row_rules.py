@@ -469,6 +469,33 @@ def test_typed_parquet_columns_are_judged_as_their_text(tmp_path, load, sql, typ
     assert [r[0] for r in got["csv"][1]] == ["2024-06", "2024-10"]
 
 
+def test_a_parquet_files_empty_strings_and_null_flags_read_as_a_csv_files_empty_fields(tmp_path, load, sql):
+    """What a CSV field cannot tell apart, a Parquet file can: an empty string from a NULL,
+    and a NULL flag from false. Both formats must give the same codes for the same content."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [participant(kpj=f"1700000000{i}") for i in range(4)]
+    rows[1]["kpj"] = ""
+    cases = {2: [], 3: ["MISSING_VALUE:kpj"], 4: ["MISSING_VALUE:jkp"], 5: ["INCONSISTENT:jkk"]}
+    columns = {c: [r[c] for r in rows] for c in PARTICIPANT_HEADER.split(",")}  # funder_code "" everywhere
+    flags = {c: [v == "1" for v in columns[c]] for c in ("jkk", "jkm", "jht", "jp", "jkp")}
+    flags["jkp"][2] = None
+    flags["jkk"][3] = False
+    pq.write_table(pa.table({**columns, **flags}), tmp_path / "p.parquet")
+    write_delivery(tmp_path / "in", "participants__2024-12-31.parquet", (tmp_path / "p.parquet").read_bytes(),
+                   row_count=4)
+    csv_rows = [dict(r) for r in rows]
+    csv_rows[2]["jkp"], csv_rows[3]["jkk"] = "", "0"
+    write_delivery(tmp_path / "in", "participants__2024-12-30.csv", csv_text(PARTICIPANT_HEADER, csv_rows))
+    load(tmp_path / "in")
+    for ext, first in (("parquet", 1), ("csv", 2)):
+        got = {line - first + 2: sorted(d) for line, d in sql(
+            "select line, reason_details from raw.quarantine where file_name like ?", [f"%.{ext}"])}
+        assert got == {k: v for k, v in cases.items() if v}, ext
+    assert sql("select count(*), count(funder_code) from raw.participants") == [(2, 0)]
+
+
 @pytest.mark.parametrize("ext", ["csv", "csv.gz"])  # read in parallel; read by one thread, judged in parallel
 def test_a_file_read_on_several_threads_keeps_its_line_numbers(tmp_path, home, sql, ext):
     """DuckDB reads a large CSV file on several threads; every row must still get its own
