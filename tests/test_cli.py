@@ -47,6 +47,13 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
     (tmp_path / "a_file").write_text("x")
     not_a_folder = paritrana("run", "--landing", str(tmp_path / "a_file"), "--year", "2024", "--home", str(tmp_path / "h"))
     assert not_a_folder.returncode == 1 and "a_file is a file, not a folder" in not_a_folder.stderr
+    # the generator checks what it is given before writing anything
+    for flag, value, message in [("--days", "-2", "--days must be 0 or more"), ("--seed", "-5", "--seed must be 0 or more")]:
+        out = paritrana("generate", "--landing", str(tmp_path / "g"), "--profile", "demo", flag, value)
+        assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+        assert not (tmp_path / "g").exists()
+    into_file = paritrana("generate", "--landing", str(tmp_path / "a_file"), "--profile", "demo")
+    assert into_file.returncode == 1 and "a_file is a file, not a folder" in into_file.stderr
 
 
 def test_a_mistyped_argument_exits_1_never_2_which_means_the_gate_failed(tmp_path):

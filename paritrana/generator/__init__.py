@@ -45,7 +45,13 @@ def generate(landing: Path, profile: str, year: int | None = None, scale: float 
                                                                  for k, v in (prof.ump or {}).items()})
     if scale <= 0:
         raise ValueError("--scale must be positive")
+    if days_after < 0:
+        raise ValueError("--days must be 0 or more")
+    if seed < 0:
+        raise ValueError("--seed must be 0 or more")
     landing = Path(landing)
+    if landing.exists() and not landing.is_dir():
+        raise NotADirectoryError(f"landing {landing} is a file, not a folder")
     landing.mkdir(parents=True, exist_ok=True)
     y = prof.year
     snapshot = dt.date(y, 12, 31)
