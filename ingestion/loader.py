@@ -340,6 +340,9 @@ def _separator_hint(header: list[str]) -> str:
     return ""
 
 
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte UTF-8 does not decode
+
+
 def _csv_header(path: Path, gz: bool) -> list[str]:
     # Bytes that are not UTF-8 are judged here only in the header: the text layer decodes
     # a block ahead, and a bad byte further down is the scan's to find, with its line.
@@ -354,9 +357,6 @@ def _csv_header(path: Path, gz: bool) -> list[str]:
     if any(_NOT_UTF8.search(h) for h in header):
         raise FileRejected("UNREADABLE", "header is not UTF-8 text")
     return header
-
-
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte UTF-8 does not decode
 
 
 @dataclass
@@ -437,13 +437,14 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
 
 
 def _single_line_records(d: Delivery) -> bool:
-    """Whether the file's line breaks are exactly the header's and one per record, so no
-    quoted field holds one. Each record ends with a line break (but perhaps the last), so
-    the count can only match when none does; if the control's row count is wrong the file
-    is rejected after the scan anyway."""
+    """Whether the file's line breaks are exactly the header's, one per record and those of
+    the empty lines at its very end, so no quoted field holds one and no empty line lies
+    between records. Each record ends with a line break (but perhaps the last), so the
+    count can only match when none does; if the control's row count is wrong the file is
+    rejected after the scan anyway."""
     if d.ext == "parquet" or d.digest is None or d.digest.newlines is None:
         return False
-    expected = d.control.row_count + (1 if d.digest.ends_with_newline else 0)
+    expected = d.control.row_count + (1 if d.digest.ends_with_newline else 0) + d.digest.trailing_blank_lines
     return d.digest.newlines == expected
 
 

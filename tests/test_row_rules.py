@@ -424,6 +424,9 @@ def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_
     write_delivery(tmp_path, "participants__2024-12-06.csv.gz", quoted, row_count=1)
     (tmp_path / "participants__2024-12-07.csv.gz").write_bytes(b"\x1f\x8b not gzip")  # the reader rejects it
     write_control(tmp_path / "participants__2024-12-07.csv.gz", 2)
+    write_delivery(tmp_path, "participants__2024-12-08.csv", plain + "\r\n\n", row_count=2)  # empty lines at the end
+    head, first, second = plain.splitlines()
+    write_delivery(tmp_path, "participants__2024-12-09.csv", f"{head}\n{first}\n\n{second}\n", row_count=2)
     taken = {}
     for d in scan_landing(tmp_path).ready:
         parse_name(d)
@@ -431,7 +434,8 @@ def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_
         d.digest = file_digest(d.path, d.ext == "csv.gz")
         taken[d.name[14:24]] = loader._single_line_records(d)
     assert taken == {"2024-12-01": True, "2024-12-02": True, "2024-12-03": False, "2024-12-04": False,
-                     "2024-12-05": True, "2024-12-06": False, "2024-12-07": False}
+                     "2024-12-05": True, "2024-12-06": False, "2024-12-07": False, "2024-12-08": True,
+                     "2024-12-09": False}
 
 
 @pytest.mark.parametrize("types", [None, {"workers_billed": "BIGINT", "billed_idr": "INTEGER", "paid_idr": "BIGINT",
