@@ -466,7 +466,11 @@ def _readable(con, d: Delivery, source: Source) -> None:
 
 
 def _is_personal(extract: Extract, c: str) -> bool:
-    return c in extract.column_names and extract.column(c).personal
+    """Whether a column's values stay in ingestion: the contract's personal data, and any
+    column the contract does not know, which is ignored (extracts.md §1) and may hold
+    anything (an heir's NIK, a mother's maiden name). In the quarantine both are masked;
+    for exact duplicates both are compared as keyed digests."""
+    return c not in extract.column_names or extract.column(c).personal
 
 
 def _delivered(extract: Extract, source: Source, tokeniser: Tokeniser, name_digest: bool) -> list[str]:

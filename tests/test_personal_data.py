@@ -9,7 +9,7 @@ import pyarrow.csv as pacsv
 
 from conftest import KEY
 
-from ingestion.personal_data import token
+from ingestion.personal_data import MASK, token
 from paritrana.generator import generate
 
 
@@ -131,3 +131,27 @@ def test_key_file_is_outside_the_warehouse_and_private(tmp_path, monkeypatch):
     assert load_key(tmp_path) == key and len(key) == 64
     monkeypatch.setenv(KEY_ENV, "from-env")
     assert load_key(tmp_path) == b"from-env"
+
+
+def test_a_column_the_contract_does_not_know_never_lands_either(tmp_path, home, load, sql):
+    """Unknown columns are ignored (extracts.md §1) and may hold personal data the contract
+    does not name: the quarantine masks them as it masks `nik`, and exact duplicates are
+    still told apart by them."""
+    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+
+    heirs = ["1771016502850001", "1771016502850002", "1771016502850003"]
+    a = {**participant(kpj="17000000001", gender="X"), "nik_ahli_waris": heirs[0]}  # quarantined
+    b = {**participant(kpj="17000000002"), "nik_ahli_waris": heirs[1]}
+    c = {**b, "nik_ahli_waris": heirs[2]}  # differs from b only in the unknown column: not a duplicate
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv",
+                   csv_text(PARTICIPANT_HEADER + ",nik_ahli_waris", [a, b, c, dict(b)]))
+    r = load(tmp_path / "in").results[0]
+    assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate, r.extra_columns) == (2, 1, 1, ["nik_ahli_waris"])
+    (content,) = [json.loads(c) for (c,) in sql("select content from raw.quarantine")]
+    assert (content["kpj"], content["gender"], content["nik_ahli_waris"]) == ("17000000001", "X", MASK)
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    dump = " ".join(json.dumps(row, default=str) for schema, table in con.execute(
+        "select table_schema, table_name from information_schema.tables").fetchall()
+        for row in con.execute(f'select * from "{schema}"."{table}"').fetchall())
+    con.close()
+    assert "17000000001" in dump and not any(h in dump for h in heirs)
