@@ -8,6 +8,7 @@ process killed mid-file leaves the warehouse as before that file; the next run r
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import gzip
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from paritrana.settings import count_setting
-from paritrana.warehouse import interrupted
+from paritrana.warehouse import interrupted, machine_failure, machine_stop
 
 from .contracts import EXTRACTS, NIK, Extract
 from .deliveries import (
@@ -152,14 +153,20 @@ def _ingest_ready(con, landing: Path, run_id: str, progress: Progress, extracts:
         started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         t0 = time.perf_counter()
         try:
-            if d.name in early:
-                raise early[d.name]
-            result = _load_one(con, d, run_id, started, tokeniser)
-        except FileRejected as r:
-            result = FileResult(d.name, "REJECTED", d.extract, d.business_date, r.code, r.detail)
-            _record(con, d, run_id, started, result)
-        finally:
-            _drop_temp(con)
+            try:
+                if d.name in early:
+                    raise early[d.name]
+                result = _load_one(con, d, run_id, started, tokeniser)
+            except FileRejected as r:
+                result = FileResult(d.name, "REJECTED", d.extract, d.business_date, r.code, r.detail)
+                _record(con, d, run_id, started, result)
+        except BaseException as e:
+            with contextlib.suppress(Exception):  # the error that stopped the file is the one to report
+                _drop_temp(con)
+            if machine_failure(e):
+                raise machine_stop(e, f"loading {d.name}") from e
+            raise
+        _drop_temp(con)
         result.seconds = time.perf_counter() - t0
         results.append(result)
         progress("    " + describe(result))
@@ -273,7 +280,10 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
             _insert_rows(con, extract, d, judged)
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        # A commit that failed (its log could not be written) has ended the transaction
+        # already: the rollback must not hide why.
+        with contextlib.suppress(Exception):
+            con.execute("rollback")
         raise
     return result
 
@@ -581,10 +591,13 @@ def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool 
 
 
 def _unreadable(d: Delivery, e: Exception) -> FileRejected:
-    """The rejection for a reader error; a user's interrupt is raised as such instead: it is
-    no fault of the file, which the next run loads (nothing of it was recorded)."""
+    """The rejection for a reader error. A user's interrupt, and the machine's failure (the
+    disk full, memory exhausted), are raised as such instead: they are no fault of the
+    file, which the next run loads (nothing of it was recorded)."""
     if interrupted(e):
         raise KeyboardInterrupt(f"interrupted while reading {d.name}") from e
+    if machine_failure(e):  # the disk or memory, not the file: raised as it is, nothing recorded
+        raise e
     what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
     line = reader_line(e)
     where = f" on line {line:,}" if line else ""

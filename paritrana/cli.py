@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
+import logging
+import os
 import shlex
 import sys
 import time
@@ -184,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A log handler that cannot write (dbt's file log on a full disk) must not print a
+    # traceback per message over the one error that says what happened.
+    logging.raiseExceptions = False
     if os.environ.get("PARITRANA_DEBUG"):
         return args.func(args)
     try:
@@ -195,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
         from .transform import BuildFailed
-        from .warehouse import WarehouseBusy, interrupted
+        from .warehouse import WarehouseBusy, interrupted, machine_failure, machine_stop
         if interrupted(e):  # DuckDB reports Ctrl-C during a query as an error of its own
             return _interrupted(args.command)
-        if isinstance(e, (WarehouseBusy, BuildFailed)):
+        if machine_failure(e):
+            e = machine_stop(e, args.command)
+        if isinstance(e, (WarehouseBusy, BuildFailed, OSError)):
             print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
             return 1
         raise

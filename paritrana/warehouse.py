@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -19,6 +20,38 @@ STORAGE_VERSION = "v1.5.0"
 
 class WarehouseBusy(RuntimeError):
     pass
+
+
+class MachineFailure(OSError):
+    """Work stopped by the machine, not by its input: the disk full, memory exhausted, a
+    file that could not be written. Never a file's fault: nothing of the file being loaded
+    is recorded, and the same command finishes the job once the cause is fixed."""
+
+
+# DuckDB reports the operating system's refusals inside its own errors' text.
+_MACHINE_TEXTS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "File too large",
+                  "Could not write file")
+_MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
+def machine_failure(e: BaseException) -> bool:
+    """Whether a failed statement failed for the machine's sake rather than its input's.
+    A caller that takes a query's failure for a property of its input (a file's
+    UNREADABLE) must ask this first, as it asks `interrupted`."""
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return True
+    if isinstance(e, OSError) and e.errno in _MACHINE_ERRNOS:
+        return True
+    return isinstance(e, duckdb.Error) and any(t in str(e) for t in _MACHINE_TEXTS)
+
+
+def machine_stop(e: BaseException, doing: str) -> MachineFailure:
+    """The error to raise for a machine failure met while `doing`: DuckDB's first line
+    (paths and sizes, never a row), what it means, and what to do."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return MachineFailure(f"{doing}: {first}. The machine stopped the run, not the data: free disk space or "
+                          "memory (or raise PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT) and run the "
+                          "same command again; what was loaded stays loaded")
 
 
 # DuckDB spills to HOME/tmp beyond this; keeps a national load inside a modest machine.

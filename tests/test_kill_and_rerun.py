@@ -143,3 +143,50 @@ def test_ctrl_c_during_the_build_stops_the_run_and_the_same_command_publishes(tm
                             "--home", str(home)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert (home / "published" / "2024" / "latest" / "manifest.json").exists()
+
+
+def _ledger(home):
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        return dict(con.execute("select status, count(*) from raw.load_ledger group by status").fetchall())
+    finally:
+        con.close()
+
+
+def _limited_run(landing, home, *, env=None, file_size_limit=None):
+    """`paritrana run` with a memory setting or an operating-system limit on file size (a
+    full disk, without needing one: writes past the limit fail with EFBIG)."""
+    import resource
+
+    def limit():
+        if file_size_limit:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    return subprocess.run([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
+                           "--home", str(home)], env={**os.environ, **(env or {})}, preexec_fn=limit,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_memory_or_disk_running_out_is_never_a_files_fault_and_the_same_command_finishes(tmp_path):
+    """DuckDB's out-of-memory and write errors used to be taken for the file's: good files
+    were recorded UNREADABLE, for good. Now the run stops, saying why, records nothing of
+    the file it was loading, and the same command with room finishes the job."""
+    landing = tmp_path / "in"
+    generate(landing, "demo", days_after=1)
+    home = tmp_path / "home"
+    oom = _limited_run(landing, home, env={"PARITRANA_INGEST_MEMORY_LIMIT": "4MB"})
+    assert oom.returncode == 1, oom.stderr
+    assert "Out of Memory Error" in oom.stderr and "The machine stopped the run, not the data" in oom.stderr
+    assert "Traceback" not in oom.stderr and "REJECTED" not in _ledger(home)
+
+    full = _limited_run(landing, home, file_size_limit=3_000_000)
+    assert full.returncode == 1, full.stderr
+    assert "File too large" in full.stderr and "The machine stopped the run, not the data" in full.stderr
+    assert "Traceback" not in full.stderr
+    stopped = _ledger(home)
+    assert "REJECTED" not in stopped and stopped.get("LOADED", 0) > 0  # it stopped part way
+
+    done = _limited_run(landing, home)
+    assert done.returncode == 0, done.stderr
+    assert "0 rejected" in done.stdout and "checks: 53 passed" in done.stdout
+    assert _ledger(home).get("REJECTED", 0) == 0
