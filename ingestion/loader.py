@@ -32,7 +32,7 @@ from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_digest, parse_name,
     read_control, scan_landing, extract_group,
 )
-from .personal_data import MASK, Tokeniser, token_scheme
+from .personal_data import MASK, Tokeniser, key_check, token_scheme
 from .physical_lines import record_start_lines
 from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
@@ -117,7 +117,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     scheme = token_scheme()
     tokeniser = Tokeniser.for_key(key, scheme)  # an unknown scheme fails before anything is written
     temp_stage_max_rows()  # so does a bad PARITRANA_TEMP_STAGE_MAX_ROWS
-    ensure_raw_schema(con, scheme)
+    ensure_raw_schema(con, scheme, key_check(key))
     _drop_temp(con)  # a stage left by a killed load
     previous_optimizers = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
     con.execute(f"set disabled_optimizers = '{','.join(filter(None, [previous_optimizers, NO_JOIN_REWRITE]))}'")

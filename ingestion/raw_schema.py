@@ -7,7 +7,7 @@ resolved downstream in dbt, which keeps loads append-or-replace and order-indepe
 from __future__ import annotations
 
 from .contracts import EXTRACTS, Column, Extract
-from .personal_data import DEFAULT_SCHEME, SCHEME_ENV, TOKEN_TYPE
+from .personal_data import DEFAULT_SCHEME, KEY_ENV, SCHEME_ENV, TOKEN_TYPE
 from .rules import SQL_TYPES, quote_ident, sql_str
 
 RAW = "raw"
@@ -102,14 +102,34 @@ create table if not exists {RAW}.warehouse_settings (
 """
 
 
-def ensure_raw_schema(con, token_scheme: str = DEFAULT_SCHEME) -> None:
+def ensure_raw_schema(con, token_scheme: str = DEFAULT_SCHEME, key_check: str | None = None) -> None:
     con.execute(f"create schema if not exists {RAW}")
     _refuse_other_token_scheme(con, token_scheme)
+    if key_check is not None:
+        _refuse_other_key(con, key_check)
     con.execute(LEDGER_DDL)
     con.execute(QUARANTINE_DDL)
     for extract in EXTRACTS.values():
         cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in loaded_columns(extract))
         con.execute(f"create table if not exists {RAW}.{extract.name} ({cols})")
+
+
+def _refuse_other_key(con, check: str) -> None:
+    """Tokens made with two keys never match either: a warehouse records which key made
+    its tokens (`personal_data.key_check`) on first use and refuses another. The usual
+    cause is a key that went missing: HOME/secrets/nik_token.key is created when absent, so
+    a home restored without it, or a worker without $PARITRANA_NIK_KEY, would otherwise
+    start a second population of tokens without a word. (Warehouses made before 0.3.4
+    record the key of their first run since.)"""
+    recorded = con.execute(f"select value from {RAW}.warehouse_settings where name = 'nik_key_check'").fetchone()
+    if recorded is None:
+        con.execute(f"insert into {RAW}.warehouse_settings values ('nik_key_check', ?)", [check])
+    elif recorded[0] != check:
+        raise IncompatibleWarehouse(
+            f"the NIK token key is not this warehouse's (key check {check}, the warehouse's {recorded[0]}): tokens "
+            f"of two keys never match, and people would be counted twice. The key is ${KEY_ENV} when set, else "
+            "HOME/secrets/nik_token.key, which is created when missing: restore this warehouse's key there (or "
+            f"in ${KEY_ENV}), or load the deliveries into a new HOME.")
 
 
 def _refuse_other_token_scheme(con, scheme: str) -> None:

@@ -198,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
+        from ingestion.raw_schema import IncompatibleWarehouse
         from .transform import BuildFailed
         from .warehouse import WarehouseBusy, interrupted, machine_failure, machine_stop
         if interrupted(e):  # DuckDB reports Ctrl-C during a query as an error of its own
             return _interrupted(args.command)
         if machine_failure(e):
             e = machine_stop(e, args.command)
-        if isinstance(e, (WarehouseBusy, BuildFailed, OSError)):
+        if isinstance(e, (WarehouseBusy, BuildFailed, IncompatibleWarehouse, OSError)):
             print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
             return 1
         raise

@@ -155,3 +155,36 @@ def test_a_column_the_contract_does_not_know_never_lands_either(tmp_path, home, 
         for row in con.execute(f'select * from "{schema}"."{table}"').fetchall())
     con.close()
     assert "17000000001" in dump and not any(h in dump for h in heirs)
+
+
+def test_a_warehouse_refuses_a_key_that_did_not_make_its_tokens(tmp_path):
+    """A home restored without HOME/secrets/nik_token.key (created again when missing), or a
+    worker without $PARITRANA_NIK_KEY, must not start a second set of tokens for the same
+    people: the run stops before loading, saying which key to restore."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+    from paritrana.pipeline import ingest_step
+    from paritrana.settings import resolve_home
+
+    paths = resolve_home(tmp_path / "home")
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-30.csv", csv_text(PARTICIPANT_HEADER, [participant()]))
+    ingest_step(paths, landing, "first", progress=lambda _: None)
+    key_file = paths.home / "secrets" / "nik_token.key"
+    kept = key_file.read_bytes()
+    key_file.unlink()  # lost in a restore
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000009")]))
+    env = {k: v for k, v in os.environ.items() if k != "PARITRANA_NIK_KEY"}
+    out = subprocess.run([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
+                          "--home", str(paths.home)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "the NIK token key is not this warehouse's" in out.stderr and "nik_token.key" in out.stderr
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    assert con.execute("select count(*) from raw.load_ledger").fetchone() == (1,)
+    con.close()
+    key_file.write_bytes(kept)  # restored: the same command goes on
+    report = ingest_step(paths, landing, "again", progress=lambda _: None)
+    assert [r.status for r in report.results] == ["LOADED"]
