@@ -73,6 +73,21 @@ def _number_format(column: str) -> str | None:
     return None
 
 
+def _bold(ws, value: str):
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.styles import Font
+    cell = WriteOnlyCell(ws, value=value)
+    cell.font = Font(bold=True)
+    return cell
+
+
+def _formatted_cell(ws, number_format: str):
+    from openpyxl.cell import WriteOnlyCell
+    cell = WriteOnlyCell(ws)
+    cell.number_format = number_format
+    return cell
+
+
 def _typed(value: str, column: str):
     if value == "":
         return None
@@ -84,39 +99,62 @@ def _typed(value: str, column: str):
     return int(value) if fmt in ("#,##0", "0") else float(value)
 
 
+# One sheet's rows in the file format Excel opens (header included).
+XLSX_MAX_ROWS = 1_048_576
+
+
 def write_workbook(folder: Path, category: str, out: Path) -> None:
+    """Streamed (openpyxl's write-only mode): a national ranking of 678,000 micro
+    enterprises is written row by row in constant memory. Built in memory, the 160,000
+    businesses alone took 62 s and 1.8 GB, the micro enterprises would have needed some
+    7 GB."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    wb = Workbook()
-    ws = wb.active
-    ws.title = category[:31]
-    with (folder / f"rankings_{category}.csv").open(newline="") as f:
+    source = folder / f"rankings_{category}.csv"
+    rows = {f["file"]: f["rows"] for f in manifest["files"]}[source.name]
+    if rows + 1 > XLSX_MAX_ROWS:
+        raise ValueError(f"rankings_{category} has {rows:,} rows, more than an Excel sheet holds "
+                         f"({XLSX_MAX_ROWS - 1:,} below its header): export it as csv or parquet")
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet(category[:31])
+    with source.open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
-        ws.append(header)
+        bold, fill = Font(bold=True, color="FFFFFF"), PatternFill("solid", fgColor="1F4E78")
+        titles = []
+        for i, column in enumerate(header, start=1):
+            ws.column_dimensions[get_column_letter(i)].width = max(10, min(40, len(column) + 2))
+            cell = WriteOnlyCell(ws, value=column)
+            cell.font, cell.fill = bold, fill
+            cell.alignment = Alignment(wrap_text=True, vertical="top")
+            titles.append(cell)
+        ws.freeze_panes = "F2"
+        ws.append(titles)
+        # A formatted cell per formatted column, reused: each row is written out as it is
+        # appended, so one cell object per column carries its format for every row.
+        formats = [_number_format(c) for c in header]
+        cells = [_formatted_cell(ws, fmt) if fmt else None for fmt in formats]
         for row in reader:
-            ws.append([_typed(v, c) for v, c in zip(row, header)])
-    bold, fill = Font(bold=True, color="FFFFFF"), PatternFill("solid", fgColor="1F4E78")
-    for i, column in enumerate(header, start=1):
-        cell = ws.cell(row=1, column=i)
-        cell.font, cell.fill = bold, fill
-        cell.alignment = Alignment(wrap_text=True, vertical="top")
-        letter = get_column_letter(i)
-        ws.column_dimensions[letter].width = max(10, min(40, len(column) + 2))
-        fmt = _number_format(column)
-        if fmt:
-            for (c,) in ws.iter_rows(min_row=2, min_col=i, max_col=i):
-                c.number_format = fmt
-    ws.freeze_panes = "F2"
-    ws.auto_filter.ref = ws.dimensions
+            values = []
+            for v, c, cell in zip(row, header, cells):
+                value = _typed(v, c)
+                if cell is None:
+                    values.append(value)
+                else:
+                    cell.value = value
+                    values.append(cell)
+            ws.append(values)
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(header))}{rows + 1}"
 
     config = manifest["configuration"]["values"]
     group = INDICATORS[category]
     info = wb.create_sheet("Indicators")
-    info.append(["indicator", "definition", "weight", "target", "score"])
+    info.column_dimensions["A"].width, info.column_dimensions["B"].width = 26, 90  # before any row
+    info.append([_bold(info, t) for t in ("indicator", "definition", "weight", "target", "score")])
     for name, weight in config["weights"][group].items():
         info.append([name, DESCRIPTIONS.get(name, ""), weight, config["targets"][group][name],
                      "100 × min(value ÷ target, 1)"])
@@ -126,16 +164,13 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
     if group == "badan_usaha":
         info.append(["mandatory programmes", json.dumps(config["mandatory_programmes"])])
         info.append(["arrears threshold (months)", config["arrears_threshold"]])
-    for cell in info[1]:
-        cell.font = Font(bold=True)
-    info.column_dimensions["A"].width, info.column_dimensions["B"].width = 26, 90
 
     about = wb.create_sheet("Run")
+    about.column_dimensions["A"].width, about.column_dimensions["B"].width = 24, 80
     for k in ("run_id", "year", "as_of", "created_at", "code_version"):
         about.append([k, manifest[k]])
     about.append(["configuration sha256", manifest["configuration"]["sha256"]])
     about.append(["source file", f"rankings_{category}.csv in {folder}"])
-    about.column_dimensions["A"].width, about.column_dimensions["B"].width = 24, 80
     tmp = out.with_name(f".{out.name}.tmp")
     wb.save(tmp)
     tmp.replace(out)

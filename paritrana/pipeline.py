@@ -39,6 +39,7 @@ class RunResult:
     published: Path | None = None
     dbt_docs: Path | None = None
     highlights: dict = field(default_factory=dict)
+    deliveries_until: dt.date | None = None  # the latest business date of the loaded deltas
 
 
 def new_run_id() -> str:
@@ -105,6 +106,26 @@ def highlights(paths: Paths) -> dict:
     return {"provinces": provinces, "top": tops}
 
 
+def deliveries_until(paths: Paths) -> dt.date | None:
+    """The latest business date that a loaded delta delivery covers (references are
+    snapshots, dated when they were made)."""
+    from ingestion.contracts import EXTRACTS
+
+    deltas = [name for name, e in EXTRACTS.items() if e.kind == "delta"]
+    with connect(paths, None, read_only=True) as con:
+        return con.execute("select max(business_date) from raw.load_ledger where status = 'LOADED' "
+                           "and extract in (select unnest($deltas::varchar[]))", {"deltas": deltas}).fetchone()[0]
+
+
+def as_of_note(as_of: dt.date, until: dt.date | None) -> str | None:
+    """methodology.md §1 lets a run be as of Y-12-31 whatever has been delivered; a ranking
+    of a year whose data end in its first days would then read as final. Say so."""
+    if until is None or as_of <= until:
+        return None
+    return (f"note: as of {as_of}, but the deliveries end on {until}: the figures are those of {until}, "
+            f"not of {as_of} (for a provisional ranking that says so, run with --as-of {until})")
+
+
 def check_settings() -> None:
     """The retention settings, refused before any work rather than at the gate or the
     publication, after the night's load."""
@@ -131,6 +152,9 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     with exclusive(paths):
         report = ingest_step(paths, landing, run_id, progress)
         result = RunResult(run_id, year, as_of, report, paths.runs / f"{run_id}.json")
+        result.deliveries_until = deliveries_until(paths)
+        if note := as_of_note(as_of, result.deliveries_until):
+            progress(note)
         progress("building the warehouse (dbt build)")
         build = build_step(paths, year, as_of, methodology, progress, full_refresh)
         result.build_seconds, result.dbt_docs = build.seconds, build.docs
@@ -162,6 +186,7 @@ def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
         "dbt": {"seconds": round(result.build_seconds, 2), "models": result.models, "data_tests": result.data_tests},
         "gate": result.gate.to_json() if result.gate else None,
         "published": str(result.published) if result.published else None,
+        "deliveries_until": result.deliveries_until.isoformat() if result.deliveries_until else None,
     }, indent=1, default=str) + "\n")
 
 
@@ -207,5 +232,7 @@ def summary(result: RunResult) -> str:
     for code, name, claims, claims_idr, children, children_idr in result.highlights.get("provinces", [])[:5]:
         lines.append(f"  {name} ({code}), {result.year}: {claims:,} paid claims, Rp{claims_idr:,}; "
                      f"{children:,} scholarship children, Rp{children_idr:,}")
+    if note := as_of_note(result.as_of, result.deliveries_until):
+        lines.append(f"  {note}")
     lines.append(f"  ledger and quarantine: tables raw.load_ledger and raw.quarantine; run record {result.record}")
     return "\n".join(lines)

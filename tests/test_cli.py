@@ -1,6 +1,7 @@
 """The `paritrana` command as a user runs it: generate, run, summary, exit codes."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -36,6 +37,20 @@ def test_run_prints_a_reconciled_summary_and_reruns_as_a_no_op(demo, tmp_path):
     # the run ends with its summary, not with shutdown warnings (leaked semaphores, nanobind)
     for result in (demo.result, again):
         assert "leaked" not in result.stderr, result.stderr[-2000:]
+
+
+def test_a_ranking_as_of_a_date_the_deliveries_do_not_reach_says_so(demo, tmp_path):
+    """methodology.md §1 lets `--year 2025` be as of 2025-12-31 with data that end on
+    2025-01-02; the ranking must not read as a final one without a word."""
+    assert "note: as of" not in demo.result.stdout  # 2024 as of 2024-12-31: the deliveries go beyond
+    work = demo.copy(tmp_path / "w")
+    later = paritrana("run", "--landing", str(work.landing), "--year", "2025", "--home", str(work.home_dir))
+    assert later.returncode == 0, later.stderr[-2000:]
+    note = ("note: as of 2025-12-31, but the deliveries end on 2025-01-02: the figures are those of 2025-01-02, "
+            "not of 2025-12-31 (for a provisional ranking that says so, run with --as-of 2025-01-02)")
+    assert later.stdout.count(note) == 2  # when it is known, and in the summary
+    records = sorted((work.home_dir / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    assert json.loads(records[-1].read_text())["deliveries_until"] == "2025-01-02"
 
 
 def test_user_errors_name_the_cause_without_a_traceback(tmp_path):

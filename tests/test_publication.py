@@ -112,6 +112,21 @@ def test_export_round_trips(bengkulu, tmp_path, fmt):
                            "contribution_timeliness": 20, "ecosystem_extension": 10}
 
 
+def test_a_ranking_longer_than_an_excel_sheet_is_refused_as_xlsx_before_writing(bengkulu, tmp_path, monkeypatch):
+    """An Excel sheet holds 1,048,576 rows (the national micro enterprises are 678,000 at
+    scale 1.0, more at larger scales): the export says so, and which formats hold it all."""
+    from paritrana import export
+
+    rows = sum(1 for _ in (_latest(bengkulu) / "rankings_umk.csv").open()) - 1
+    monkeypatch.setattr(export, "XLSX_MAX_ROWS", rows)  # one row short, header included
+    out = tmp_path / "umk.xlsx"
+    with pytest.raises(ValueError, match=f"rankings_umk has {rows:,} rows, more than an Excel sheet holds"):
+        export.export(bengkulu.paths, "umk", 2024, "xlsx", out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    monkeypatch.setattr(export, "XLSX_MAX_ROWS", rows + 1)
+    assert export.export(bengkulu.paths, "umk", 2024, "xlsx", out) == out
+
+
 def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp_path):
     result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--out", str(tmp_path),
                        "--home", str(bengkulu.home_dir))
