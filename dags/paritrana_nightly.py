@@ -72,7 +72,7 @@ def paritrana_nightly():
         year, _ = _dates()
         load_methodology(paths, year, get_current_context()["params"].get("config"))  # refused before any work
         check_settings()
-        return find_deliveries(landing)
+        return find_deliveries(landing, paths.home)
 
     @task(max_active_tis_per_dag=1)
     def ingest(extract: str) -> dict:

@@ -87,19 +87,24 @@ class LandingScan:
     broken_links: list[str] = field(default_factory=list)  # symbolic links to nothing
 
 
-def require_landing(landing: Path) -> None:
+def require_landing(landing: Path, home: Path | None = None) -> None:
     if not landing.exists():
         raise FileNotFoundError(f"landing folder {landing} does not exist")
     if not landing.is_dir():
         raise NotADirectoryError(f"landing {landing} is a file, not a folder")
+    if home is not None and os.path.realpath(home) == os.path.realpath(landing):
+        raise ValueError(f"the landing folder {landing} is the warehouse's home: give each its own folder "
+                         "(the landing may be inside the home, as the demo's is, or the home inside the landing)")
 
 
-def scan_landing(landing: Path) -> LandingScan:
+def scan_landing(landing: Path, home: Path | None = None) -> LandingScan:
     """Every file below `landing` (sub-folders too: providers may re-send into one),
-    named by its path relative to `landing`. Dot-files and `.tmp`/`.part` are ignored."""
-    require_landing(landing)
+    named by its path relative to `landing`. Dot-files and `.tmp`/`.part` are ignored, and
+    so is the warehouse's `home` when it lies inside the landing (its own files are no
+    deliveries: its publications alone would be listed as waiting, more every night)."""
+    require_landing(landing, home)
     ready, not_ready, orphans, ignored = [], [], [], []
-    names, broken = _files_below(landing)
+    names, broken = _files_below(landing, home)
     for name, path in sorted(names.items()):
         if any(part.startswith(".") for part in Path(name).parts) or name.endswith((".tmp", ".part")):
             ignored.append(name)
@@ -113,14 +118,14 @@ def scan_landing(landing: Path) -> LandingScan:
     return LandingScan(ready, not_ready, orphans, ignored, broken)
 
 
-def _files_below(landing: Path) -> tuple[dict[str, Path], list[str]]:
+def _files_below(landing: Path, home: Path | None = None) -> tuple[dict[str, Path], list[str]]:
     """The files below `landing` by relative name, following symbolic links, folders
     included (a provider's drop folder linked into the landing is part of it; `rglob`
     would skip it without a word), each real folder once (a link may loop); and the
     links that lead nowhere, which are reported rather than passed over."""
     files: dict[str, Path] = {}
     broken: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = {os.path.realpath(home)} if home else set()
     for root, folders, entries in os.walk(landing, followlinks=True):
         seen.add(os.path.realpath(root))
         folders[:] = sorted(f for f in folders if os.path.realpath(os.path.join(root, f)) not in seen)

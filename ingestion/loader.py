@@ -111,9 +111,10 @@ Progress = Callable[[str], None]
 
 
 def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lambda _: None,
-           extracts: Collection[str] | None = None) -> IngestReport:
+           extracts: Collection[str] | None = None, home: Path | None = None) -> IngestReport:
     """Load every ready delivery of the landing folder, or only those of `extracts`
-    (extract names, or deliveries.UNRECOGNISED)."""
+    (extract names, or deliveries.UNRECOGNISED); the warehouse's `home`, when inside the
+    landing, is not scanned."""
     scheme = token_scheme()
     tokeniser = Tokeniser.for_key(key, scheme)  # an unknown scheme fails before anything is written
     temp_stage_max_rows()  # so does a bad PARITRANA_TEMP_STAGE_MAX_ROWS
@@ -122,14 +123,14 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     previous_optimizers = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
     con.execute(f"set disabled_optimizers = '{','.join(filter(None, [previous_optimizers, NO_JOIN_REWRITE]))}'")
     try:
-        return _ingest_ready(con, landing, run_id, progress, extracts, tokeniser)
+        return _ingest_ready(con, landing, run_id, progress, extracts, tokeniser, home)
     finally:
         con.execute(f"set disabled_optimizers = '{previous_optimizers}'")
 
 
 def _ingest_ready(con, landing: Path, run_id: str, progress: Progress, extracts: Collection[str] | None,
-                  tokeniser: Tokeniser) -> IngestReport:
-    scan: LandingScan = scan_landing(landing)
+                  tokeniser: Tokeniser, home: Path | None) -> IngestReport:
+    scan: LandingScan = scan_landing(landing, home)
     pending, done = [], []
     for d in scan.ready:
         if extracts is not None and extract_group(d.name) not in extracts:

@@ -52,11 +52,11 @@ def load_methodology(paths: Paths, year: int, config: str | None):
     return methodology_config.load(Path(config) if config else None, paths.home, year)
 
 
-def find_deliveries(landing: Path) -> list[str]:
+def find_deliveries(landing: Path, home: Path | None = None) -> list[str]:
     """The extract groups with ready files (control file present); one ingest task each."""
     from ingestion.deliveries import extract_group, scan_landing
 
-    scan = scan_landing(landing)
+    scan = scan_landing(landing, home)
     for name in scan.not_ready:
         log.info("waiting for the control file of %s", name)
     for name in scan.broken_links:

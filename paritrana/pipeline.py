@@ -49,10 +49,10 @@ def new_run_id() -> str:
 def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = print,
                 extracts: list[str] | None = None) -> IngestReport:
     landing = Path(landing)
-    require_landing(landing)  # before the warehouse is opened
+    require_landing(landing, paths.home)  # before the warehouse is opened
     key = load_key(paths.home)
     with connect(paths, ingest_memory_limit()) as con:
-        return ingest(con, landing, key, run_id, progress, extracts)
+        return ingest(con, landing, key, run_id, progress, extracts, paths.home)
 
 
 def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology, progress: Progress = print,

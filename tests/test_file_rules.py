@@ -198,3 +198,20 @@ def test_an_invalid_control_file_is_told_where_it_breaks(tmp_path, load):
     r = _only(load(tmp_path / "in"))
     assert (r.reason_code, r.reason_detail) == (
         "CONTROL_INVALID", "control file is not valid JSON: Expecting ',' delimiter at line 2, column 17")
+
+
+def test_a_home_inside_the_landing_is_not_scanned_and_one_that_is_the_landing_is_refused(tmp_path):
+    from ingestion.deliveries import scan_landing
+    from paritrana.pipeline import ingest_step
+    from paritrana.settings import resolve_home
+
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv", GOOD)
+    paths = resolve_home(landing / "home")
+    (paths.home / "published" / "2024").mkdir(parents=True)
+    (paths.home / "published" / "2024" / "rankings_umk.csv").write_text("x\n")  # a publication, not a delivery
+    report = ingest_step(paths, landing, "t", progress=lambda _: None)
+    assert [r.status for r in report.results] == ["LOADED"] and report.not_ready == []
+    assert scan_landing(landing).not_ready  # without the home named, its files would wait forever
+    with pytest.raises(ValueError, match="is the warehouse's home"):
+        ingest_step(resolve_home(landing), landing, "t", progress=lambda _: None)
