@@ -19,6 +19,9 @@ import numpy as np
 from .contracts import EXTRACTS
 
 CONTROL_SUFFIX = ".ctl.json"
+# Western Indonesian Time (Jakarta, no daylight saving): where the providers are, and the
+# offset of the contract's own example (extracts.md §1).
+WIB = dt.timezone(dt.timedelta(hours=7), "WIB")
 _NEWLINE = ord("\n")
 DATA_EXTENSIONS = ("csv.gz", "csv", "parquet")
 NAME_RE = re.compile(r"^(?P<extract>.+?)__(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})\.(?P<ext>csv\.gz|csv|parquet)$")
@@ -185,8 +188,9 @@ def read_control(delivery: Delivery) -> None:
         produced = dt.datetime.fromisoformat(field("produced_at", str))
     except ValueError:
         raise FileRejected("CONTROL_INVALID", "control field 'produced_at' is not an ISO 8601 timestamp") from None
-    if produced.tzinfo is not None:
-        produced = produced.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if produced.tzinfo is None:
+        produced = produced.replace(tzinfo=WIB)  # a time without its offset is the providers' own
+    produced = produced.astimezone(dt.timezone.utc).replace(tzinfo=None)
     if row_count < 0:
         raise FileRejected("CONTROL_INVALID", "control field 'row_count' is negative")
     delivery.control = Control(extract, delivery.business_date, version, row_count, sha, produced)

@@ -68,6 +68,19 @@ def test_two_versions_ready_together_the_later_produced_wins(tmp_path, load, sql
     assert sql("select monthly_wage_idr from raw.participants") == [(5_000_000,)]
 
 
+def test_a_produced_at_without_its_offset_is_jakarta_time(tmp_path, load, sql):
+    """A time without an offset is WIB: 09:00 is 02:00 UTC, so a file produced at 02:30 UTC is
+    the later one (read as UTC, as before 0.3.4, 09:00 would have won)."""
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
+        participant(monthly_wage_idr="5000000")]), produced_at="2025-01-01T09:00:00")
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
+                   produced_at="2025-01-01T02:30:00+00:00")  # 09:30 WIB: the later one, though "02:30" < "09:00"
+    load(landing)
+    assert sql("select monthly_wage_idr from raw.participants") == [(3_000_000,)]
+    assert sql("select produced_at from raw.load_ledger order by produced_at")[0][0].isoformat() == "2025-01-01T02:00:00"
+
+
 def test_an_older_version_arriving_later_does_not_replace_the_newer(tmp_path, load, sql):
     landing = tmp_path / "in"
     write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
