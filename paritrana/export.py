@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path) -> Path:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     folder = latest(paths, year)
     if folder is None:
+        link = paths.home / "published" / str(year) / "latest"
+        if link.is_symlink():  # it names a publication that someone moved or deleted
+            raise NothingPublished(f"{link} names {os.readlink(link)}, which is no longer there: restore it, or "
+                                   f"run the year again to publish anew")
         raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
     out = Path(out)
     if out.is_dir():  # as `cp` does: into the folder, under the published file's name

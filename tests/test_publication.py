@@ -127,6 +127,17 @@ def test_a_ranking_longer_than_an_excel_sheet_is_refused_as_xlsx_before_writing(
     assert export.export(bengkulu.paths, "umk", 2024, "xlsx", out) == out
 
 
+def test_export_says_when_latest_names_a_publication_that_is_gone(demo, tmp_path):
+    work = demo.copy(tmp_path / "w")
+    link = work.home_dir / "published" / "2024" / "latest"
+    target = link.resolve()
+    target.rename(tmp_path / "moved")
+    result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--out",
+                       str(tmp_path / "x.csv"), "--home", str(work.home_dir))
+    assert result.returncode == 1
+    assert f"names {target.name}, which is no longer there" in result.stderr, result.stderr
+
+
 def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp_path):
     result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--out", str(tmp_path),
                        "--home", str(bengkulu.home_dir))
