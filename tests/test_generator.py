@@ -92,3 +92,19 @@ def test_a_week_of_deltas_pays_the_claims_submitted_in_it(tmp_path):
     paid_later = {r[0] for day in range(2, 8) for r in con.execute(
         f"select claim_id from {rows(day)} where status = 'PAID' and claim_version = '2'").fetchall()}
     assert submitted_day_1 and submitted_day_1 & paid_later
+
+
+def test_generating_again_into_a_landing_leaves_exactly_what_the_new_manifest_lists(tmp_path):
+    """A `--days 3` landing generated again with `--days 1` kept days 2 and 3, unlisted, and
+    the next run loaded them; files the generator did not write stay."""
+    import os
+
+    landing = tmp_path / "l"
+    generate(landing, "demo", scale=0.2, days_after=3)
+    (landing / "notes.txt").write_text("mine")
+    manifest = generate(landing, "demo", scale=0.2, days_after=1)
+    listed = {e["file"] for e in manifest["files"] + manifest["defects"] if "file" in e}
+    listed |= {name + ".ctl.json" for name in listed}
+    on_disk = {os.path.relpath(os.path.join(root, f), landing) for root, _, files in os.walk(landing) for f in files}
+    assert on_disk - listed == {".generator.json", "notes.txt"} and listed <= on_disk
+    assert not any("2025-01-02" in name or "2025-01-03" in name for name in on_disk)

@@ -12,6 +12,7 @@ Same arguments, same bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -52,6 +53,7 @@ def generate(landing: Path, profile: str, year: int | None = None, scale: float 
     landing = Path(landing)
     if landing.exists() and not landing.is_dir():
         raise NotADirectoryError(f"landing {landing} is a file, not a folder")
+    _remove_earlier_output(landing)
     landing.mkdir(parents=True, exist_ok=True)
     y = prof.year
     snapshot = dt.date(y, 12, 31)
@@ -108,6 +110,25 @@ def _participant_snapshot(seed, prof, geo, emp, pop: Population, snapshot: dt.da
                                    status_active=np.ones(len(hist), bool), wage_factor=0.9)
             yield old
         yield current
+
+
+def _remove_earlier_output(landing: Path) -> None:
+    """The files an earlier generation listed in the landing's manifest, and their control
+    files, so that the landing holds exactly what this one lists (a `--days 3` run followed
+    by `--days 1` left days 2 and 3 behind, unlisted). Files the generator did not write
+    stay."""
+    manifest = landing / MANIFEST
+    if not manifest.exists():
+        return
+    earlier = json.loads(manifest.read_text())
+    # the re-delivered copy in resent/ is listed among the defects only
+    names = {e["file"] for e in earlier.get("files", []) + earlier.get("defects", []) if "file" in e}
+    for name in names:
+        for path in (landing / name, landing / (name + ".ctl.json")):
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (landing / "resent").rmdir()  # when empty
+    manifest.unlink()
 
 
 def _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, n_days, defects) -> list[dict]:
