@@ -71,6 +71,8 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
     with exclusive(paths):
         report = ingest_step(paths, landing, run_id, log.info, extracts=[group])
     return {"group": group, "rows": report.rows, "already_processed": len(report.already_processed),
+            "not_ready": report.not_ready, "orphan_controls": report.orphan_controls,
+            "broken_links": report.broken_links,
             "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
                                                                    "reason_detail", "rows_in_file", "rows_loaded",
                                                                    "rows_quarantined", "rows_duplicate")}
@@ -128,15 +130,26 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
               checked: dict | None, published: dict | None) -> str:
     files: dict[str, int] = {}
     rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
+    rejected, waiting, orphans, broken = [], set(), set(), set()
     for group in ingested or []:
         for f in group["files"]:
             files[f["status"]] = files.get(f["status"], 0) + 1
+            if f["status"] == "REJECTED":
+                rejected.append(f"rejected {f['file_name']}: {f['reason_code']} ({f['reason_detail']})")
         for k in rows:
             rows[k] += group["rows"].get(k, 0)
+        # every group scans the whole landing: what waits is the same in each
+        waiting.update(group.get("not_ready", []))
+        orphans.update(group.get("orphan_controls", []))
+        broken.update(group.get("broken_links", []))
     lines = [f"Paritrana run {run_id}: year {year}, as of {as_of}",
              "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
              f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
              f"+ {rows['duplicate']:,} duplicates"]
+    lines += rejected
+    lines += [f"waiting {name}: no control file yet" for name in sorted(waiting)]
+    lines += [f"orphan {name}: control file without its data file" for name in sorted(orphans)]
+    lines += [f"broken {name}: a symbolic link to nothing" for name in sorted(broken)]
     if built:
         lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
                      f"docs {built['dbt_docs']}")

@@ -17,7 +17,7 @@ import duckdb
 import pytest
 import yaml
 
-from conftest import paritrana
+from conftest import paritrana, write_delivery
 from paritrana.orchestration import run_dates, safe_run_id
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
@@ -152,11 +152,18 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     for f in full.iterdir():  # the day's delta arrives
         if f.is_file() and "__2025-01-01" in f.name:
             shutil.copy2(f, landing / f.name)
+    # with a file that is refused and one whose control file is still to come
+    write_delivery(landing, "participants__2025-01-02.csv", "kpj,nik\n17000000001,1771014508900003\n")
+    (landing / "claims__2025-01-02.csv").write_text("claim_id\n")
     third, _ = night("2025-01-02")
+    # the engineer reads in the run's summary which file was refused and why, and what waits
+    assert ("rejected participants__2025-01-02.csv: MISSING_COLUMN (required column(s) absent from the header: "
+            "full_name,") in third.stdout
+    assert "waiting claims__2025-01-02.csv: no control file yet" in third.stdout
     run3 = latest.resolve()
     manifest3 = json.loads((run3 / "manifest.json").read_text())
     dates = {i["business_date"] for i in manifest3["inputs"]}
-    assert dates == {"2024-12-31", "2025-01-01"} and manifest3["as_of"] == "2024-12-31"
+    assert dates == {"2024-12-31", "2025-01-01"} and manifest3["as_of"] == "2024-12-31"  # not the refused file
     assert _published_digests(run3) != _published_digests(run1)  # re-versioned claims change results
     with duckdb.connect(str(home / "analytics.duckdb"), read_only=True) as con:
         assert con.execute("select count(distinct run_id) from raw.load_ledger").fetchone()[0] == 2
