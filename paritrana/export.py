@@ -58,10 +58,17 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path) -> Path:
     if out.is_dir():  # as `cp` does: into the folder, under the published file's name
         out = out / f"rankings_{category}.{fmt}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt in ("csv", "parquet"):
-        shutil.copyfile(folder / f"rankings_{category}.{fmt}", out)
-    else:
-        write_workbook(folder, category, out)
+    # Written beside the target and renamed over it: whoever opens `out` meanwhile reads the
+    # previous file or the new one whole, and a failed export leaves no half file.
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        if fmt in ("csv", "parquet"):
+            shutil.copyfile(folder / f"rankings_{category}.{fmt}", tmp)
+        else:
+            write_workbook(folder, category, tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -175,6 +182,4 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
         about.append([k, manifest[k]])
     about.append(["configuration sha256", manifest["configuration"]["sha256"]])
     about.append(["source file", f"rankings_{category}.csv in {folder}"])
-    tmp = out.with_name(f".{out.name}.tmp")
-    wb.save(tmp)
-    tmp.replace(out)
+    wb.save(out)
