@@ -215,3 +215,17 @@ def test_a_home_inside_the_landing_is_not_scanned_and_one_that_is_the_landing_is
     assert scan_landing(landing).not_ready  # without the home named, its files would wait forever
     with pytest.raises(ValueError, match="is the warehouse's home"):
         ingest_step(resolve_home(landing), landing, "t", progress=lambda _: None)
+
+
+def test_a_truncated_gzip_file_is_unreadable_and_says_so(tmp_path, load):
+    import gzip
+
+    from conftest import write_control
+
+    whole = gzip.compress(csv_text(PARTICIPANT_HEADER, [participant(kpj=f"17{i:09d}") for i in range(5000)]).encode())
+    path = tmp_path / "in" / "participants__2024-12-31.csv.gz"
+    path.parent.mkdir()
+    path.write_bytes(whole[: len(whole) // 2])  # a transfer cut off
+    write_control(path, 5000)
+    r = _only(load(tmp_path / "in"))
+    assert r.reason_code == "UNREADABLE" and "Unexpected end of GZIP stream" in r.reason_detail, r.reason_detail
