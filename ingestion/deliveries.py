@@ -146,7 +146,11 @@ def parse_name(delivery: Delivery) -> None:
     """UNKNOWN_EXTRACT unless the name is `<extract>__<YYYY-MM-DD>.<ext>` with a known extract."""
     m = NAME_RE.match(delivery.path.name)
     if not m:
-        raise FileRejected("UNKNOWN_EXTRACT", "file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>")
+        case = NAME_RE.match(delivery.path.name.lower())
+        hint = f" (names are case-sensitive: {delivery.path.name.lower()} would be one)" \
+            if case and case["extract"] in EXTRACTS else ""
+        raise FileRejected("UNKNOWN_EXTRACT",
+                           f"file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>{hint}")
     if m["extract"] not in EXTRACTS:
         raise FileRejected("UNKNOWN_EXTRACT", f"'{m['extract']}' is not an extract of the contract")
     try:

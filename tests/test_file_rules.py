@@ -229,3 +229,11 @@ def test_a_truncated_gzip_file_is_unreadable_and_says_so(tmp_path, load):
     write_control(path, 5000)
     r = _only(load(tmp_path / "in"))
     assert r.reason_code == "UNREADABLE" and "Unexpected end of GZIP stream" in r.reason_detail, r.reason_detail
+
+
+def test_a_name_in_the_wrong_case_is_told_the_name_it_should_have(tmp_path, load):
+    write_delivery(tmp_path / "in", "participants__2024-12-31.CSV", GOOD)
+    r = _only(load(tmp_path / "in"))
+    assert (r.reason_code, r.reason_detail) == (
+        "UNKNOWN_EXTRACT", "file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet> "
+                           "(names are case-sensitive: participants__2024-12-31.csv would be one)")
