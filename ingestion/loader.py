@@ -85,6 +85,8 @@ class FileResult:
     extra_columns: list[str] = field(default_factory=list)
     superseded: str | None = None
     seconds: float = 0.0
+    # Parquet columns whose type is not the contract's (`column TYPE, date expected`)
+    mistyped_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -182,6 +184,8 @@ def describe(r: FileResult) -> str:
             s += f"; correction of {r.superseded}"
         if r.extra_columns:
             s += f"; ignored unknown columns {', '.join(r.extra_columns)}"
+        if r.mistyped_columns:
+            s += f"; columns not of the contract's type, judged as their text: {'; '.join(r.mistyped_columns)}"
         return s + f" ({r.seconds:.1f} s)"
     return f"{r.status} {r.reason_code}: {r.reason_detail}"
 
@@ -262,7 +266,7 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     result = FileResult(d.name, "LOADED", d.extract, d.business_date, rows_in_file=n_rows,
                         rows_loaded=n_rows - judged.duplicates - judged.quarantined,
                         rows_quarantined=judged.quarantined, rows_duplicate=judged.duplicates,
-                        extra_columns=source.extra)
+                        extra_columns=source.extra, mistyped_columns=source.mistyped)
     # Checked before the transaction: nothing else writes the warehouse during ingestion.
     becomes_table = source.stage == PERSISTENT_STAGE and _is_empty(con, extract)
     con.execute("begin transaction")
@@ -384,6 +388,7 @@ class Source:
     sequential: bool  # the reader uses one thread (a compressed file)
     typed: set[str] = field(default_factory=set)  # columns read in their contract type (Parquet)
     stage: str = ""  # the table the scan writes
+    mistyped: list[str] = field(default_factory=list)  # Parquet columns not of the contract's type
 
     @property
     def record_as_read(self) -> str:
@@ -428,6 +433,8 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
             return f"nullif(cast({q} as varchar), '')"
         relation = f"read_parquet({path}, file_row_number = true)"
         record = "file_row_number + 1"
+        mistyped = [f"{c} {types[c]}, {extract.column(c).type} expected" for c in header
+                    if c in extract.column_names and not _type_fits(extract.column(c).type, types[c])]
     else:
         header = _csv_header(d.path, d.ext == "csv.gz")
         columns = "{" + ", ".join(f"{sql_str(c)}: 'VARCHAR'" for c in header) + "}"
@@ -436,6 +443,7 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
                     f"max_line_size = 16777216, nullstr = '', allow_quoted_nulls = true, columns = {columns})")
         record = None
         typed = set()
+        mistyped = []
 
         def text(c):
             # The reader already gives NULL for an empty field, quoted ("") or not.
@@ -444,7 +452,24 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
         raise FileRejected("UNREADABLE", "header has empty or repeated column names")
     return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
                   # presumed until the digest's line count confirms it, after the scan (_load_one)
-                  single_line=d.ext != "parquet", sequential=d.ext == "csv.gz", typed=typed)
+                  single_line=d.ext != "parquet", sequential=d.ext == "csv.gz", typed=typed, mistyped=mistyped)
+
+
+_INTEGERS = _AS_DELIVERED["int"] + ("HUGEINT", "UBIGINT", "UHUGEINT")
+
+
+def _type_fits(contract_type: str, parquet_type: str) -> bool:
+    """Whether a Parquet column's type can carry the contract's values as the contract
+    writes them. Others are still judged by their text (a timestamp's text is no date, a
+    double's no integer: `BAD_TYPE`); the file's result names them once, so that a whole
+    file of `BAD_TYPE` rows is explained (pandas writes dates as timestamps, and an
+    integer column with a gap as doubles)."""
+    if parquet_type == "VARCHAR" or contract_type == "text":
+        return True
+    return {"date": parquet_type == "DATE", "int": parquet_type in _INTEGERS,
+            "flag": parquet_type == "BOOLEAN" or parquet_type in _INTEGERS,
+            "number": parquet_type in _INTEGERS or parquet_type in ("DOUBLE", "FLOAT")
+            or parquet_type.startswith("DECIMAL")}.get(contract_type, True)
 
 
 def _single_line_records(d: Delivery) -> bool:

@@ -75,7 +75,8 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
             "broken_links": report.broken_links,
             "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
                                                                    "reason_detail", "rows_in_file", "rows_loaded",
-                                                                   "rows_quarantined", "rows_duplicate")}
+                                                                   "rows_quarantined", "rows_duplicate",
+                                                                   "mistyped_columns")}
                       for f in report.results]}
 
 
@@ -130,12 +131,15 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
               checked: dict | None, published: dict | None) -> str:
     files: dict[str, int] = {}
     rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
-    rejected, waiting, orphans, broken = [], set(), set(), set()
+    notes, waiting, orphans, broken = [], set(), set(), set()
     for group in ingested or []:
         for f in group["files"]:
             files[f["status"]] = files.get(f["status"], 0) + 1
             if f["status"] == "REJECTED":
-                rejected.append(f"rejected {f['file_name']}: {f['reason_code']} ({f['reason_detail']})")
+                notes.append(f"rejected {f['file_name']}: {f['reason_code']} ({f['reason_detail']})")
+            elif f.get("mistyped_columns"):
+                notes.append(f"typed {f['file_name']}: columns not of the contract's type, judged as their "
+                                f"text: {'; '.join(f['mistyped_columns'])}")
         for k in rows:
             rows[k] += group["rows"].get(k, 0)
         # every group scans the whole landing: what waits is the same in each
@@ -146,7 +150,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
              "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
              f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
              f"+ {rows['duplicate']:,} duplicates"]
-    lines += rejected
+    lines += notes
     lines += [f"waiting {name}: no control file yet" for name in sorted(waiting)]
     lines += [f"orphan {name}: control file without its data file" for name in sorted(orphans)]
     lines += [f"broken {name}: a symbolic link to nothing" for name in sorted(broken)]

@@ -203,6 +203,9 @@ def ingest_summary(r: IngestReport) -> list[str]:
     for f in r.results:
         if f.status == "REJECTED":
             lines.append(f"  rejected {f.file_name}: {f.reason_code} ({f.reason_detail})")
+        elif f.mistyped_columns:
+            lines.append(f"  typed    {f.file_name}: columns not of the contract's type, judged as their "
+                         f"text: {'; '.join(f.mistyped_columns)}")
     for name in r.not_ready:
         lines.append(f"  waiting  {name}: no control file yet")
     for name in r.orphan_controls:

@@ -591,3 +591,33 @@ def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path)
         check(f"select *, row_number() over () as n from (select * from {reader} where b = 3)")
     with pytest.raises(RuntimeError, match="would not number the file's records in file order"):
         check(f"select *, row_number() over (order by b) as n from {reader}")
+
+
+def test_parquet_columns_not_of_the_contracts_type_are_named_once_for_the_file(tmp_path, load, sql):
+    """pandas writes a date column as a timestamp and an integer column with a gap as
+    doubles: every row is then BAD_TYPE, and the file's result says why, once."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ingestion.loader import describe
+
+    rows = [participant(kpj=f"1700000000{i}") for i in range(3)]
+    columns = {c: [r[c] or None for r in rows] for c in PARTICIPANT_HEADER.split(",")}
+    columns["birth_date"] = [dt.datetime(1990, 8, 5)] * 3  # a timestamp
+    columns["monthly_wage_idr"] = [3_000_000.0] * 3  # a double
+    columns["jkk"] = [1, 1, 1]  # an integer flag fits
+    pq.write_table(pa.table(columns), tmp_path / "p.parquet")
+    write_delivery(tmp_path / "in", "participants__2024-12-31.parquet", (tmp_path / "p.parquet").read_bytes(),
+                   row_count=3)
+    report = load(tmp_path / "in")
+    r = report.results[0]
+    assert (r.rows_loaded, r.rows_quarantined) == (0, 3)
+    from paritrana.pipeline import ingest_summary
+    assert any(line.startswith("  typed    participants__2024-12-31.parquet: ") for line in ingest_summary(report))
+    assert r.mistyped_columns == ["birth_date TIMESTAMP, date expected", "monthly_wage_idr DOUBLE, int expected"]
+    assert "columns not of the contract's type, judged as their text: birth_date TIMESTAMP, date expected; " \
+           "monthly_wage_idr DOUBLE, int expected" in describe(r)
+    assert sorted(sql("select reason_details from raw.quarantine")[0][0]) == ["BAD_TYPE:birth_date",
+                                                                              "BAD_TYPE:monthly_wage_idr"]
