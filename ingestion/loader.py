@@ -211,7 +211,10 @@ def _current_load(con, extract: str, business_date: dt.date):
 def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> FileResult:
     extract = EXTRACTS[d.extract]
     current = _current_load(con, d.extract, d.business_date)
-    if current and (current[2] == d.control.sha256 or current[3] > d.control.produced_at):
+    # Versions are ordered by produced_at and, on a tie, by name, as a run sorts the files
+    # it finds (Delivery.sort_key): so one run or several, in any order, keep the same one.
+    stale = current is not None and (current[3], current[1]) > (d.control.produced_at, d.name)
+    if current and (current[2] == d.control.sha256 or stale):
         # Most likely a re-delivery or a stale version: decided by the digest, no scan.
         d.digest = file_digest(d.path)
         _check_digest(d)
@@ -219,8 +222,10 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
             result = FileResult(d.name, "SKIPPED_REDELIVERY", d.extract, d.business_date, "REDELIVERY",
                                 f"same bytes as loaded file {current[1]}: nothing to do")
         else:
+            when = "before" if current[3] > d.control.produced_at else "at the same time as"
             result = FileResult(d.name, "SKIPPED_STALE", d.extract, d.business_date, "STALE_VERSION",
-                                f"produced before the loaded file {current[1]}, which stays")
+                                f"produced {when} the loaded file {current[1]}, which stays"
+                                + (" (a tie goes to the later name)" if when != "before" else ""))
         _record(con, d, run_id, started, result)
         return result
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
 
 from paritrana.generator import generate
@@ -79,6 +81,22 @@ def test_a_produced_at_without_its_offset_is_jakarta_time(tmp_path, load, sql):
     load(landing)
     assert sql("select monthly_wage_idr from raw.participants") == [(3_000_000,)]
     assert sql("select produced_at from raw.load_ledger order by produced_at")[0][0].isoformat() == "2025-01-01T02:00:00"
+
+
+@pytest.mark.parametrize("runs", ["together", "gz first", "csv first"])
+def test_two_versions_produced_at_the_same_time_keep_the_same_one_whatever_the_arrival(tmp_path, load, sql, runs):
+    """A tie in produced_at goes to the later name, in one run as across runs: results must
+    not depend on arrival order (extracts.md §1)."""
+    landing = tmp_path / "in"
+    same = "2025-01-01T09:00:00+07:00"
+    gz = ("participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [participant(monthly_wage_idr="5000000")]))
+    plain = ("participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]))
+    order = {"together": [[gz, plain]], "gz first": [[gz], [plain]], "csv first": [[plain], [gz]]}[runs]
+    for batch in order:
+        for name, text in batch:
+            write_delivery(landing, name, text, produced_at=same)
+        load(landing)
+    assert sql("select monthly_wage_idr from raw.participants") == [(5_000_000,)]
 
 
 def test_an_older_version_arriving_later_does_not_replace_the_newer(tmp_path, load, sql):
