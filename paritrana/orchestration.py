@@ -36,11 +36,15 @@ def run_dates(logical_date: dt.datetime, year: int | None = None) -> tuple[int, 
     (e.g. in January, the final run for last year) the as-of date is capped at Y-12-31; a
     night before year Y has no as-of date in it and is refused."""
     business_date = logical_date.astimezone(JAKARTA).date() - dt.timedelta(days=1)
-    if year is None:
+    if year is None or (isinstance(year, str) and not year.strip()):  # the trigger form's empty field
         return business_date.year, business_date
-    as_of = min(business_date, dt.date(int(year), 12, 31))
-    methodology_config.require_as_of_in_year(int(year), as_of)
-    return int(year), as_of
+    try:
+        year = int(year)
+    except (TypeError, ValueError):
+        raise ValueError(f"the DAG's param year must be a year such as 2024 (or empty), not {year!r}") from None
+    as_of = min(business_date, dt.date(year, 12, 31))
+    methodology_config.require_as_of_in_year(year, as_of)
+    return year, as_of
 
 
 def safe_run_id(airflow_run_id: str) -> str:

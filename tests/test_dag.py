@@ -80,6 +80,11 @@ def test_run_dates_follow_the_logical_date():
     assert run_dates(dt.datetime(2024, 6, 2, 1, 0, tzinfo=jkt), year=2024) == (2024, dt.date(2024, 6, 1))
     with pytest.raises(ValueError, match="as-of date 2024-06-01 is not in the assessment year 2025"):
         run_dates(dt.datetime(2024, 6, 2, 1, 0, tzinfo=jkt), year=2025)  # a night before the year
+    # the trigger form gives text: a year as text counts, an empty field is no year
+    assert run_dates(night, year="2024") == (2024, dt.date(2024, 12, 31))
+    assert run_dates(night, year=" ") == (2025, dt.date(2025, 3, 4))
+    with pytest.raises(ValueError, match="param year must be a year such as 2024 \\(or empty\\), not '20x4'"):
+        run_dates(night, year="20x4")
     assert safe_run_id("scheduled__2025-01-01T18:00:00+00:00") == "scheduled__2025-01-01T18-00-00-00-00"
 
 
