@@ -329,7 +329,8 @@ def _record(con, d: Delivery, run_id: str, started, r: FileResult, load_id: int 
 
 _SAFE_ERROR = re.compile(
     r"^(Invalid unicode.*|Expected Number of Columns.*|Value with unterminated quote.*"
-    r"|.*[Mm]aximum line size.*|No files found.*|.*[Pp]arquet.*magic.*|No magic bytes.*|.*(GZIP|gzip) stream.*)$"
+    r"|.*[Mm]aximum line size.*|No files found.*|.*[Pp]arquet.*magic.*|No magic bytes.*|.*(GZIP|gzip) stream.*"
+    r"|File '.*' too small to be a Parquet file)$"
 )
 _ERROR_CLASS = re.compile(r"^[A-Z][A-Za-z ]* Error: ")  # DuckDB's "Invalid Input Error: " and the like
 _READER_LINE = re.compile(r"CSV Error on Line: (\d+)")

@@ -108,9 +108,12 @@ def test_parquet_with_typed_columns(tmp_path, load, sql):
     assert sql("select line, reason_details from raw.quarantine") == [(3, ["BAD_FORMAT:npp"])]
 
 
-def test_unreadable_parquet(tmp_path, load):
-    write_delivery(tmp_path / "in", "contributions__2024-12-31.parquet", b"PAR1 not really", row_count=0)
-    assert _only(load(tmp_path / "in")).reason_code == "UNREADABLE"
+@pytest.mark.parametrize("content, says", [(b"PAR1 not really", "No magic bytes found at end of file"),
+                                           (b"PAR1", "too small to be a Parquet file")])
+def test_unreadable_parquet(tmp_path, load, content, says):
+    write_delivery(tmp_path / "in", "contributions__2024-12-31.parquet", content, row_count=0)
+    r = _only(load(tmp_path / "in"))
+    assert r.reason_code == "UNREADABLE" and says in r.reason_detail, r.reason_detail
 
 
 def test_rejected_file_is_not_reprocessed_until_it_changes(tmp_path, load, sql):
