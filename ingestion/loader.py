@@ -442,7 +442,9 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
         mistyped = [f"{c} {types[c]}, {extract.column(c).type} expected" for c in header
                     if c in extract.column_names and not _type_fits(extract.column(c).type, types[c])]
     else:
-        header = _csv_header(d.path, d.ext == "csv.gz")
+        # A column without a name (a spreadsheet's trailing comma) is one the contract does
+        # not know: ignored and reported like any other (extracts.md §1), under its place.
+        header = [h or f"(unnamed column {i})" for i, h in enumerate(_csv_header(d.path, d.ext == "csv.gz"), 1)]
         columns = "{" + ", ".join(f"{sql_str(c)}: 'VARCHAR'" for c in header) + "}"
         relation = (f"read_csv({path}, header = true, auto_detect = false, delim = ',', quote = '\"', "
                     f"escape = '\"', strict_mode = true, null_padding = false, encoding = 'utf-8', "
@@ -455,7 +457,9 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
             # The reader already gives NULL for an empty field, quoted ("") or not.
             return quote_ident(c)
     if len(set(header)) != len(header) or any(not h for h in header):
-        raise FileRejected("UNREADABLE", "header has empty or repeated column names")
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        raise FileRejected("UNREADABLE", "header has empty or repeated column names"
+                           + (f" ({', '.join(repeated)} more than once)" if repeated else ""))
     return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
                   # presumed until the digest's line count confirms it, after the scan (_load_one)
                   single_line=d.ext != "parquet", sequential=d.ext == "csv.gz", typed=typed, mistyped=mistyped)

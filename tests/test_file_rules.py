@@ -240,3 +240,15 @@ def test_a_name_in_the_wrong_case_is_told_the_name_it_should_have(tmp_path, load
     assert (r.reason_code, r.reason_detail) == (
         "UNKNOWN_EXTRACT", "file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet> "
                            "(names are case-sensitive: participants__2024-12-31.csv would be one)")
+
+
+def test_a_column_without_a_name_is_an_unknown_column_and_a_repeated_name_is_unreadable(tmp_path, load, sql):
+    # a spreadsheet's export with a trailing comma on every line
+    text = "\n".join(line + "," for line in GOOD.splitlines()) + "\n"
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", text)
+    r = _only(load(tmp_path / "in"))
+    assert (r.status, r.rows_loaded, r.extra_columns) == ("LOADED", 1, ["(unnamed column 20)"])
+    write_delivery(tmp_path / "in2", "participants__2024-12-31.csv", GOOD.replace("full_name,", "gender,", 1))
+    r = _only(load(tmp_path / "in2"))
+    assert (r.reason_code, r.reason_detail) == ("UNREADABLE", "header has empty or repeated column names "
+                                                              "(gender more than once)")
