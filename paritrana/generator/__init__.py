@@ -123,9 +123,11 @@ def _remove_earlier_output(landing: Path) -> None:
     earlier = json.loads(manifest.read_text())
     # the re-delivered copy in resent/ is listed among the defects only
     names = {e["file"] for e in earlier.get("files", []) + earlier.get("defects", []) if "file" in e}
+    inside = landing.resolve()
     for name in names:
         for path in (landing / name, landing / (name + ".ctl.json")):
-            path.unlink(missing_ok=True)
+            if path.resolve().is_relative_to(inside):  # a manifest names files of its own folder only
+                path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         (landing / "resent").rmdir()  # when empty
     manifest.unlink()
