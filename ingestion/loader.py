@@ -35,7 +35,7 @@ from .deliveries import (
 from .personal_data import MASK, Tokeniser, key_check, token_scheme
 from .physical_lines import record_start_lines
 from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
-from .rules import quote_ident, sql_str, validation_sql
+from .rules import file_sql, quote_ident, sql_str, validation_sql
 
 # A large file is staged in a table of the warehouse, not a temporary one: written
 # compressed as it is scanned, it stays small on disk where a temporary table of a 45 M-row
@@ -418,7 +418,7 @@ _AS_DELIVERED = {
 
 
 def _source(con, d: Delivery, extract: Extract) -> Source:
-    path = sql_str(str(d.path))
+    path = file_sql(d.path)
     if d.ext == "parquet":
         try:
             schema = con.execute(f"describe select * from read_parquet({path})").fetchall()
@@ -446,7 +446,11 @@ def _source(con, d: Delivery, extract: Extract) -> Source:
         # not know: ignored and reported like any other (extracts.md §1), under its place.
         header = [h or f"(unnamed column {i})" for i, h in enumerate(_csv_header(d.path, d.ext == "csv.gz"), 1)]
         columns = "{" + ", ".join(f"{sql_str(c)}: 'VARCHAR'" for c in header) + "}"
-        relation = (f"read_csv({path}, header = true, auto_detect = false, delim = ',', quote = '\"', "
+        # The compression is stated, not inferred from the name: DuckDB's inference reads a
+        # '?' in the path as the start of a URL's query and misses the '.gz'.
+        compression = "gzip" if d.ext == "csv.gz" else "none"
+        relation = (f"read_csv({path}, compression = '{compression}', header = true, auto_detect = false, "
+                    f"delim = ',', quote = '\"', "
                     f"escape = '\"', strict_mode = true, null_padding = false, encoding = 'utf-8', "
                     f"max_line_size = 16777216, nullstr = '', allow_quoted_nulls = true, columns = {columns})")
         record = None

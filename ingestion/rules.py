@@ -27,6 +27,13 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def file_sql(path) -> str:
+    """A file's path as SQL for DuckDB's readers, which take every path as a glob pattern:
+    `*`, `?` and `[` are bracketed, so that the path names that file only (a landing named
+    `land?x` was read together with its sibling `land$x`, and `land*` with all of them)."""
+    return sql_str(re.sub(r"([*?\[])", r"[\1]", str(path)))
+
+
 def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 

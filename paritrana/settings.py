@@ -38,8 +38,18 @@ class Paths:
 def resolve_home(home: str | Path | None = None) -> Paths:
     """--home, else $PARITRANA_HOME, else ./paritrana_home (outputs.md §1)."""
     chosen = Path(home or os.environ.get(HOME_ENV) or "paritrana_home").resolve()
+    unusable = [c for c in _NOT_IN_HOME if c in str(chosen)]
+    if unusable:
+        raise ValueError(f"the home {chosen} holds {' and '.join(repr(c) for c in unusable)}, which the stack "
+                         "reads as syntax in the paths it is given (DuckDB takes '?' for options, dbt-duckdb cuts "
+                         "a path at '#', Great Expectations takes '$' for a variable): choose a folder without them")
     chosen.mkdir(parents=True, exist_ok=True)
     return Paths(chosen)
+
+
+# Characters a home's path may not hold; spaces, quotes, '%' and non-ASCII letters are fine
+# (tested). Found by running with each: every run failed deep inside, in three ways.
+_NOT_IN_HOME = ("#", "?", "$")
 
 
 def count_setting(name: str, default: str, what: str, allow_all: bool = False, minimum: int = 1) -> int | None:

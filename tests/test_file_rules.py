@@ -252,3 +252,27 @@ def test_a_column_without_a_name_is_an_unknown_column_and_a_repeated_name_is_unr
     r = _only(load(tmp_path / "in2"))
     assert (r.reason_code, r.reason_detail) == ("UNREADABLE", "header has empty or repeated column names "
                                                               "(gender more than once)")
+
+
+@pytest.mark.parametrize("folder", ["in?x", "in*", "in[1]"])
+def test_a_landing_whose_name_is_a_glob_pattern_reads_its_own_files_only(tmp_path, load, sql, folder):
+    """DuckDB takes a reader's path as a glob pattern: `in?x` also read `in$x`, beside it."""
+    write_delivery(tmp_path / folder, "participants__2024-12-31.csv.gz", GOOD)
+    write_delivery(tmp_path / folder, "contributions__2024-12-31.csv", "npp,period_month,workers_billed,billed_idr,"
+                   "paid_idr,paid_date\nBK000123,2024-10,3,100,100,2024-11-05\n")
+    for sibling in ("in$x", "inx", "in1", "in_1"):  # what the pattern would match besides the folder itself
+        write_delivery(tmp_path / sibling, "participants__2024-12-31.csv.gz",
+                       csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000099")]))
+    report = load(tmp_path / folder)
+    assert [(r.status, r.rows_loaded) for r in report.results] == [("LOADED", 1), ("LOADED", 1)]
+    assert sql("select kpj from raw.participants") == [("17012345678",)]
+
+
+def test_a_home_path_the_stack_would_misread_is_refused_by_name(tmp_path):
+    from paritrana.settings import resolve_home
+
+    for name in ("a#1", "a?b", "a$b"):
+        with pytest.raises(ValueError, match=f"holds '\\{name[1]}', which the stack reads as syntax"):
+            resolve_home(tmp_path / name)
+        assert not (tmp_path / name).exists()
+    assert resolve_home(tmp_path / "an analyst's 50% ñ home").home.is_dir()
