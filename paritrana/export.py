@@ -85,18 +85,12 @@ def _number_format(column: str) -> str | None:
     return None
 
 
-def _bold(ws, value: str):
+def _styled(ws, value=None, **style):
+    """A cell for a write-only sheet, which takes styles only on cells made for it."""
     from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Font
     cell = WriteOnlyCell(ws, value=value)
-    cell.font = Font(bold=True)
-    return cell
-
-
-def _formatted_cell(ws, number_format: str):
-    from openpyxl.cell import WriteOnlyCell
-    cell = WriteOnlyCell(ws)
-    cell.number_format = number_format
+    for name, setting in style.items():
+        setattr(cell, name, setting)
     return cell
 
 
@@ -120,7 +114,6 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
     enterprises is written row by row in 54 MB and 147 s; built in memory it took 5.6 GB
     and 185 s."""
     from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
 
@@ -135,20 +128,16 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
     with source.open(newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
-        bold, fill = Font(bold=True, color="FFFFFF"), PatternFill("solid", fgColor="1F4E78")
-        titles = []
+        title = dict(font=Font(bold=True, color="FFFFFF"), fill=PatternFill("solid", fgColor="1F4E78"),
+                     alignment=Alignment(wrap_text=True, vertical="top"))
         for i, column in enumerate(header, start=1):
             ws.column_dimensions[get_column_letter(i)].width = max(10, min(40, len(column) + 2))
-            cell = WriteOnlyCell(ws, value=column)
-            cell.font, cell.fill = bold, fill
-            cell.alignment = Alignment(wrap_text=True, vertical="top")
-            titles.append(cell)
         ws.freeze_panes = "F2"
-        ws.append(titles)
+        ws.append([_styled(ws, column, **title) for column in header])
         # A formatted cell per formatted column, reused: each row is written out as it is
         # appended, so one cell object per column carries its format for every row.
         formats = [_number_format(c) for c in header]
-        cells = [_formatted_cell(ws, fmt) if fmt else None for fmt in formats]
+        cells = [_styled(ws, number_format=fmt) if fmt else None for fmt in formats]
         for row in reader:
             values = []
             for v, c, cell in zip(row, header, cells):
@@ -165,7 +154,7 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
     group = INDICATORS[category]
     info = wb.create_sheet("Indicators")
     info.column_dimensions["A"].width, info.column_dimensions["B"].width = 26, 90  # before any row
-    info.append([_bold(info, t) for t in ("indicator", "definition", "weight", "target", "score")])
+    info.append([_styled(info, t, font=Font(bold=True)) for t in ("indicator", "definition", "weight", "target", "score")])
     for name, weight in config["weights"][group].items():
         info.append([name, DESCRIPTIONS.get(name, ""), weight, config["targets"][group][name],
                      "100 × min(value ÷ target, 1)"])

@@ -133,17 +133,15 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
               checked: dict | None, published: dict | None) -> str:
+    from .pipeline import delivery_notes
+
     files: dict[str, int] = {}
     rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
-    notes, waiting, orphans, broken = [], set(), set(), set()
+    every_file, waiting, orphans, broken = [], set(), set(), set()
     for group in ingested or []:
         for f in group["files"]:
             files[f["status"]] = files.get(f["status"], 0) + 1
-            if f["status"] == "REJECTED":
-                notes.append(f"rejected {f['file_name']}: {f['reason_code']} ({f['reason_detail']})")
-            elif f.get("mistyped_columns"):
-                notes.append(f"typed {f['file_name']}: columns not of the contract's type, judged as their "
-                                f"text: {'; '.join(f['mistyped_columns'])}")
+        every_file += group["files"]
         for k in rows:
             rows[k] += group["rows"].get(k, 0)
         # every group scans the whole landing: what waits is the same in each
@@ -154,10 +152,8 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
              "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
              f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
              f"+ {rows['duplicate']:,} duplicates"]
-    lines += notes
-    lines += [f"waiting {name}: no control file yet" for name in sorted(waiting)]
-    lines += [f"orphan {name}: control file without its data file" for name in sorted(orphans)]
-    lines += [f"broken {name}: a symbolic link to nothing" for name in sorted(broken)]
+    lines += [f"{label} {name}: {text}" for label, name, text in
+              delivery_notes(every_file, sorted(waiting), sorted(orphans), sorted(broken))]
     if built:
         lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
                      f"docs {built['dbt_docs']}")

@@ -200,19 +200,25 @@ def ingest_summary(r: IngestReport) -> list[str]:
         f"  rows:  {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
         f"+ {rows['duplicate']:,} exact duplicates dropped",
     ]
-    for f in r.results:
-        if f.status == "REJECTED":
-            lines.append(f"  rejected {f.file_name}: {f.reason_code} ({f.reason_detail})")
-        elif f.mistyped_columns:
-            lines.append(f"  typed    {f.file_name}: columns not of the contract's type, judged as their "
-                         f"text: {'; '.join(f.mistyped_columns)}")
-    for name in r.not_ready:
-        lines.append(f"  waiting  {name}: no control file yet")
-    for name in r.orphan_controls:
-        lines.append(f"  orphan   {name}: control file without its data file")
-    for name in r.broken_links:
-        lines.append(f"  broken   {name}: a symbolic link to nothing")
-    return lines
+    notes = delivery_notes([asdict(f) for f in r.results], r.not_ready, r.orphan_controls, r.broken_links)
+    return lines + [f"  {label:<8} {name}: {text}" for label, name, text in notes]
+
+
+def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links) -> list[tuple[str, str, str]]:
+    """What a data engineer must look at after a load, as (label, file, what): each file
+    rejected with its reason, each with columns of the wrong type, and what waits or
+    leads nowhere. One wording for the run's summary and the DAG's."""
+    notes = []
+    for f in files:
+        if f["status"] == "REJECTED":
+            notes.append(("rejected", f["file_name"], f"{f['reason_code']} ({f['reason_detail']})"))
+        elif f.get("mistyped_columns"):
+            notes.append(("typed", f["file_name"], "columns not of the contract's type, judged as their text: "
+                          + "; ".join(f["mistyped_columns"])))
+    notes += [("waiting", name, "no control file yet") for name in not_ready]
+    notes += [("orphan", name, "control file without its data file") for name in orphan_controls]
+    notes += [("broken", name, "a symbolic link to nothing") for name in broken_links]
+    return notes
 
 
 def gate_summary(gate) -> list[str]:

@@ -35,6 +35,11 @@ class Paths:
         return self.home / "runs"
 
 
+# Characters a home's path may not hold; spaces, quotes, '%' and non-ASCII letters are fine
+# (tested). Found by running with each: every run failed deep inside, in three ways.
+_NOT_IN_HOME = ("#", "?", "$")
+
+
 def resolve_home(home: str | Path | None = None) -> Paths:
     """--home, else $PARITRANA_HOME, else ./paritrana_home (outputs.md §1)."""
     chosen = Path(home or os.environ.get(HOME_ENV) or "paritrana_home").resolve()
@@ -46,10 +51,6 @@ def resolve_home(home: str | Path | None = None) -> Paths:
     chosen.mkdir(parents=True, exist_ok=True)
     return Paths(chosen)
 
-
-# Characters a home's path may not hold; spaces, quotes, '%' and non-ASCII letters are fine
-# (tested). Found by running with each: every run failed deep inside, in three ways.
-_NOT_IN_HOME = ("#", "?", "$")
 
 
 def count_setting(name: str, default: str, what: str, allow_all: bool = False, minimum: int = 1) -> int | None:

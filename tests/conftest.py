@@ -108,10 +108,14 @@ from paritrana.generator import generate
 PYTHON = sys.executable
 
 
-def paritrana(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The real command line, in its own process, as a user runs it."""
+def paritrana(*args: str, env: dict | None = None, timeout: int = 600, unset: tuple[str, ...] = (),
+              preexec_fn=None) -> subprocess.CompletedProcess:
+    """The real command line, in its own process, as a user runs it: with `env` added to
+    the environment, the variables in `unset` removed, and `preexec_fn` (operating-system
+    limits) applied in the child."""
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     return subprocess.run([PYTHON, "-m", "paritrana.cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env=environment, preexec_fn=preexec_fn)
 
 
 class Published:

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
+from conftest import PARTICIPANT_HEADER, csv_text, participant, write_control, write_delivery
 
 GOOD = csv_text(PARTICIPANT_HEADER, [participant()])
 
@@ -222,8 +222,6 @@ def test_a_home_inside_the_landing_is_not_scanned_and_one_that_is_the_landing_is
 
 def test_a_truncated_gzip_file_is_unreadable_and_says_so(tmp_path, load):
     import gzip
-
-    from conftest import write_control
 
     whole = gzip.compress(csv_text(PARTICIPANT_HEADER, [participant(kpj=f"17{i:09d}") for i in range(5000)]).encode())
     path = tmp_path / "in" / "participants__2024-12-31.csv.gz"

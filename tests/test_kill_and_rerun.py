@@ -13,7 +13,7 @@ import duckdb
 from ingestion.rules import sql_str
 from paritrana.generator import generate
 
-from conftest import write_control
+from conftest import paritrana, write_control
 
 SCRIPT = """
 import sys
@@ -139,8 +139,7 @@ def test_ctrl_c_during_the_build_stops_the_run_and_the_same_command_publishes(tm
     generate(landing, "demo", days_after=1)
     out, _ = _interrupted_run(landing, home, " OK created ")  # among dbt's nodes
     assert "validating" not in out and not (home / "published").exists()
-    again = subprocess.run([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
-                            "--home", str(home)], capture_output=True, text=True, timeout=600)
+    again = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert (home / "published" / "2024" / "latest" / "manifest.json").exists()
 
@@ -162,9 +161,8 @@ def _limited_run(landing, home, *, env=None, file_size_limit=None):
         if file_size_limit:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing the process
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-    return subprocess.run([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
-                           "--home", str(home)], env={**os.environ, **(env or {})}, preexec_fn=limit,
-                          capture_output=True, text=True, timeout=600)
+    return paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home), env=env,
+                     preexec_fn=limit)
 
 
 def test_memory_or_disk_running_out_is_never_a_files_fault_and_the_same_command_finishes(tmp_path):

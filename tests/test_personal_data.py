@@ -7,7 +7,7 @@ import json
 import duckdb
 import pyarrow.csv as pacsv
 
-from conftest import KEY
+from conftest import KEY, PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
 
 from ingestion.personal_data import MASK, token
 from paritrana.generator import generate
@@ -51,7 +51,6 @@ def test_no_raw_nik_or_name_anywhere(tmp_path, home, load):
 
 
 def test_token_is_keyed_sha256_and_joins_equal_niks(tmp_path, home, load, sql):
-    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
     write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
         participant(kpj="17000000001"), participant(kpj="17000000002")]))
     load(tmp_path / "in")
@@ -70,7 +69,6 @@ def test_hmac_scheme_on_request_and_a_warehouse_keeps_its_scheme(tmp_path, home,
     import hmac
 
     import pytest
-    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
     from ingestion.personal_data import SCHEME_ENV
     from ingestion.raw_schema import IncompatibleWarehouse
     write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
@@ -106,7 +104,6 @@ def test_warehouse_with_tokens_of_another_scheme_is_refused(tmp_path):
 
 
 def test_nik_consistency_flag(tmp_path, load, sql):
-    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
     rows = [
         participant(kpj="17000000001"),  # female born 05-08-1990: day 45, month 08, year 90
         participant(kpj="17000000002", gender="L", nik="1771010508900003"),  # male: day 05
@@ -137,8 +134,6 @@ def test_a_column_the_contract_does_not_know_never_lands_either(tmp_path, home, 
     """Unknown columns are ignored (extracts.md §1) and may hold personal data the contract
     does not name: the quarantine masks them as it masks `nik`, and exact duplicates are
     still told apart by them."""
-    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
-
     heirs = ["1771016502850001", "1771016502850002", "1771016502850003"]
     a = {**participant(kpj="17000000001", gender="X"), "nik_ahli_waris": heirs[0]}  # quarantined
     b = {**participant(kpj="17000000002"), "nik_ahli_waris": heirs[1]}
@@ -161,11 +156,6 @@ def test_a_warehouse_refuses_a_key_that_did_not_make_its_tokens(tmp_path):
     """A home restored without HOME/secrets/nik_token.key (created again when missing), or a
     worker without $PARITRANA_NIK_KEY, must not start a second set of tokens for the same
     people: the run stops before loading, saying which key to restore."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
     from paritrana.pipeline import ingest_step
     from paritrana.settings import resolve_home
 
@@ -177,9 +167,8 @@ def test_a_warehouse_refuses_a_key_that_did_not_make_its_tokens(tmp_path):
     kept = key_file.read_bytes()
     key_file.unlink()  # lost in a restore
     write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000009")]))
-    env = {k: v for k, v in os.environ.items() if k != "PARITRANA_NIK_KEY"}
-    out = subprocess.run([sys.executable, "-m", "paritrana.cli", "run", "--landing", str(landing), "--year", "2024",
-                          "--home", str(paths.home)], capture_output=True, text=True, env=env, timeout=300)
+    out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(paths.home),
+                    unset=("PARITRANA_NIK_KEY",))
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "the NIK token key is not this warehouse's" in out.stderr and "nik_token.key" in out.stderr
     con = duckdb.connect(str(paths.warehouse), read_only=True)
