@@ -5,10 +5,13 @@ checkout and two homes never share compiled state.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,16 +62,46 @@ def _invoke(paths: Paths, args: list[str], progress: Callable[[str], None] | Non
 
     runner = dbtRunner(callbacks=[on_event] if progress else [])
     try:
-        res = runner.invoke(args + [
-            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-            "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
-            "--no-send-anonymous-usage-stats",
-        ])
+        with _noting_ctrl_c() as ctrl_c:
+            res = runner.invoke(args + [
+                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+                "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
+                "--no-send-anonymous-usage-stats",
+            ])
     finally:
         _release_duckdb()
-    if isinstance(res.exception, KeyboardInterrupt):  # dbt stops on Ctrl-C and returns it
+    if ctrl_c or isinstance(res.exception, KeyboardInterrupt):
         raise KeyboardInterrupt(f"interrupted during dbt {args[0]}") from res.exception
     return res
+
+
+@contextlib.contextmanager
+def _noting_ctrl_c():
+    """Notes a Ctrl-C during dbt, which dbt handles itself: it cancels its connections and
+    hands the interrupt back, or, when a node's thread meets a cancelled connection first,
+    only that node's "Connection already closed" error. Either way the run was
+    interrupted, and must say so (exit 1 with the interrupt's message), not report a build
+    failure. Signal handlers belong to the main thread; elsewhere dbt's own report stands."""
+    noted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        if previous == signal.SIG_IGN:
+            return
+        noted.append(True)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _release_duckdb() -> None:
