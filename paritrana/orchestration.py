@@ -124,9 +124,11 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
     checks = [{k: c[k] for k in PUBLISHED_FIELDS} for c in report["checks"]]
     with exclusive(paths):
         publication = publish_step(paths, run_id, year, as_of, m, checks)
+    made_latest = publication.plan.becomes_latest  # else the analysts' copy holds another run
     return {"folder": str(publication.folder), "latest": str(publication.latest),
+            "latest_note": publication.plan.note(),
             "files": {f["file"]: f["rows"] for f in publication.manifest["files"]},
-            "provinces": highlights(paths)["provinces"],
+            "provinces": highlights(paths)["provinces"] if made_latest else [],
             "analysts_copy": [{"file": c.copy.name, "bytes": c.bytes_total, "bytes_written": c.bytes_written,
                                "in_place": c.patched_in_place} for c in publication.reader_copies]}
 
@@ -163,6 +165,8 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         lines.append("checks: the quality gate did not pass (see the gate task's log and HOME/reports)")
     if published:
         lines.append(f"published: {published['folder']}")
+        if published.get("latest_note"):
+            lines.append(published["latest_note"])
         for c in published.get("analysts_copy", []):
             lines.append(f"analysts' copy {c['file']}: {c['bytes_written'] / 2**20:,.0f} of "
                          f"{c['bytes'] / 2**20:,.0f} MiB written")

@@ -40,6 +40,7 @@ class RunResult:
     dbt_docs: Path | None = None
     highlights: dict = field(default_factory=dict)
     deliveries_until: dt.date | None = None  # the latest business date of the loaded deltas
+    latest_note: str | None = None  # when `latest` went back in time, or was left in place
 
 
 def new_run_id() -> str:
@@ -72,14 +73,17 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
                  checks: list[dict]):
     from concurrent.futures import ThreadPoolExecutor
 
-    from .publication import publish
+    from .publication import plan_latest, publish
     from .readers import prepare_reader_copy, serve_reader_copy
 
+    plan = plan_latest(paths, year, as_of)
+    if not plan.becomes_latest:  # the analysts' copy matches the latest publication
+        return publish(paths, run_id, year, as_of, methodology, checks, plan)
     # The publication only reads the warehouse, so the analysts' copy is patched meanwhile;
     # it is served only once the publication has succeeded.
     with ThreadPoolExecutor(1) as pool:
         prepared = pool.submit(prepare_reader_copy, paths)
-        publication = publish(paths, run_id, year, as_of, methodology, checks)
+        publication = publish(paths, run_id, year, as_of, methodology, checks, plan)
         copy = prepared.result()
     publication.reader_copies = serve_reader_copy(paths, copy)
     return publication
@@ -127,13 +131,14 @@ def as_of_note(as_of: dt.date, until: dt.date | None) -> str | None:
 
 
 def check_settings() -> None:
-    """The retention settings, refused before any work rather than at the gate or the
-    publication, after the night's load."""
-    from .publication import keep_publications
+    """The retention and publication settings, refused before any work rather than at the
+    gate or the publication, after the night's load."""
+    from .publication import keep_publications, latest_policy
     from .quality.gate import keep_gates
 
     keep_gates()
     keep_publications()
+    latest_policy()
 
 
 def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
@@ -165,8 +170,10 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         if gate.passed:
             progress("publishing")
             checks = [c.published() for c in gate.checks]
-            result.published = publish_step(paths, run_id, year, as_of, methodology, checks).folder
-            result.highlights = highlights(paths)
+            publication = publish_step(paths, run_id, year, as_of, methodology, checks)
+            result.published, result.latest_note = publication.folder, publication.plan.note()
+            if publication.plan.becomes_latest:  # else the analysts' copy holds another run
+                result.highlights = highlights(paths)
         _write_record(paths, landing, result)
     if not gate.passed:
         error = GateFailed(gate)
@@ -186,6 +193,7 @@ def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
         "dbt": {"seconds": round(result.build_seconds, 2), "models": result.models, "data_tests": result.data_tests},
         "gate": result.gate.to_json() if result.gate else None,
         "published": str(result.published) if result.published else None,
+        "latest_note": result.latest_note,
         "deliveries_until": result.deliveries_until.isoformat() if result.deliveries_until else None,
     }, indent=1, default=str) + "\n")
 
@@ -238,6 +246,8 @@ def summary(result: RunResult) -> str:
         lines += gate_summary(result.gate)
     if result.published:
         lines.append(f"  published: {result.published} (latest: {result.published.parent / 'latest'})")
+    if result.latest_note:
+        lines.append(f"  {result.latest_note}")
     for code, name, claims, claims_idr, children, children_idr in result.highlights.get("provinces", [])[:5]:
         lines.append(f"  {name} ({code}), {result.year}: {claims:,} paid claims, Rp{claims_idr:,}; "
                      f"{children:,} scholarship children, Rp{children_idr:,}")

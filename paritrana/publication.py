@@ -33,8 +33,42 @@ PAUSE_ENV = "PARITRANA_TEST_PUBLISH_PAUSE"
 # file's row count and sha256), so what was published stays on record.
 KEEP_PUBLICATIONS_ENV = "PARITRANA_KEEP_PUBLICATIONS"
 PRUNED = "pruned.json"
+# Which publication `latest` names. "run" (the default, outputs.md §2): every publication
+# becomes the latest, so a backfill of June nights after the final run of the year leaves
+# `latest` naming a June ranking. "as-of": a publication becomes the latest only when its
+# as-of date is not before the current latest's; an older one is published beside it.
+LATEST_ENV = "PARITRANA_LATEST"
+LATEST_POLICIES = ("run", "as-of")
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LatestPlan:
+    """Whether a publication as of `as_of` becomes the latest of its year, and the latest
+    it replaces or leaves in place (None the first time)."""
+    as_of: dt.date
+    becomes_latest: bool
+    current_run: str | None = None
+    current_as_of: dt.date | None = None
+
+    @property
+    def goes_back(self) -> bool:
+        """The current latest is as of a later date than this publication."""
+        return self.current_as_of is not None and self.as_of < self.current_as_of
+
+    def note(self) -> str | None:
+        """What a data engineer must be told about `latest`, when it is not the usual step forward."""
+        if not self.goes_back:
+            return None
+        current = f"run {self.current_run}, as of {self.current_as_of}"
+        if self.becomes_latest:
+            return (f"note: latest now names this run, as of {self.as_of}; it named {current}, a later date "
+                    f"(a backfill?). Every publication becomes the latest (outputs.md §2); "
+                    f"{LATEST_ENV}=as-of keeps latest at the latest as-of date")
+        return (f"note: not made the latest ({LATEST_ENV}=as-of): latest stays {current}, a later date than "
+                f"this run's {self.as_of}; this publication is complete in its folder, and the analysts' copy "
+                "stays with the latest")
 
 
 @dataclass
@@ -42,6 +76,7 @@ class Publication:
     folder: Path
     latest: Path
     manifest: dict
+    plan: LatestPlan | None = None
     reader_copies: list = field(default_factory=list)  # readers.CopyOutcome, set by the run
 
 
@@ -99,9 +134,31 @@ def inputs_used(con) -> list[dict]:
     return [dict(zip(keys, (v.isoformat() if isinstance(v, dt.date) else v for v in r))) for r in rows]
 
 
+def latest_policy() -> str:
+    """$PARITRANA_LATEST: "run" (the default) or "as-of"; see LATEST_ENV."""
+    value = os.environ.get(LATEST_ENV, "").strip() or LATEST_POLICIES[0]
+    if value not in LATEST_POLICIES:
+        raise ValueError(f"{LATEST_ENV} must be one of {', '.join(LATEST_POLICIES)} (got {value!r})")
+    return value
+
+
+def plan_latest(paths: Paths, year: int, as_of: dt.date) -> LatestPlan:
+    """Whether a publication of `year` as of `as_of` will become the latest, under the
+    policy. Asked under the warehouse lock, so nothing moves `latest` meanwhile."""
+    policy = latest_policy()
+    current = latest(paths, year)
+    manifest = current / "manifest.json" if current else None
+    if manifest is None or not manifest.is_file():
+        return LatestPlan(as_of, True)
+    current_as_of = dt.date.fromisoformat(json.loads(manifest.read_text())["as_of"])
+    becomes = policy == "run" or as_of >= current_as_of
+    return LatestPlan(as_of, becomes, current.name, current_as_of)
+
+
 def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology,
-            checks: list[dict]) -> Publication:
+            checks: list[dict], plan: LatestPlan | None = None) -> Publication:
     keep = keep_publications()  # a bad setting fails before anything is written
+    plan = plan or plan_latest(paths, year, as_of)
     root = paths.home / "published" / str(year)
     root.mkdir(parents=True, exist_ok=True)
     for leftover in root.glob(".*.partial"):
@@ -146,16 +203,18 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
         shutil.rmtree(stale, ignore_errors=True)
     else:
         os.rename(partial, folder)
-    link_tmp = root / f".latest.{run_id}"
-    os.symlink(run_id, link_tmp)
-    os.replace(link_tmp, root / "latest")  # the one atomic step that makes it the latest
+    if plan.becomes_latest:
+        link_tmp = root / f".latest.{run_id}"
+        link_tmp.unlink(missing_ok=True)
+        os.symlink(run_id, link_tmp)
+        os.replace(link_tmp, root / "latest")  # the one atomic step that makes it the latest
     _fsync(root)
     if keep is not None:
         try:
             prune_publications(root, keep)
         except OSError as e:  # the new publication is live: a failed clean-up must not undo the run
             log.warning("could not remove old publications' files under %s (%s); they stay", root, e)
-    return Publication(folder, root / "latest", manifest)
+    return Publication(folder, root / "latest", manifest, plan)
 
 
 def keep_publications() -> int | None:

@@ -410,3 +410,71 @@ def test_old_publications_keep_their_manifest_and_lose_their_files_when_bounded(
         with pytest.raises(ValueError, match=KEEP_PUBLICATIONS_ENV):
             publish(work.paths, f"refused-{bad}", 2024, dt.date(2024, 12, 31), config, [])
         assert not list(root.glob(f"*refused-{bad}*"))
+
+
+def test_latest_follows_every_run_or_on_request_the_latest_as_of_date(demo, tmp_path, monkeypatch):
+    """outputs.md §2: every publication becomes the latest, so a backfill of earlier
+    nights takes `latest` back in time; the run says so. With PARITRANA_LATEST=as-of a
+    publication as of an earlier date than the latest's is published beside it, complete,
+    and `latest` and the analysts' copy stay with the later date."""
+    import datetime as dt
+
+    from paritrana import methodology
+    from paritrana.pipeline import check_settings, publish_step
+    from paritrana.publication import LATEST_ENV, publish
+
+    work = demo.copy(tmp_path / "d")
+    root = work.home_dir / "published" / "2024"
+    original = _latest(work)
+    config = methodology.load(None, work.home_dir, 2024)
+    copy = work.home_dir / "analytics.duckdb"
+
+    # On request, through the command line: a December 1st run is published, not made the latest.
+    before = (copy.stat().st_ino, _sha(copy))
+    run = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--as-of", "2024-12-01",
+                    "--home", str(work.home_dir), env={LATEST_ENV: "as-of"})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    december_first = Path(json.loads(next((work.home_dir / "runs").glob(
+        f"{run.stdout.split()[1].rstrip(':')}.json")).read_text())["published"])
+    assert december_first != original and _latest(work) == original
+    assert _assert_publication_intact(december_first)["as_of"] == "2024-12-01"
+    assert f"not made the latest ({LATEST_ENV}=as-of): latest stays run {original.name}, as of 2024-12-31" \
+        in run.stdout
+    assert (copy.stat().st_ino, _sha(copy)) == before  # it still matches the latest publication
+
+    # The same date as the latest's: the newer run becomes the latest, silently.
+    monkeypatch.setenv(LATEST_ENV, "as-of")
+    same_day = publish_step(work.paths, "same-day", 2024, dt.date(2024, 12, 31), config, [])
+    assert _latest(work) == same_day.folder and same_day.plan.note() is None and same_day.reader_copies
+
+    # By default (outputs.md), the earlier date becomes the latest, and the run says what it replaced.
+    monkeypatch.delenv(LATEST_ENV)
+    backfill = publish_step(work.paths, "backfill", 2024, dt.date(2024, 11, 30), config, [])
+    assert _latest(work) == backfill.folder and backfill.reader_copies
+    note = backfill.plan.note()
+    assert "latest now names this run, as of 2024-11-30; it named run same-day, as of 2024-12-31" in note
+    assert f"{LATEST_ENV}=as-of" in note
+
+    monkeypatch.setenv(LATEST_ENV, "newest")  # refused before any work, and before anything is written
+    with pytest.raises(ValueError, match=LATEST_ENV):
+        check_settings()
+    with pytest.raises(ValueError, match=LATEST_ENV):
+        publish(work.paths, "refused", 2024, dt.date(2024, 12, 31), config, [])
+    assert not list(root.glob("*refused*")) and _latest(work) == backfill.folder
+
+
+def test_a_link_left_by_a_crash_before_the_last_rename_does_not_stop_the_rerun(demo, tmp_path):
+    """A crash between making the new `latest` link and renaming it over the old one
+    leaves `.latest.<run_id>`; a re-run of that run (a cleared Airflow task) replaces it."""
+    import datetime as dt
+
+    from paritrana import methodology
+    from paritrana.publication import publish
+
+    work = demo.copy(tmp_path / "d")
+    root = work.home_dir / "published" / "2024"
+    os.symlink("cleared", root / ".latest.cleared")
+    config = methodology.load(None, work.home_dir, 2024)
+    folder = publish(work.paths, "cleared", 2024, dt.date(2024, 12, 31), config, []).folder
+    assert _latest(work) == folder and not (root / ".latest.cleared").is_symlink()
+    _assert_publication_intact(folder)
