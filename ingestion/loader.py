@@ -126,8 +126,28 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     con.execute(f"set disabled_optimizers = '{','.join(filter(None, [previous_optimizers, NO_JOIN_REWRITE]))}'")
     try:
         return _ingest_ready(con, landing, run_id, progress, extracts, tokeniser, home)
+    except (PermissionError, FileNotFoundError) as e:
+        raise LandingFileUnreadable.of(e) from e
     finally:
         con.execute(f"set disabled_optimizers = '{previous_optimizers}'")
+
+
+class LandingFileUnreadable(OSError):
+    """A landing file this process may not read, or that went away while the run read the
+    landing: not the file's fault (so not UNREADABLE, which is for good), and nothing of it
+    is recorded; the run stops, and the same command finishes the job once it is fixed."""
+
+    @classmethod
+    def of(cls, e: OSError) -> "LandingFileUnreadable":
+        import getpass
+
+        name = e.filename or "a landing file"
+        if isinstance(e, PermissionError):
+            return cls(f"cannot read {name}: permission denied to user {getpass.getuser()}; nothing of it was "
+                       "recorded. Give this user read access (uploads are often private to the user that wrote "
+                       "them) and run the same command again")
+        return cls(f"{name} went away while the run read the landing; nothing of it was recorded. Run the same "
+                   "command again")
 
 
 def _ingest_ready(con, landing: Path, run_id: str, progress: Progress, extracts: Collection[str] | None,

@@ -188,3 +188,60 @@ def test_memory_or_disk_running_out_is_never_a_files_fault_and_the_same_command_
     assert done.returncode == 0, done.stderr
     assert "0 rejected" in done.stdout and "checks: 53 passed" in done.stdout
     assert _ledger(home).get("REJECTED", 0) == 0
+
+
+def test_a_landing_file_the_run_may_not_read_or_that_goes_away_stops_the_run_and_is_not_recorded(
+        tmp_path, monkeypatch):
+    """A provider's upload private to its user, or a file moved away while the run reads the
+    landing: not UNREADABLE (which is the file's fault, and for good). The run stops naming
+    the file and what to do, records nothing of it, and the next run loads it. Permissions
+    are real when the tests run as a user; as root, who may read anything, the refusal that
+    open() would raise is raised where the file is first read."""
+    import errno
+
+    import pytest
+
+    from ingestion import loader
+    from ingestion.personal_data import load_key
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import writer
+
+    landing, home = tmp_path / "in", resolve_home(tmp_path / "home")
+    generate(landing, "demo", days_after=1)
+    private, moved = landing / "claims__2025-01-01.csv", landing / "employers__2025-01-01.csv"
+    kept = moved.read_bytes()
+    original = loader._load_one
+
+    def provider_at_work(con, d, *args):
+        if d.path == moved:
+            moved.unlink()
+        if d.path == private and os.geteuid() == 0 and not private.stat().st_mode & 0o444:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(private))
+        return original(con, d, *args)
+
+    monkeypatch.setattr(loader, "_load_one", provider_at_work)
+
+    def names_in_ledger():
+        with writer(home) as con:
+            return {r[0] for r in con.execute("select file_name from raw.load_ledger").fetchall()}
+
+    private.chmod(0)
+    with writer(home) as con, pytest.raises(loader.LandingFileUnreadable) as stopped:
+        loader.ingest(con, landing, load_key(home.home), "private")
+    assert f"cannot read {private}: permission denied" in str(stopped.value)
+    assert "run the same command again" in str(stopped.value)
+    assert private.name not in names_in_ledger()
+    private.chmod(0o644)
+
+    with writer(home) as con, pytest.raises(loader.LandingFileUnreadable) as stopped:
+        loader.ingest(con, landing, load_key(home.home), "moved")
+    assert f"{moved} went away while the run read the landing" in str(stopped.value)
+    recorded = names_in_ledger()
+    assert private.name in recorded and moved.name not in recorded
+
+    moved.write_bytes(kept)
+    monkeypatch.setattr(loader, "_load_one", original)
+    with writer(home) as con:
+        report = loader.ingest(con, landing, load_key(home.home), "after")
+    assert {r.file_name: r.status for r in report.results}[moved.name] == "LOADED"
+    assert private.name in report.already_processed
