@@ -55,7 +55,8 @@ def cmd_export(args) -> int:
     from .export import export
 
     out = export(resolve_home(args.home), args.category, args.year, args.format, Path(args.out))
-    print(f"wrote {out}")
+    # When the data went to the standard output (or a device, or a pipe), the note must not join it.
+    print(f"wrote {out}", file=sys.stderr if args.out == "-" or not out.is_file() else sys.stdout)
     return 0
 
 
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--category", required=True, choices=["pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"])
     e.add_argument("--year", type=int, required=True)
     e.add_argument("--format", required=True, choices=["csv", "parquet", "xlsx"])
-    e.add_argument("--out", required=True, help="file to write")
+    e.add_argument("--out", required=True, help="file or folder to write; - for the standard output")
     e.add_argument("--home")
     e.set_defaults(func=cmd_export)
 

@@ -10,6 +10,8 @@ import csv
 import json
 import os
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 from .publication import RANKINGS, latest
@@ -54,22 +56,44 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path) -> Path:
             raise NothingPublished(f"{link} names {os.readlink(link)}, which is no longer there: restore it, or "
                                    f"run the year again to publish anew")
         raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
+    if str(out) == "-":  # as in most tools: the standard output, for a pipe
+        _write(folder, category, fmt, sys.stdout.buffer)
+        return Path("-")
     out = Path(out)
     if out.is_dir():  # as `cp` does: into the folder, under the published file's name
         out = out / f"rankings_{category}.{fmt}"
+    if out.suffix.lower() in {f".{f}" for f in FORMATS} and out.suffix.lower() != f".{fmt}":
+        raise ValueError(f"--out {out} names a {out.suffix} file, but --format is {fmt}: name it "
+                         f"{out.with_suffix('.' + fmt).name}, or choose --format {out.suffix.lower()[1:]}")
+    if out.exists() and not out.is_file():  # a device or a pipe (/dev/stdout): written into, never replaced
+        with out.open("wb") as stream:
+            _write(folder, category, fmt, stream)
+        return out
+    if out.is_symlink():  # the file the link names is replaced, not the link
+        out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed over it: whoever opens `out` meanwhile reads the
     # previous file or the new one whole, and a failed export leaves no half file.
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        if fmt in ("csv", "parquet"):
-            shutil.copyfile(folder / f"rankings_{category}.{fmt}", tmp)
-        else:
-            write_workbook(folder, category, tmp)
+        with tmp.open("wb") as stream:
+            _write(folder, category, fmt, stream)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _write(folder: Path, category: str, fmt: str, stream) -> None:
+    """The export's bytes into a binary stream, which need not be seekable (a pipe)."""
+    if fmt in ("csv", "parquet"):
+        with (folder / f"rankings_{category}.{fmt}").open("rb") as published:
+            shutil.copyfileobj(published, stream, 1 << 20)
+        return
+    with tempfile.TemporaryFile() as workbook:  # a zip is written with seeks
+        write_workbook(folder, category, workbook)
+        workbook.seek(0)
+        shutil.copyfileobj(workbook, stream, 1 << 20)
 
 
 def _number_format(column: str) -> str | None:

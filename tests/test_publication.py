@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import pytest
 
 from ingestion.rules import sql_str
 
-from conftest import PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
+from conftest import PARTICIPANT_HEADER, PYTHON, csv_text, paritrana, participant, write_delivery
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
 
@@ -146,6 +148,49 @@ def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp
     assert result.stdout.strip() == f"wrote {out}"
     assert out.read_bytes() == (_latest(bengkulu) / "rankings_umk.csv").read_bytes()
 
+
+
+def test_export_to_the_standard_output_a_pipe_or_a_link_writes_into_it_and_a_mismatched_name_is_refused(
+        demo, tmp_path):
+    """`--out -` is the standard output; a pipe or a device (/dev/stdout) is written into
+    (the export used to rename a file over it: as root, /dev/stdout became a regular file);
+    a link keeps naming the file it named; `--out x.csv --format parquet` is refused."""
+    import threading
+    import zipfile
+
+    published = _latest(demo) / "rankings_umk.csv"
+    home = ("--home", str(demo.home_dir))
+
+    def export(fmt: str, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, "-m", "paritrana.cli", "export", "--category", "umk", "--year", "2024",
+                               "--format", fmt, "--out", out, *home], capture_output=True, timeout=300)
+
+    piped = export("csv", "-")
+    assert piped.returncode == 0 and piped.stdout == published.read_bytes()
+    assert piped.stderr.decode().strip() == "wrote -"
+    workbook = export("xlsx", "-")
+    assert workbook.returncode == 0
+    assert "xl/workbook.xml" in zipfile.ZipFile(io.BytesIO(workbook.stdout)).namelist()
+
+    fifo, received = tmp_path / "pipe", []
+    os.mkfifo(fifo)
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    into_pipe = export("parquet", str(fifo))
+    reader.join(60)
+    assert into_pipe.returncode == 0, into_pipe.stderr
+    assert received == [published.with_suffix(".parquet").read_bytes()]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not list(tmp_path.glob(".*"))
+
+    real, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    real.write_text("an older export\n")
+    link.symlink_to(real.name)
+    assert export("csv", str(link)).returncode == 0
+    assert link.is_symlink() and real.read_bytes() == published.read_bytes()
+
+    refused = export("parquet", str(tmp_path / "umk.csv"))
+    assert refused.returncode == 1 and not (tmp_path / "umk.csv").exists()
+    assert "names a .csv file, but --format is parquet: name it umk.parquet" in refused.stderr.decode()
 
 def _cell_text(v):
     if v is None:
