@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from paritrana.settings import count_setting
-from paritrana.warehouse import interrupted, machine_failure, machine_stop
+from paritrana.warehouse import damaged, interrupted, machine_failure, machine_stop
 
 from .contracts import EXTRACTS, NIK, Extract
 from .deliveries import (
@@ -653,10 +653,10 @@ def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool 
 def _unreadable(d: Delivery, e: Exception) -> FileRejected:
     """The rejection for a reader error. A user's interrupt, and the machine's failure (the
     disk full, memory exhausted), are raised as such instead: they are no fault of the
-    file, which the next run loads (nothing of it was recorded)."""
+    file, which the next run loads (nothing of it was recorded); so is a damaged warehouse."""
     if interrupted(e):
         raise KeyboardInterrupt(f"interrupted while reading {d.name}") from e
-    if machine_failure(e):  # the disk or memory, not the file: raised as it is, nothing recorded
+    if machine_failure(e) or damaged(e, reading=d.path):  # the machine's or the warehouse's, not the file's
         raise e
     what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
     line = reader_line(e)

@@ -7,6 +7,7 @@ import fcntl
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 
@@ -52,6 +53,36 @@ def machine_stop(e: BaseException, doing: str) -> MachineFailure:
     return MachineFailure(f"{doing}: {first}. The machine stopped the run, not the data: free disk space or "
                           "memory (or raise PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT) and run the "
                           "same command again; what was loaded stays loaded")
+
+
+class WarehouseDamaged(OSError):
+    """The warehouse file itself is damaged (cut short, overwritten, a failing disk): no
+    fault of any delivery, and not mended by running again."""
+
+
+# DuckDB's words for a database file it cannot trust. The last two also describe a data
+# file that DuckDB reads, so they count only when they do not name that file.
+_DAMAGE_TEXTS = ("Corrupt database file", "not a valid DuckDB database file", "Could not read enough bytes")
+
+
+def damaged(e: BaseException, reading: Path | None = None) -> bool:
+    """Whether an error says that the warehouse file is damaged; `reading` is a data file
+    being read at the time, whose own faults are not the warehouse's."""
+    text = str(e)
+    if "Corrupt database file" in text:
+        return True
+    return any(t in text for t in _DAMAGE_TEXTS[1:]) and (reading is None or str(reading) not in text)
+
+
+def damage_stop(e: BaseException, warehouse: Path) -> WarehouseDamaged:
+    """What to do about a damaged warehouse: DuckDB's reason, and the two ways back."""
+    found = re.search(r"Corrupt database file[^\n)]*|[^\n]*(not a valid DuckDB database file|Could not read "
+                      r"enough bytes)[^\n]*", str(e))
+    reason = found.group(0).strip() if found else type(e).__name__
+    return WarehouseDamaged(
+        f"the warehouse {warehouse} is damaged ({reason}), and the run stopped. Restore it from a "
+        f"backup, or rebuild it: move it aside (keep it for inspection) and run again, and every file still in "
+        f"the landing is loaded anew (the NIK key under {warehouse.parent / 'secrets'} gives the same tokens)")
 
 
 # DuckDB spills to HOME/tmp beyond this; keeps a national load inside a modest machine.
@@ -116,8 +147,13 @@ def connect(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     was); callers hold `exclusive` (dbt opens its own connection in between, so this one is
     closed before dbt runs)."""
     paths.tmp.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(paths.warehouse), read_only=True) if read_only else \
-        duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
+    try:
+        con = duckdb.connect(str(paths.warehouse), read_only=True) if read_only else \
+            duckdb.connect(str(paths.warehouse), config={"storage_compatibility_version": STORAGE_VERSION})
+    except duckdb.Error as e:
+        if damaged(e):
+            raise damage_stop(e, paths.warehouse) from e
+        raise
     try:
         con.execute(f"set temp_directory = {sql_str(str(paths.tmp))}")
         con.execute("set preserve_insertion_order = true")

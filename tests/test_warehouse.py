@@ -502,3 +502,40 @@ def test_a_warehouse_holding_closed_sets_as_text_loads_and_builds_the_same(demo,
                            ).fetchone()[0] == 0
         assert con.execute("select count(*) from raw.participants").fetchone()[0] > 0
     assert _assert_same_tables(old.warehouse, demo.paths.warehouse) >= 10
+
+
+def test_a_damaged_warehouse_is_named_with_the_way_back_and_a_rebuild_from_the_landing_publishes_the_same(
+        demo, tmp_path):
+    """A warehouse cut short or overwritten (a failing disk, a bad copy) used to end in
+    DuckDB's traceback. The run now stops naming the file and the two ways back; the
+    second, a rebuild from the landing, publishes the very same rankings."""
+    import hashlib
+
+    def run(work):
+        return paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+
+    def damage(work, how):
+        warehouse = work.home_dir / "warehouse.duckdb"
+        data = warehouse.read_bytes()
+        warehouse.write_bytes(how(data))
+        return warehouse
+
+    cut_short = demo.copy(tmp_path / "cut")
+    damage(cut_short, lambda data: data[:len(data) // 4])
+    overwritten = demo.copy(tmp_path / "overwritten")
+    warehouse = damage(overwritten, lambda data: data[:12288] + bytes(range(256)) * ((len(data) - 12288) // 256))
+    for work in (cut_short, overwritten):
+        result = run(work)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert f"the warehouse {work.home_dir / 'warehouse.duckdb'} is damaged (" in result.stderr
+        assert "move it aside (keep it for inspection) and run again" in result.stderr
+
+    warehouse.rename(warehouse.with_name("warehouse.damaged"))
+    rebuilt = run(overwritten)
+    assert rebuilt.returncode == 0, rebuilt.stdout[-2000:] + rebuilt.stderr[-2000:]
+    digests = lambda folder: {f.name: hashlib.sha256(f.read_bytes()).hexdigest()  # noqa: E731
+                              for f in folder.glob("rankings_*.csv")}
+    before = (demo.home_dir / "published" / "2024" / "latest").resolve()
+    after = (overwritten.home_dir / "published" / "2024" / "latest").resolve()
+    assert after.name != before.name and len(digests(after)) == 4  # a new publication, the same bytes
+    assert digests(after) == digests(before)
