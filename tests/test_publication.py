@@ -523,3 +523,22 @@ def test_a_link_left_by_a_crash_before_the_last_rename_does_not_stop_the_rerun(d
     folder = publish(work.paths, "cleared", 2024, dt.date(2024, 12, 31), config, []).folder
     assert _latest(work) == folder and not (root / ".latest.cleared").is_symlink()
     _assert_publication_intact(folder)
+
+
+def test_a_gx_project_that_cannot_be_read_is_named_and_made_anew_once_moved_aside(demo, tmp_path):
+    """HOME/gx/gx/great_expectations.yml is the gate's own; an edit gone wrong used to end
+    the run in GX's traceback after the whole load and build. It now names the file and the
+    way back, and nothing is published; moved aside, the project is made anew."""
+    work = demo.copy(tmp_path / "d")
+    config = work.home_dir / "gx" / "gx" / "great_expectations.yml"
+    config.write_text("config_version: [\n")
+    run = ("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    broken = paritrana(*run)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr[-3000:]
+    assert f"the Great Expectations project under {work.home_dir / 'gx'} cannot be read (" in broken.stderr
+    assert f"move {config} aside and run again" in broken.stderr
+    assert _latest(work).name == _latest(demo).name  # nothing published
+    config.rename(tmp_path / "great_expectations.yml.bad")
+    again = paritrana(*run)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert config.is_file() and "checks: 53 passed" in again.stdout

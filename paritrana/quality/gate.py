@@ -32,6 +32,25 @@ SEVERITIES = ("blocking", "warning")
 KEEP_GATES_ENV = "PARITRANA_DATA_DOCS_RUNS"
 
 
+class GxProjectDamaged(OSError):
+    """HOME/gx, which the gate writes for itself, cannot be read (an edit gone wrong)."""
+
+
+def _context(paths: Paths):
+    """The gate's GX project under HOME/gx, made on first use."""
+    import great_expectations as gx
+    from great_expectations.exceptions import GreatExpectationsError
+
+    try:
+        return gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
+    except GreatExpectationsError as e:
+        config = paths.home / "gx" / "gx" / "great_expectations.yml"
+        reason = " ".join(str(e).split())[:300]
+        raise GxProjectDamaged(f"the Great Expectations project under {paths.home / 'gx'} cannot be read ({reason}). "
+                               f"The gate makes it itself: move {config} aside and run again, and it is made "
+                               "anew (the gates' results stay, in HOME/reports and GX's store)") from e
+
+
 class GateFailed(RuntimeError):
     """Blocking checks failed: nothing is published. Carries the gate result."""
 
@@ -220,7 +239,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         # One datasource and checkpoint per set of suites: a stored checkpoint must only
         # reference assets its datasource still has.
         selection = "_".join(s["suite"] for s in suites)
-        context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
+        context = _context(paths)
         bars = context.variables.progress_bars
         if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
             from great_expectations.data_context.types.base import ProgressBarsConfig
