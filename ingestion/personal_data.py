@@ -34,19 +34,35 @@ _DOMAINS = {"nik": b"paritrana/nik-token/v2\0", "name": b"paritrana/name-digest/
             "check": b"paritrana/key-check/v1\0"}
 
 
+# A key anyone could guess lets whoever holds the warehouse (every analyst) recompute the
+# tokens of guessed NIKs, whose structure (province, birth date) narrows them to a few
+# billion per province: 32 characters is 128 bits as hexadecimal. The file key made here
+# has 64.
+MIN_KEY_CHARS = 32
+
+
 def load_key(home: Path) -> bytes:
     """The token key: $PARITRANA_NIK_KEY if set, else a key file under HOME/secrets
-    (created once, mode 0600). Never stored in the warehouse."""
+    (created once, mode 0600). Never stored in the warehouse; a short one is refused."""
     env = os.environ.get(KEY_ENV)
-    if env:
-        return env.encode()
     path = home / "secrets" / "nik_token.key"
+    if env:
+        return _long_enough(env.strip(), f"${KEY_ENV}")
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return _long_enough(path.read_text().strip(), str(path))
+
+
+def _long_enough(key: str, where: str) -> bytes:
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"the NIK key in {where} has {len(key)} characters, fewer than {MIN_KEY_CHARS}: a short "
+                         "key lets anyone holding the warehouse recompute the tokens of guessed NIKs. Make one with "
+                         "python -c 'import secrets; print(secrets.token_hex(32))' (a warehouse already loaded "
+                         "with a short key must be loaded anew into a new HOME with the new key)")
+    return key.encode()
 
 
 def key_check(key: bytes) -> str:

@@ -6,6 +6,7 @@ import json
 
 import duckdb
 import pyarrow.csv as pacsv
+import pytest
 
 from conftest import KEY, PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
 
@@ -126,8 +127,44 @@ def test_key_file_is_outside_the_warehouse_and_private(tmp_path, monkeypatch):
     path = tmp_path / "secrets" / "nik_token.key"
     assert path.stat().st_mode & 0o777 == 0o600
     assert load_key(tmp_path) == key and len(key) == 64
-    monkeypatch.setenv(KEY_ENV, "from-env")
-    assert load_key(tmp_path) == b"from-env"
+    monkeypatch.setenv(KEY_ENV, "from-env-" + "k" * 23)
+    assert load_key(tmp_path) == b"from-env-" + b"k" * 23
+
+
+@pytest.mark.parametrize("where", ["environment", "file"])
+def test_a_key_short_enough_to_guess_is_refused_before_anything_is_loaded(tmp_path, monkeypatch, where):
+    """Analysts hold the warehouse: with a guessable key its tokens could be recomputed for
+    guessed NIKs. A key of fewer than 32 characters is refused, never printed, and the run
+    loads nothing."""
+    from ingestion.personal_data import KEY_ENV, MIN_KEY_CHARS, load_key
+
+    home = tmp_path / "home"
+    short = "paritrana-2024-" + "x" * (MIN_KEY_CHARS - 16)
+    if where == "file":
+        monkeypatch.delenv(KEY_ENV, raising=False)
+        (home / "secrets").mkdir(parents=True)
+        (home / "secrets" / "nik_token.key").write_text(short + "\n")
+    else:
+        monkeypatch.setenv(KEY_ENV, short)
+    with pytest.raises(ValueError, match=f"has {MIN_KEY_CHARS - 1} characters, fewer than {MIN_KEY_CHARS}"):
+        load_key(home)
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]))
+    result = paritrana("run", "--landing", str(tmp_path / "in"), "--year", "2024", "--home", str(home),
+                       env={KEY_ENV: short} if where == "environment" else None,
+                       unset=(KEY_ENV,) if where == "file" else ())
+    assert result.returncode == 1 and "fewer than 32" in result.stderr and "Traceback" not in result.stderr
+    assert short not in result.stdout + result.stderr
+    assert not (home / "warehouse.duckdb").exists() or "participants__" not in _ledger_names(home)
+
+
+def _ledger_names(home) -> str:
+    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
+    try:
+        return " ".join(r[0] for r in con.execute("select file_name from raw.load_ledger").fetchall())
+    except duckdb.CatalogException:
+        return ""
+    finally:
+        con.close()
 
 
 def test_a_column_the_contract_does_not_know_never_lands_either(tmp_path, home, load, sql):
