@@ -44,8 +44,8 @@ def generate(landing: Path, profile: str, year: int | None = None, scale: float 
         from dataclasses import replace
         prof = replace(prof, year=year, claims_target=None, ump={k: {year - 1: v[min(v)], year: v[max(v)]}
                                                                  for k, v in (prof.ump or {}).items()})
-    if scale <= 0:
-        raise ValueError("--scale must be positive")
+    if not 0 < scale < float("inf"):  # NaN fails this too
+        raise ValueError(f"--scale must be a positive number (got {scale})")
     if days_after < 0:
         raise ValueError("--days must be 0 or more")
     if seed < 0:
