@@ -54,7 +54,7 @@ def cmd_run(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    out = export(resolve_home(args.home), args.category, args.year, args.format, Path(args.out))
+    out = export(resolve_home(args.home), args.category, args.year, args.format, Path(args.out), args.run)
     # When the data went to the standard output (or a device, or a pipe), the note must not join it.
     print(f"wrote {out}", file=sys.stderr if args.out == "-" or not out.is_file() else sys.stdout)
     return 0
@@ -157,11 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("export", help="write the latest published ranking of a category",
-                       description="Write the latest published ranking of a category as CSV, Parquet or XLSX.")
+                       description="Write the latest published ranking of a category (or of the publication "
+                                   "--run) as CSV, Parquet or XLSX.")
     e.add_argument("--category", required=True, choices=["pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"])
     e.add_argument("--year", type=int, required=True)
     e.add_argument("--format", required=True, choices=["csv", "parquet", "xlsx"])
     e.add_argument("--out", required=True, help="file or folder to write; - for the standard output")
+    e.add_argument("--run", metavar="RUN_ID", help="a publication of the year other than the latest "
+                                                    "(a folder name under HOME/published/YEAR)")
     e.add_argument("--home")
     e.set_defaults(func=cmd_export)
 

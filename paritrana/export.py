@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .publication import RANKINGS, latest
+from .publication import PRUNED, RANKINGS, latest
 from .settings import Paths
 
 FORMATS = ("csv", "parquet", "xlsx")
@@ -44,12 +44,13 @@ class NothingPublished(FileNotFoundError):
     pass
 
 
-def export(paths: Paths, category: str, year: int, fmt: str, out: Path) -> Path:
+def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: str | None = None) -> Path:
+    """The latest publication's ranking, or that of the publication `run_id` of the year."""
     if category not in RANKINGS:
         raise ValueError(f"unknown category {category!r}; one of {', '.join(RANKINGS)}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    folder = latest(paths, year)
+    folder = _publication(paths, year, run_id) if run_id else latest(paths, year)
     if folder is None:
         link = paths.home / "published" / str(year) / "latest"
         if link.is_symlink():  # it names a publication that someone moved or deleted
@@ -82,6 +83,22 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _publication(paths: Paths, year: int, run_id: str) -> Path:
+    """The folder of one publication, with its files (PARITRANA_KEEP_PUBLICATIONS may
+    have removed them: its manifest then still records what they were)."""
+    root = paths.home / "published" / str(year)
+    folder = root / run_id
+    if "/" in run_id or run_id.startswith(".") or not (folder / "manifest.json").is_file():
+        known = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()) \
+            if root.is_dir() else []
+        raise NothingPublished(f"no publication {run_id!r} for {year} under {root}"
+                               + (f", which holds {len(known)} (their names are their run ids)" if known else ""))
+    if (folder / PRUNED).exists():
+        raise NothingPublished(f"the files of publication {run_id} were removed ({folder / PRUNED} says when and "
+                               f"why); its manifest.json keeps their row counts and sha256")
+    return folder
 
 
 def _write(folder: Path, category: str, fmt: str, stream) -> None:

@@ -192,6 +192,49 @@ def test_export_to_the_standard_output_a_pipe_or_a_link_writes_into_it_and_a_mis
     assert refused.returncode == 1 and not (tmp_path / "umk.csv").exists()
     assert "names a .csv file, but --format is parquet: name it umk.parquet" in refused.stderr.decode()
 
+
+def test_export_of_an_earlier_publication_by_its_run_id(demo, tmp_path, monkeypatch):
+    """`--run RUN_ID` exports a publication other than the latest (the one an award was
+    announced on, say); an unknown one, or one whose files were pruned, is told so."""
+    import datetime as dt
+
+    from paritrana import methodology
+    from paritrana.publication import KEEP_PUBLICATIONS_ENV, publish
+
+    work = demo.copy(tmp_path / "d")
+    first = _latest(work)
+    config = methodology.load(None, work.home_dir, 2024)
+    publish(work.paths, "provisional", 2024, dt.date(2024, 11, 30), config, [])
+    assert _latest(work).name == "provisional"
+
+    def export(run: str, out: Path) -> subprocess.CompletedProcess:
+        return paritrana("export", "--category", "pemda_kabkota", "--year", "2024", "--format", out.suffix[1:],
+                         *(("--run", run) if run else ()), "--out", str(out), "--home", str(work.home_dir))
+
+    def run_sheet(path: Path) -> dict:
+        from openpyxl import load_workbook
+        return {k: v for k, v in load_workbook(path)["Run"].iter_rows(values_only=True)}
+
+    assert export(first.name, tmp_path / "first.xlsx").returncode == 0
+    assert export("", tmp_path / "latest.xlsx").returncode == 0
+    assert (run_sheet(tmp_path / "first.xlsx")["run_id"], run_sheet(tmp_path / "first.xlsx")["as_of"]) == \
+        (first.name, "2024-12-31")
+    assert (run_sheet(tmp_path / "latest.xlsx")["run_id"], run_sheet(tmp_path / "latest.xlsx")["as_of"]) == \
+        ("provisional", "2024-11-30")
+    assert export(first.name, tmp_path / "first.csv").returncode == 0
+    assert (tmp_path / "first.csv").read_bytes() == (first / "rankings_pemda_kabkota.csv").read_bytes()
+
+    unknown = export("20240101T000000Z-0000", tmp_path / "x.csv")
+    assert unknown.returncode == 1 and not (tmp_path / "x.csv").exists()
+    assert f"no publication '20240101T000000Z-0000' for 2024 under {work.home_dir / 'published' / '2024'}, " \
+           "which holds 2" in unknown.stderr
+    assert export("../../2024/" + first.name, tmp_path / "x.csv").returncode == 1
+
+    monkeypatch.setenv(KEEP_PUBLICATIONS_ENV, "1")
+    publish(work.paths, "final", 2024, dt.date(2024, 12, 31), config, [])
+    pruned = export(first.name, tmp_path / "x.csv")
+    assert pruned.returncode == 1 and f"the files of publication {first.name} were removed" in pruned.stderr
+
 def _cell_text(v):
     if v is None:
         return ""
