@@ -64,6 +64,7 @@ with exclusive(paths):
                  # a failed gate must be explainable from the record alone
                  "failed": failed_checks(g)}
         json.dump([c.published() for c in g.checks], open(Path(home) / "checks.json", "w"), default=str)
+        json.dump(g.build, open(Path(home) / "validated_build.json", "w"))  # what publish may publish
     elif stage == "validate_raw" or stage == "validate_marts":
         from paritrana.quality.gate import validate
         g = validate(paths, run_id + "-" + stage, m, suite_names=[stage.split("_")[1]])
@@ -73,7 +74,7 @@ with exclusive(paths):
                  "failed": failed_checks(g)}
     elif stage == "publish":
         checks = json.load(open(Path(home) / "checks.json"))
-        publish_step(paths, run_id, 2024, as_of, m, checks)
+        publish_step(paths, run_id, 2024, as_of, m, checks, json.load(open(Path(home) / "validated_build.json")))
 u = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"peak_rss_mb": round(u.ru_maxrss / 1024), "extra": extra}, default=str))
 """

@@ -123,7 +123,7 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
         raise RuntimeError(f"the quality gate of run {run_id} did not pass; nothing to publish")
     checks = [{k: c[k] for k in PUBLISHED_FIELDS} for c in report["checks"]]
     with exclusive(paths):
-        publication = publish_step(paths, run_id, year, as_of, m, checks)
+        publication = publish_step(paths, run_id, year, as_of, m, checks, report.get("build"))
     made_latest = publication.plan.becomes_latest  # else the analysts' copy holds another run
     return {"folder": str(publication.folder), "latest": str(publication.latest),
             "latest_note": publication.plan.note(),

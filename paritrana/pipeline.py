@@ -58,8 +58,11 @@ def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = p
 
 def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology, progress: Progress = print,
                full_refresh: bool = False):
+    from . import builds
     from .transform import build, generate_docs
+    stamp = builds.begin(paths, year, as_of, methodology)
     result = build(paths, year, as_of, methodology, progress, full_refresh=full_refresh)
+    builds.finish(paths, stamp)
     result.docs = generate_docs(paths, year, as_of, methodology)
     return result
 
@@ -70,12 +73,16 @@ def gate_step(paths: Paths, run_id: str, methodology: Methodology):
 
 
 def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: Methodology,
-                 checks: list[dict]):
+                 checks: list[dict], validated_build: dict | None):
+    """Publishes the marts if they are the build that the run's gate validated
+    (`validated_build`, builds.StaleBuild otherwise), and brings the analysts' copy up to date."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .builds import require_validated
     from .publication import plan_latest, publish
     from .readers import prepare_reader_copy, serve_reader_copy
 
+    require_validated(paths, run_id, validated_build, year, as_of, methodology)
     plan = plan_latest(paths, year, as_of)
     if not plan.becomes_latest:  # the analysts' copy matches the latest publication
         return publish(paths, run_id, year, as_of, methodology, checks, plan)
@@ -170,7 +177,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         if gate.passed:
             progress("publishing")
             checks = [c.published() for c in gate.checks]
-            publication = publish_step(paths, run_id, year, as_of, methodology, checks)
+            publication = publish_step(paths, run_id, year, as_of, methodology, checks, gate.build)
             result.published, result.latest_note = publication.folder, publication.plan.note()
             if publication.plan.becomes_latest:  # else the analysts' copy holds another run
                 result.highlights = highlights(paths)

@@ -20,7 +20,7 @@ import pytest
 
 from ingestion.rules import sql_str
 
-from conftest import PARTICIPANT_HEADER, PYTHON, csv_text, paritrana, participant, write_delivery
+from conftest import PARTICIPANT_HEADER, PYTHON, csv_text, paritrana, participant, write_control, write_delivery
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
 
@@ -508,7 +508,7 @@ def test_latest_follows_every_run_or_on_request_the_latest_as_of_date(demo, tmp_
     import datetime as dt
 
     from paritrana import methodology
-    from paritrana.pipeline import check_settings, publish_step
+    from paritrana.pipeline import check_settings
     from paritrana.publication import LATEST_ENV, publish
 
     work = demo.copy(tmp_path / "d")
@@ -517,38 +517,44 @@ def test_latest_follows_every_run_or_on_request_the_latest_as_of_date(demo, tmp_
     config = methodology.load(None, work.home_dir, 2024)
     copy = work.home_dir / "analytics.duckdb"
 
-    # On request, through the command line: a December 1st run is published, not made the latest.
-    before = (copy.stat().st_ino, _sha(copy))
-    run = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--as-of", "2024-12-01",
-                    "--home", str(work.home_dir), env={LATEST_ENV: "as-of"})
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    december_first = Path(json.loads(next((work.home_dir / "runs").glob(
-        f"{run.stdout.split()[1].rstrip(':')}.json")).read_text())["published"])
-    assert december_first != original and _latest(work) == original
-    assert _assert_publication_intact(december_first)["as_of"] == "2024-12-01"
+    def run(as_of: str, policy: str | None) -> tuple[subprocess.CompletedProcess, Path]:
+        result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--as-of", as_of,
+                           "--home", str(work.home_dir), env={LATEST_ENV: policy} if policy else None,
+                           unset=() if policy else (LATEST_ENV,))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        run_id = result.stdout.split()[1].rstrip(":")
+        return result, Path(json.loads((work.home_dir / "runs" / f"{run_id}.json").read_text())["published"])
+
+    def reader_copy() -> tuple[int, str]:
+        return copy.stat().st_ino, _sha(copy)
+
+    # On request, a December 1st run is published, not made the latest.
+    before = reader_copy()
+    december_first, folder = run("2024-12-01", "as-of")
+    assert folder != original and _latest(work) == original
+    assert _assert_publication_intact(folder)["as_of"] == "2024-12-01"
     assert f"not made the latest ({LATEST_ENV}=as-of): latest stays run {original.name}, as of 2024-12-31" \
-        in run.stdout
-    assert (copy.stat().st_ino, _sha(copy)) == before  # it still matches the latest publication
+        in december_first.stdout
+    assert reader_copy() == before  # it still matches the latest publication
 
-    # The same date as the latest's: the newer run becomes the latest, silently.
-    monkeypatch.setenv(LATEST_ENV, "as-of")
-    same_day = publish_step(work.paths, "same-day", 2024, dt.date(2024, 12, 31), config, [])
-    assert _latest(work) == same_day.folder and same_day.plan.note() is None and same_day.reader_copies
+    # The same date as the latest's: the newer run becomes the latest, and nothing is said.
+    same_day, folder = run("2024-12-31", "as-of")
+    assert _latest(work) == folder and "latest" not in same_day.stdout.split("published:")[1].split("\n")[1]
+    assert reader_copy() != before
 
-    # By default (outputs.md), the earlier date becomes the latest, and the run says what it replaced.
-    monkeypatch.delenv(LATEST_ENV)
-    backfill = publish_step(work.paths, "backfill", 2024, dt.date(2024, 11, 30), config, [])
-    assert _latest(work) == backfill.folder and backfill.reader_copies
-    note = backfill.plan.note()
-    assert "latest now names this run, as of 2024-11-30; it named run same-day, as of 2024-12-31" in note
-    assert f"{LATEST_ENV}=as-of" in note
+    # By default (outputs.md), an earlier date becomes the latest, and the run says what it replaced.
+    backfill, folder = run("2024-11-30", None)
+    assert _latest(work) == folder
+    assert f"latest now names this run, as of 2024-11-30; it named run {same_day.stdout.split()[1].rstrip(':')}, " \
+        "as of 2024-12-31, a later date (a backfill?)" in backfill.stdout
+    assert f"{LATEST_ENV}=as-of keeps latest at the latest as-of date" in backfill.stdout
 
     monkeypatch.setenv(LATEST_ENV, "newest")  # refused before any work, and before anything is written
     with pytest.raises(ValueError, match=LATEST_ENV):
         check_settings()
     with pytest.raises(ValueError, match=LATEST_ENV):
         publish(work.paths, "refused", 2024, dt.date(2024, 12, 31), config, [])
-    assert not list(root.glob("*refused*")) and _latest(work) == backfill.folder
+    assert not list(root.glob("*refused*")) and _latest(work) == folder
 
 
 def test_a_link_left_by_a_crash_before_the_last_rename_does_not_stop_the_rerun(demo, tmp_path):
@@ -585,3 +591,50 @@ def test_a_gx_project_that_cannot_be_read_is_named_and_made_anew_once_moved_asid
     again = paritrana(*run)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert config.is_file() and "checks: 53 passed" in again.stdout
+
+
+def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp_path):
+    """Airflow tasks can be cleared one by one. `publish` of an earlier night, cleared after
+    a later night's build, published the later marts under the earlier run's id and as-of
+    date (manifest 2024-12-30, files 2024-12-31). Now a publication requires the build its
+    gate validated, finished, with nothing loaded since; the DAG's task bodies are used."""
+    import datetime as dt
+
+    from paritrana import builds, methodology, orchestration
+    from paritrana.generator import generate
+
+    work = demo.copy(tmp_path / "d")
+    original = _latest(work)
+    night, next_night = dt.date(2024, 12, 30), dt.date(2024, 12, 31)
+    orchestration.build(work.paths, 2024, night, None)
+    orchestration.gate(work.paths, "night", 2024, None)
+    orchestration.build(work.paths, 2024, next_night, None)
+    with pytest.raises(builds.StaleBuild, match=r"run night cannot publish: its gate validated build \w+, and the "
+                                                r"warehouse now holds build \w+ \(built, year 2024, as of 2024-12-31\)"):
+        orchestration.publish(work.paths, "night", 2024, night, None)
+    assert _latest(work) == original and not (original.parent / "night").exists()
+
+    # Its own night, rebuilt and validated, publishes; files and manifest agree on the date.
+    orchestration.build(work.paths, 2024, night, None)
+    orchestration.gate(work.paths, "night", 2024, None)
+    published = Path(orchestration.publish(work.paths, "night", 2024, night, None)["folder"])
+    with (published / "rankings_umk.csv").open() as f:
+        assert next(csv.DictReader(f))["as_of"] == _assert_publication_intact(published)["as_of"] == "2024-12-30"
+
+    # A build that stopped midway, or a file loaded after the gate, leaves nothing to publish.
+    orchestration.gate(work.paths, "later", 2024, None)
+    stamp = builds.begin(work.paths, 2024, night, methodology.load(None, work.home_dir, 2024))
+    with pytest.raises(builds.StaleBuild, match=rf"now holds build {stamp['id']} \(building"):
+        orchestration.publish(work.paths, "later", 2024, night, None)
+    orchestration.build(work.paths, 2024, night, None)
+    orchestration.gate(work.paths, "later", 2024, None)
+    extra = tmp_path / "extra"
+    generate(extra, "demo", seed=7)
+    os.replace(next(extra.glob("employers__*.csv")), work.landing / "employers__2025-01-09.csv")
+    write_control(work.landing / "employers__2025-01-09.csv", sum(1 for _ in (work.landing /
+                  "employers__2025-01-09.csv").open()) - 1)
+    loaded = orchestration.ingest_group(work.paths, work.landing, "employers", "later")
+    assert [f["status"] for f in loaded["files"]] == ["LOADED"]
+    with pytest.raises(builds.StaleBuild, match="files were loaded since its build"):
+        orchestration.publish(work.paths, "later", 2024, night, None)
+    assert _latest(work) == published

@@ -87,6 +87,7 @@ class GateResult:
     data_docs: str | None = None
     report: str | None = None
     seconds: dict = field(default_factory=dict)
+    build: dict | None = None  # the stamp of the build validated (paritrana.builds)
 
     @property
     def blocking_failures(self) -> list[CheckResult]:
@@ -110,7 +111,7 @@ class GateResult:
 
     def to_json(self) -> dict:
         return {"run_id": self.run_id, "passed": self.passed, "data_docs": self.data_docs,
-                "seconds": self.seconds, "checks": [asdict(c) for c in self.checks]}
+                "seconds": self.seconds, "build": self.build, "checks": [asdict(c) for c in self.checks]}
 
 
 def load_suites(directory: Path = EXPECTATIONS_DIR) -> list[dict]:
@@ -220,6 +221,8 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     # seconds of single-core work; they must finish before GX connects: its connections
     # carry a configuration of their own (duckdb_engine's), and DuckDB refuses a differently
     # configured second connection in the same process.
+    from ..builds import current
+    validated = current(paths)  # what the gate validates, so that only that is published
     compute_seconds: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
         computing = pool.submit(_compute_once, paths, suites, compute_seconds)
@@ -273,7 +276,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         # out-of-range UTC offset): the prefix makes it plainly not a date.
         outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=f"paritrana_{run_id}",
                                                          run_time=dt.datetime.now(dt.timezone.utc)))
-        gate = GateResult(run_id)
+        gate = GateResult(run_id, build=validated)
         for identifier, validation in outcome.run_results.items():
             suite_name, asset_name = by_suite_asset[validation.suite_name]
             for r in validation.results:

@@ -1,0 +1,87 @@
+"""Which build of the marts a gate validated, so that only that build is published.
+
+In Airflow each task takes the warehouse in turn, and any task can be cleared and run
+again on its own. Clearing `publish` of an earlier night after a later night's build
+published the later marts under the earlier run's id and as-of date (the manifest said
+one date, the files another); after a later build that failed its gate, or stopped
+midway, it would publish marts that no gate passed. So every build records a stamp in
+raw.warehouse_settings, as building when it starts and as built when dbt succeeds; the
+gate records the stamp it validated; and a publication requires that stamp to be the
+warehouse's current one, finished, for the same year, as-of date and configuration,
+with no file loaded since.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+
+from ingestion.raw_schema import RAW
+
+from .methodology import Methodology
+from .settings import Paths
+from .warehouse import connect
+
+STAMP = "last_build"
+
+
+class StaleBuild(RuntimeError):
+    """The warehouse no longer holds the build that this run's gate validated."""
+
+
+def _loads(con) -> int:
+    """The last load that changed the raw tables (a rejected or skipped file changes none)."""
+    return con.execute(f"select coalesce(max(load_id), 0) from {RAW}.load_ledger "
+                       "where status in ('LOADED', 'SUPERSEDED')").fetchone()[0]
+
+
+def _write(con, stamp: dict) -> None:
+    con.execute(f"insert or replace into {RAW}.warehouse_settings values (?, ?)", [STAMP, json.dumps(stamp)])
+
+
+def begin(paths: Paths, year: int, as_of: dt.date, methodology: Methodology) -> dict:
+    """Before dbt writes anything: from here until `finish`, no gate's stamp is current."""
+    with connect(paths) as con:
+        stamp = {"id": secrets.token_hex(8), "state": "building", "year": year, "as_of": as_of.isoformat(),
+                 "config_sha256": methodology.sha256, "loads": _loads(con)}
+        _write(con, stamp)
+    return stamp
+
+
+def finish(paths: Paths, stamp: dict) -> dict:
+    built = {**stamp, "state": "built"}
+    with connect(paths) as con:
+        _write(con, built)
+    return built
+
+
+def current(paths: Paths) -> dict | None:
+    """The stamp of the build the marts hold, with the loads as they are now."""
+    with connect(paths, read_only=True) as con:
+        row = con.execute(f"select value from {RAW}.warehouse_settings where name = ?", [STAMP]).fetchone()
+        return {**json.loads(row[0]), "loads_now": _loads(con)} if row else None
+
+
+def require_validated(paths: Paths, run_id: str, validated: dict | None, year: int, as_of: dt.date,
+                      methodology: Methodology) -> None:
+    """Raises StaleBuild unless the marts are the finished build that run_id's gate
+    validated, for this year, as-of date and configuration, with nothing loaded since."""
+    now = current(paths)
+    expected = {"year": year, "as_of": as_of.isoformat(), "config_sha256": methodology.sha256}
+    if validated is None:
+        why = f"its gate recorded no build (a gate before 0.3.5, or none)"
+    elif now is None or now["id"] != validated["id"]:
+        why = f"its gate validated build {validated['id']}, and the warehouse now holds " + (
+            f"build {now['id']} ({now['state']}, year {now['year']}, as of {now['as_of']})" if now else "no build")
+    elif now["state"] != "built":
+        why = f"build {now['id']} did not finish"
+    elif any(now[k] != v for k, v in expected.items()):
+        why = (f"its build was for year {now['year']} as of {now['as_of']} (configuration "
+               f"{now['config_sha256'][:12]}), not year {year} as of {as_of} ({methodology.sha256[:12]})")
+    elif now["loads_now"] != now["loads"]:
+        why = "files were loaded since its build"
+    else:
+        return
+    raise StaleBuild(f"run {run_id} cannot publish: {why}. Nothing was published, and the latest stays; run the "
+                     "night again from its build (in Airflow, clear dbt_build with its downstream tasks; "
+                     "or paritrana run)")
