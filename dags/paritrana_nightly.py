@@ -65,12 +65,14 @@ def _run_id():
 def paritrana_nightly():
     @task(retries=0)
     def find_deliveries() -> list[str]:
-        from paritrana.orchestration import find_deliveries, load_methodology, locations
+        from paritrana.orchestration import find_deliveries, full_refresh_param, load_methodology, locations
         from paritrana.pipeline import check_settings
 
         paths, landing = locations()
         year, _ = _dates()
-        load_methodology(paths, year, get_current_context()["params"].get("config"))  # refused before any work
+        params = get_current_context()["params"]
+        load_methodology(paths, year, params.get("config"))  # refused before any work, as are the others
+        full_refresh_param(params.get("full_refresh"))
         check_settings()
         return find_deliveries(landing, paths.home)
 
@@ -83,12 +85,12 @@ def paritrana_nightly():
 
     @task(trigger_rule="none_failed")
     def dbt_build() -> dict:
-        from paritrana.orchestration import build, locations
+        from paritrana.orchestration import build, full_refresh_param, locations
 
         paths, _ = locations()
         year, as_of = _dates()
         params = get_current_context()["params"]
-        return build(paths, year, as_of, params.get("config"), bool(params.get("full_refresh")))
+        return build(paths, year, as_of, params.get("config"), full_refresh_param(params.get("full_refresh")))
 
     @task(retries=0)
     def quality_gate() -> dict:

@@ -47,6 +47,19 @@ def run_dates(logical_date: dt.datetime, year: int | None = None) -> tuple[int, 
     return year, as_of
 
 
+def full_refresh_param(value) -> bool:
+    """The DAG's param full_refresh, from the trigger form (a boolean) or a CLI conf, where
+    `-c '{"full_refresh": "false"}'` gives text, which bool() would take for true."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"the DAG's param full_refresh must be true or false, not {value!r}")
+
+
 def safe_run_id(airflow_run_id: str) -> str:
     """A publication folder name from an Airflow run id ("scheduled__2025-01-01T18:00:00+00:00")."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", airflow_run_id).strip("-")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import paritrana, write_delivery
-from paritrana.orchestration import run_dates, safe_run_id
+from paritrana.orchestration import full_refresh_param, run_dates, safe_run_id
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
 ROOT = DAGS.parent
@@ -202,3 +202,13 @@ def test_compose_agrees_with_the_lock_and_the_dag():
     orchestration = (ROOT / "paritrana" / "orchestration.py").read_text()
     assert 'LANDING_ENV = "PARITRANA_LANDING"' in orchestration
     assert 'HOME_ENV = "PARITRANA_HOME"' in (ROOT / "paritrana" / "settings.py").read_text()
+
+
+
+def test_the_full_refresh_param_reads_text_as_a_cli_conf_gives_it():
+    """`airflow dags trigger -c '{"full_refresh": "false"}'` passes text, which bool() took
+    for true: a night then rebuilt every model from scratch. Anything else is refused."""
+    assert [full_refresh_param(v) for v in (None, False, "", "false", "False", "0", "no", " off ")] == [False] * 8
+    assert [full_refresh_param(v) for v in (True, "true", "TRUE", "1", 1, "yes", "on")] == [True] * 7
+    with pytest.raises(ValueError, match="param full_refresh must be true or false, not 'sometimes'"):
+        full_refresh_param("sometimes")
