@@ -12,6 +12,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,10 @@ def _merge(base: dict, override: dict, where: str = "") -> dict:
 
 
 def _number(value, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{path} must be a number, got {value!r}")
+    # YAML's .nan and .inf are floats: a NaN weight passed the sum check (NaN compares false)
+    # and made every total NaN.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number, got {value!r}")
     return float(value)
 
 

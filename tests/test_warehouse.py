@@ -74,6 +74,7 @@ def test_every_mart_and_the_ledger_and_quarantine_are_documented_column_by_colum
     assert {"marts.rankings_umk", "marts.referential_checks", "raw.load_ledger", "raw.quarantine"} <= set(checked)
     assert len(checked) == 10 and undocumented == []
 
+
 @pytest.mark.parametrize("change, message", [
     ({"weights": {"pemda": {"coverage": 30}}}, "weights of pemda sum to 105"),
     ({"weights": {"umk": {"enrolment": -10, "payment_continuity": 90}}}, "must be non-negative"),
@@ -81,6 +82,8 @@ def test_every_mart_and_the_ledger_and_quarantine_are_documented_column_by_colum
     ({"mandatory_programmes": {"KECIL": ["jkk", "jkn"]}}, "mandatory_programmes.KECIL"),
     ({"referential_gate": 5}, "referential_gate"),
     ({"weigths": {}}, "unknown setting 'weigths'"),
+    ({"weights": {"pemda": {"coverage": float("nan")}}}, "weights.pemda.coverage must be a finite number, got nan"),
+    ({"targets": {"umk": {"enrolment": float("inf")}}}, "targets.umk.enrolment must be a finite number, got inf"),
 ])
 def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message):
     config = tmp_path / "methodology.yml"
