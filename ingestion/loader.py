@@ -434,6 +434,10 @@ class Source:
 _AS_DELIVERED = {
     "int": ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UINTEGER", "USMALLINT", "UTINYINT"),
     "date": ("DATE",),
+    # Through text a double reads in scientific notation beyond 1e15 or below 1e-4 ("5e-05"),
+    # which no CSV number takes: a valid score was BAD_TYPE. A float's text is its shortest
+    # decimal (0.1), its double value not (0.100000001...): floats keep the text path.
+    "number": ("DOUBLE",),
 }
 
 

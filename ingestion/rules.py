@@ -39,10 +39,12 @@ def sql_str(value: str) -> str:
 
 
 # What a typed value must satisfy to be one that its text would have given: at most 18
-# digits (INT_SHAPE), a four-digit year (DATE_SHAPE).
+# digits (INT_SHAPE), a four-digit year (DATE_SHAPE), a finite number of at most 15 whole
+# digits (NUMBER_SHAPE; NaN and infinity have no such text).
 _TYPED_PARSE = {
     "int": "case when {raw} between -999999999999999999 and 999999999999999999 then cast({raw} as bigint) end",
     "date": "case when {raw} between DATE '0001-01-01' and DATE '9999-12-31' then {raw} end",
+    "number": "case when isfinite({raw}) and abs({raw}) < 1e15 then cast({raw} as double) end",
 }
 
 

@@ -621,3 +621,37 @@ def test_parquet_columns_not_of_the_contracts_type_are_named_once_for_the_file(t
            "monthly_wage_idr DOUBLE, int expected" in describe(r)
     assert sorted(sql("select reason_details from raw.quarantine")[0][0]) == ["BAD_TYPE:birth_date",
                                                                               "BAD_TYPE:monthly_wage_idr"]
+
+
+def test_a_parquet_double_is_judged_as_the_number_it_is_not_as_its_scientific_text(tmp_path, load, sql):
+    """DuckDB writes a double below 1e-4 or from 1e15 in scientific notation ("5e-05"), which
+    no CSV number takes: a valid innovation score in a Parquet file was BAD_TYPE. A double
+    now gives what the same number written out gives in a CSV file; NaN and infinity, which
+    have no such writing, are BAD_TYPE."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    header = "region_code,year,has_regulation,apbd_allocation_idr,non_asn_headcount,innovation_score"
+    scores = ["0.00005", "99.75", "100.5", "1000000000000000", "-0.5"]
+    rows = [dict(region_code=f"17.0{i}", year="2024", has_regulation="1", apbd_allocation_idr="5",
+                 non_asn_headcount="3", innovation_score=s) for i, s in enumerate(scores, 1)]
+    write_delivery(tmp_path / "csv", "pemda_assessment__2024-12-31.csv", csv_text(header, rows))
+    more = [dict(rows[0], region_code="17.06"), dict(rows[0], region_code="17.07")]  # NaN and infinity
+    table = pa.table({c: [r[c] for r in rows + more] for c in header.split(",") if c != "innovation_score"}
+                     | {"innovation_score": pa.array([float(s) for s in scores] + [float("nan"), float("inf")])})
+    pq.write_table(table, tmp_path / "p.parquet")
+    write_delivery(tmp_path / "parquet", "pemda_assessment__2024-12-30.parquet",
+                   (tmp_path / "p.parquet").read_bytes(), row_count=len(scores) + 2)
+    got = {}
+    for ext in ("csv", "parquet"):
+        load(tmp_path / ext)
+        got[ext] = dict(sql("select q.line, q.reason_details from raw.quarantine q where file_name like ?",
+                            [f"%.{ext}"]))
+        got[ext + " loaded"] = sorted(sql("select region_code, innovation_score from raw.pemda_assessment "
+                                          "where _load_id = (select max(load_id) from raw.load_ledger)"))
+    first = 2  # the CSV file's first record; a Parquet file numbers its rows from 1
+    assert got["csv"] == {first + 2: ["OUT_OF_RANGE:innovation_score"], first + 3: ["BAD_TYPE:innovation_score"],
+                          first + 4: ["OUT_OF_RANGE:innovation_score"]}
+    assert got["parquet"] == {line - 1: codes for line, codes in got["csv"].items()} | {
+        6: ["BAD_TYPE:innovation_score"], 7: ["BAD_TYPE:innovation_score"]}
+    assert got["csv loaded"] == got["parquet loaded"] == [("17.01", 0.00005), ("17.02", 99.75)]
