@@ -60,6 +60,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .explain import explain, render
+
+    print(render(explain(resolve_home(args.home), args.entity, args.year)))
+    return 0
+
+
 def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
     from .airflow_local import run_dag
 
@@ -167,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(a folder name under HOME/published/YEAR)")
     e.add_argument("--home")
     e.set_defaults(func=cmd_export)
+
+    x = sub.add_parser("explain", help="one entity's ranking, number by number",
+                       description="Explain one province, regency/city, business or micro enterprise of the latest "
+                                   "publication: each indicator as numerator ÷ denominator, target, score and "
+                                   "weight, the total, the ranks, or the facts behind an ineligibility.")
+    x.add_argument("--entity", required=True, help="a region code (17, 17.71) or an npp (BK000123)")
+    x.add_argument("--year", type=int, help="the assessment year (checked against the latest build)")
+    x.add_argument("--home")
+    x.set_defaults(func=cmd_explain)
 
     d = sub.add_parser("demo", help="from nothing to published rankings on bengkulu-2024, through the real DAG",
                        description="Generate bengkulu-2024 and run the real Airflow DAG in-process on it "

@@ -1,0 +1,222 @@
+"""`paritrana explain`: one entity's ranking, number by number, for an evaluator.
+
+The published files give each indicator's value and score; the marts behind them also
+keep what each value was computed from (methodology.md). This puts the two together for
+one entity: each indicator as numerator ÷ denominator, its target, score and weight, the
+total as the weighted mean, the ranks, and for an ineligible entity the facts behind its
+reason. It reads the analysts' copy, which matches the latest publication, and says which
+publication that is (or that the copy holds another year's build).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import duckdb
+
+from .publication import SCORE_TYPE, VALUE_TYPE, latest
+from .settings import Paths
+
+
+@dataclass(frozen=True)
+class Indicator:
+    name: str
+    code: str
+    numerator: str | None  # a column of the category's mart
+    denominator: str | None  # a column, or a number as text
+    reads: str  # what numerator ÷ denominator counts, in words
+    rule: str = ""  # the methodology's special cases
+
+
+# methodology.md §3-5, in the methodology's order.
+INDICATORS = {
+    "pemda": [
+        Indicator("coverage", "P1", "participants_active", "employed",
+                  "active participants in the territory ÷ employed population of the workforce row"),
+        Indicator("vulnerable_coverage", "P2", "participants_active_bpu", "informal_employed",
+                  "active BPU participants in the territory ÷ informal employed"),
+        Indicator("non_asn_coverage", "P3", "non_asn_funded", "non_asn_headcount",
+                  "non-ASN staff covered through this government's APBD/APBDES ÷ its non-ASN headcount",
+                  "0 when the headcount is 0 and none are covered; at most 1"),
+        Indicator("apbd_support", "P4", "apbd_funded", "informal_employed",
+                  "participants funded by this government's APBD, non-ASN staff aside, ÷ informal employed of "
+                  "the territory"),
+        Indicator("regulation", "P5", "has_regulation", None, "a regional regulation is in force (1) or not (0)"),
+        Indicator("employer_compliance", "P6", "employers_compliant", "employers_assessed",
+                  "compliant employers ÷ active employers of the territory with a bill counting for the year",
+                  "1 when none is assessed"),
+        Indicator("innovation", "P7", "panel_innovation_score", "100", "the panel's innovation score ÷ 100"),
+    ],
+    "badan_usaha": [
+        Indicator("worker_registration", "B1", "participants", "reported_workforce",
+                  "PU participants ÷ reported workforce", "at most 1"),
+        Indicator("wage_compliance", "B2", "participants_at_minimum_wage", "participants",
+                  "participants paid at least the applicable minimum wage ÷ participants", "0 without participants"),
+        Indicator("program_compliance", "B3", "participants_in_mandatory_programmes", "participants",
+                  "participants in every mandatory programme of the size class ÷ participants",
+                  "0 without participants"),
+        Indicator("contribution_timeliness", "B4", "bills_paid_on_time", "bills_for_year",
+                  "bills counting for the year paid on time ÷ bills counting for the year"),
+        Indicator("ecosystem_extension", "B5", "csr_participants", "reported_workforce",
+                  "participants funded by this employer's CSR ÷ reported workforce"),
+    ],
+    "umk": [
+        Indicator("enrolment", "U1", "participants", "reported_workforce", "participants ÷ reported workforce",
+                  "at most 1; 1 when the reported workforce is 0 and there is a participant"),
+        Indicator("payment_continuity", "U2", "bills_paid_by_as_of", "bills_for_year",
+                  "bills counting for the year paid by the as-of date ÷ bills counting for the year"),
+        Indicator("program_breadth", "U3", None, "participants",
+                  "mean over the participants of (JKK + JKM + JHT) ÷ 3"),
+    ],
+}
+MARTS = {"pemda": "pemda_indicators", "badan_usaha": "badan_usaha_indicators", "umk": "umk_indicators"}
+
+
+@dataclass
+class Explanation:
+    category: str
+    entity: dict
+    publication: str | None
+    configuration: dict
+    lines: list[str] = field(default_factory=list)
+    indicators: list[dict] = field(default_factory=list)  # per indicator: name, value, score, weight, ...
+
+
+def _find(con, entity_code: str) -> tuple[str, dict] | None:
+    """The entity's mart row, with each value, score and total also as published (rounded
+    in SQL as the publication rounds: half away from zero, where Python rounds half to even)."""
+    for category, mart in MARTS.items():
+        rounded = [(f"{i.name}_value", 6, VALUE_TYPE) for i in INDICATORS[category]] + \
+            [(f"{i.name}_score", 4, SCORE_TYPE) for i in INDICATORS[category]]
+        shown = ", ".join(f"cast(round({c}, {places}) as {kind}) as shown__{c}" for c, places, kind in rounded)
+        cur = con.execute(f"select *, {shown}, cast(round(total_score, 4) as {SCORE_TYPE}) as shown__total_score "
+                          f"from marts.{mart} where entity_code = ?", [entity_code])
+        row = cur.fetchone()
+        if row:
+            return category, dict(zip([d[0] for d in cur.description], row))
+    return None
+
+
+def explain(paths: Paths, entity_code: str, year: int | None = None) -> Explanation:
+    copy = paths.reader_copy
+    if not copy.exists():
+        raise FileNotFoundError(f"nothing published under {paths.home} yet (no {copy.name}): run paritrana run first")
+    con = duckdb.connect(str(copy), read_only=True)
+    try:
+        found = _find(con, entity_code.strip())
+        if found is None:
+            raise ValueError(f"no province, regency/city, business or micro enterprise {entity_code!r} in the "
+                             f"latest build ({copy}); codes are like 17, 17.71 or BK000123")
+        category, e = found
+        group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[category]
+        peers = con.execute(
+            f"select count(*) filter (where eligible), count(*) filter (where eligible and province_code = ?) "
+            f"from marts.{MARTS[category]} where {f'{group} = ?' if group else 'true'}",
+            [e["province_code"]] + ([e[group]] if group else [])).fetchone()
+    finally:
+        con.close()
+    if year is not None and e["year"] != year:
+        raise ValueError(f"the latest build ({copy}) is of year {e['year']} as of {e['as_of']}, not {year}: "
+                         f"run paritrana run --year {year} to build and publish it, then explain")
+    folder = latest(paths, e["year"])
+    manifest = json.loads((folder / "manifest.json").read_text()) if folder else None
+    matches = manifest is not None and manifest["as_of"] == e["as_of"].isoformat() and \
+        manifest["configuration"]["sha256"] == e["config_sha256"]
+    if not matches:
+        raise ValueError(f"the analysts' copy {copy} holds a build of year {e['year']} as of {e['as_of']} that is not "
+                         f"the latest publication of {e['year']}: run the year again to explain what is published")
+    config = manifest["configuration"]["values"]
+    x = Explanation(category, e, folder.name, config)
+    _describe(x, peers)
+    return x
+
+
+def _describe(x: Explanation, peers: tuple[int, int]) -> None:
+    e, config = x.entity, x.configuration
+    weights, targets = config["weights"][x.category], config["targets"][x.category]
+    kind = {"pemda": {"PROVINSI": "province", "KABUPATEN": "regency", "KOTA": "city"}.get(e.get("level"), ""),
+            "badan_usaha": f"business of size class {e.get('size_class')}", "umk": "micro enterprise"}[x.category]
+    peers_named = {"pemda": "provinces" if e.get("level") == "PROVINSI" else "regencies and cities",
+                   "badan_usaha": f"{e.get('size_class')} businesses", "umk": "micro enterprises"}[x.category]
+    where = "" if e.get("level") == "PROVINSI" else f" in province {e['province_code']}"
+    x.lines.append(f"{e['entity_name']} ({e['entity_code']}), {kind}{where}")
+    x.lines.append(f"year {e['year']}, as of {e['as_of']}; publication {x.publication} "
+                   f"(configuration sha256 {e['config_sha256'][:12]}…)")
+    x.lines.append("")
+    total_weight = sum(weights.values())
+    weighted = 0.0
+    for ind in INDICATORS[x.category]:
+        value, score, weight, target = e[f"{ind.name}_value"], e[f"{ind.name}_score"], weights[ind.name], \
+            targets[ind.name]
+        numerator = e[ind.numerator] if ind.numerator else None
+        denominator = (float(ind.denominator) if ind.denominator.isdigit() else e[ind.denominator]) \
+            if ind.denominator else None
+        x.indicators.append({"name": ind.name, "value": value, "score": score, "weight": weight, "target": target,
+                             "numerator": numerator, "denominator": denominator,
+                             "value_shown": "" if value is None else str(e[f"shown__{ind.name}_value"]),
+                             "score_shown": "" if score is None else str(e[f"shown__{ind.name}_score"])})
+        value_text, score_text = e[f"shown__{ind.name}_value"], e[f"shown__{ind.name}_score"]
+        shown = "no value" if value is None else f"{value_text}"
+        if value is not None and ind.denominator and denominator == 0:
+            shown += f" ({ind.denominator} is 0: {ind.rule})"
+        elif value is not None and ind.numerator and ind.denominator:
+            shown += f" = {_n(numerator)} ÷ {_n(denominator)}"
+        elif value is not None and ind.denominator:  # a mean: only its count is kept
+            shown += f", over {_n(denominator)} participant{'' if denominator == 1 else 's'}"
+        x.lines.append(f"{ind.name} ({ind.code}): {shown}")
+        x.lines.append(f"    {ind.reads}" + (f" ({ind.rule})" if ind.rule else ""))
+        if score is None:
+            x.lines.append(f"    score: none (no value); weight {weight:g}")
+        else:
+            weighted += weight * score
+            adds = f", adds {weight * score / total_weight:.4f} to the total" if e["eligible"] else ""
+            x.lines.append(f"    score = 100 × min({value_text} ÷ {target:g}, 1) = {score_text}; "
+                           f"weight {weight:g}{adds}")
+    x.lines.append("")
+    if e["eligible"]:
+        x.lines.append(f"total = Σ weight × score ÷ Σ weight = {weighted:,.4f} ÷ {total_weight:g} = "
+                       f"{e['shown__total_score']}")
+        x.lines.append(f"rank {e['rank_national']} of {peers[0]} eligible {peers_named} in the country"
+                       + (f"; {e['rank_province']} of {peers[1]} in province {e['province_code']}"
+                          if e["rank_province"] is not None else ""))
+        x.lines.append("ties: round(total, 6) descending, then the first indicator's score, then the code")
+    else:
+        x.lines.append(f"not eligible: {e['ineligible_reason']}, so no total and no rank")
+        x.lines += [f"    {fact}" for fact in _reason_facts(x.category, e, config)]
+
+
+def _reason_facts(category: str, e: dict, config: dict) -> list[str]:
+    """The facts behind an ineligibility (methodology.md §3-5)."""
+    reason = e["ineligible_reason"]
+    if category == "pemda":
+        facts = []
+        if e["employed"] is None:
+            facts.append(f"no workforce row for {e['year']}")
+        elif not e["employed"] or not e["informal_employed"]:
+            facts.append(f"workforce row: employed {_n(e['employed'])}, informal {_n(e['informal_employed'])} "
+                         "(both must be above 0)")
+        if not e["has_assessment"]:
+            facts.append(f"no pemda_assessment row for {e['year']}")
+        return facts
+    facts = {
+        "CLOSED": f"status on the as-of date: {e['status']}",
+        "NO_WORKFORCE": "reported workforce is 0",
+        "NO_BILLS": f"no contribution bill counts for {e['year']}",
+        "ARREARS": f"{e['arrears_months']} months in arrears, more than {config['arrears_threshold']}",
+        "NO_PARTICIPANTS": "no active participant of this employer",
+        "MISSING_REFERENCE": f"{_n(e.get('participants_without_minimum_wage'))} participants have no applicable "
+                             f"minimum wage for {e['year']}",
+    }
+    return [facts.get(reason, "")]
+
+
+def _n(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(int(v))
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.6g}"
+
+
+def render(x: Explanation) -> str:
+    return "\n".join(x.lines)

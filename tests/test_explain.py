@@ -1,0 +1,63 @@
+"""`paritrana explain` (evaluators): every number it shows is the published one, and what
+it shows a value computed from gives that value back."""
+from __future__ import annotations
+
+import csv
+
+from paritrana.explain import INDICATORS, explain
+
+from conftest import paritrana
+
+
+def _published(bengkulu, ranking: str) -> list[dict]:
+    folder = (bengkulu.home_dir / "published" / "2024" / "latest").resolve()
+    with (folder / f"rankings_{ranking}.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_number_is_the_published_one_and_its_parts_give_it_back(bengkulu):
+    checked = {"eligible": 0, "ineligible": 0, "ratios": 0}
+    latest = (bengkulu.home_dir / "published" / "2024" / "latest").resolve().name
+    for ranking, category in (("pemda_provinsi", "pemda"), ("pemda_kabkota", "pemda"),
+                              ("badan_usaha", "badan_usaha"), ("umk", "umk")):
+        rows = _published(bengkulu, ranking)
+        sample = rows[:15] + [r for r in rows if r["eligible"] == "false"][:15]
+        for row in sample:
+            x = explain(bengkulu.paths, row["entity_code"], 2024)
+            assert x.category == category and x.publication == latest
+            weights = 0.0
+            for ind, spec in zip(x.indicators, INDICATORS[category]):
+                published_value, published_score = row[f"{ind['name']}_value"], row[f"{ind['name']}_score"]
+                assert ind["value_shown"] == published_value and ind["score_shown"] == published_score, ind
+                if ind["value_shown"]:
+                    assert f"{ind['name']} ({spec.code}): {published_value}" in "\n".join(x.lines)
+                if ind["value"] is not None and ind["numerator"] is not None and ind["denominator"]:
+                    ratio = ind["numerator"] / ind["denominator"]
+                    assert abs(ind["value"] - (min(ratio, 1) if "at most 1" in spec.rule else ratio)) < 1e-12
+                    checked["ratios"] += 1
+                if ind["score"] is not None:
+                    weights += ind["weight"] * ind["score"]
+            if row["eligible"] == "true":
+                total = weights / sum(i["weight"] for i in x.indicators)
+                assert abs(total - float(row["total_score"])) <= 0.00005 + 1e-12
+                assert f"= {row['total_score']}\n" in "\n".join(x.lines) + "\n"
+                assert f"rank {row['rank_national']} of " in "\n".join(x.lines)
+                checked["eligible"] += 1
+            else:
+                assert f"not eligible: {row['ineligible_reason']}" in "\n".join(x.lines)
+                checked["ineligible"] += 1
+    assert checked["eligible"] >= 40 and checked["ineligible"] >= 20 and checked["ratios"] >= 200, checked
+
+
+def test_explain_on_the_command_line(bengkulu):
+    latest = (bengkulu.home_dir / "published" / "2024" / "latest").resolve().name
+    out = paritrana("explain", "--entity", "17", "--year", "2024", "--home", str(bengkulu.home_dir))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Provinsi Bengkulu (17), province\n")
+    assert f"year 2024, as of 2024-12-31; publication {latest} " in out.stdout
+    assert "coverage (P1): " in out.stdout and "total = Σ weight × score ÷ Σ weight = " in out.stdout
+    unknown = paritrana("explain", "--entity", "99.99", "--home", str(bengkulu.home_dir))
+    assert unknown.returncode == 1 and "no province, regency/city, business or micro enterprise '99.99'" \
+        in unknown.stderr
+    other_year = paritrana("explain", "--entity", "17", "--year", "2023", "--home", str(bengkulu.home_dir))
+    assert other_year.returncode == 1 and "is of year 2024 as of 2024-12-31, not 2023" in other_year.stderr
