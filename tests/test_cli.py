@@ -63,7 +63,8 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
     not_a_folder = paritrana("run", "--landing", str(tmp_path / "a_file"), "--year", "2024", "--home", str(tmp_path / "h"))
     assert not_a_folder.returncode == 1 and "a_file is a file, not a folder" in not_a_folder.stderr
     # the generator checks what it is given before writing anything
-    for flag, value, message in [("--days", "-2", "--days must be 0 or more"), ("--seed", "-5", "--seed must be 0 or more"),
+    for flag, value, message in [("--days", "-2", "--days must be 0 or more"),
+                                 ("--seed", "-5", "--seed must be 0 or more"),
                                  ("--scale", "inf", "--scale must be a positive number (got inf)"),
                                  ("--scale", "nan", "--scale must be a positive number (got nan)")]:
         out = paritrana("generate", "--landing", str(tmp_path / "g"), "--profile", "demo", flag, value)
