@@ -135,6 +135,12 @@ def _styled(ws, value=None, **style):
     return cell
 
 
+def _text_cell(ws, text: str):
+    cell = _styled(ws, text)
+    cell.data_type = "s"
+    return cell
+
+
 def _typed(value: str, column: str):
     if value == "":
         return None
@@ -184,7 +190,9 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
             for v, c, cell in zip(row, header, cells):
                 value = _typed(v, c)
                 if cell is None:
-                    values.append(value)
+                    # Text from a provider ("=HYPERLINK(...)" as a business name) stays text:
+                    # openpyxl writes a string that starts with "=" as a formula.
+                    values.append(_text_cell(ws, value) if isinstance(value, str) and value[:1] == "=" else value)
                 else:
                     cell.value = value
                     values.append(cell)

