@@ -85,7 +85,8 @@ def _print_outcome(paths, year: int) -> None:
     folder = latest(paths, year)
     if folder is None:
         return
-    for ranking, rows in highlights(paths)["top"].items():
+    tops = highlights(paths)["top"]
+    for ranking, rows in tops.items():
         print(f"\ntop of rankings_{ranking}" + (" (BESAR)" if ranking == "badan_usaha" else ""))
         for rank, code, name, total in rows:
             print(f"  {rank:>3}. {code:<10} {name:<40} {total:>7}")
@@ -95,6 +96,12 @@ def _print_outcome(paths, year: int) -> None:
     duckdb_cli = Path(sys.executable).parent / "duckdb"
     # a command to paste into a shell, whatever the paths hold
     print(f"analysts:    {shlex.quote(str(duckdb_cli))} -readonly {shlex.quote(str(paths.reader_copy))}")
+    # the first entity of the top ranking, as an example an evaluator can run as it is
+    top = next((rows[0][1] for rows in tops.values() if rows), None)
+    if top is not None:
+        paritrana = Path(sys.executable).parent / "paritrana"
+        print(f"evaluators:  {shlex.quote(str(paritrana))} explain --entity {top} "
+              f"--home {shlex.quote(str(paths.home))}")
 
 
 def cmd_demo(args) -> int:

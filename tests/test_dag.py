@@ -142,6 +142,11 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     # the analysts' command is printed ready to paste into a shell
     analysts = next(line for line in first.stdout.splitlines() if line.startswith("analysts:"))
     assert shlex.split(analysts.removeprefix("analysts:"))[1:] == ["-readonly", str(home / "analytics.duckdb")]
+    # and the evaluators' example runs as printed, on the top entity of the first ranking
+    evaluators = shlex.split(next(line for line in first.stdout.splitlines() if line.startswith("evaluators:"))
+                             .removeprefix("evaluators:"))
+    explained = subprocess.run(evaluators, capture_output=True, text=True, timeout=120)
+    assert explained.returncode == 0 and f"({evaluators[3]})" in explained.stdout.splitlines()[0], explained.stderr
     latest = home / "published" / "2024" / "latest"
     run1 = latest.resolve()
     manifest1 = json.loads((run1 / "manifest.json").read_text())
