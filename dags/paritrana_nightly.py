@@ -102,11 +102,17 @@ def paritrana_nightly():
 
     @task
     def publish() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from paritrana.builds import StaleBuild
         from paritrana.orchestration import locations, publish
 
         paths, _ = locations()
         year, as_of = _dates()
-        return publish(paths, _run_id(), year, as_of, get_current_context()["params"].get("config"))
+        try:
+            return publish(paths, _run_id(), year, as_of, get_current_context()["params"].get("config"))
+        except StaleBuild as e:  # another build is in the warehouse: retrying cannot bring this one back
+            raise AirflowFailException(str(e)) from e
 
     @task(trigger_rule="all_done", retries=0)
     def summary(ingested) -> str:

@@ -593,7 +593,22 @@ def test_a_gx_project_that_cannot_be_read_is_named_and_made_anew_once_moved_asid
     assert config.is_file() and "checks: 53 passed" in again.stdout
 
 
-def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp_path):
+def _dag_task(task_id: str, monkeypatch, work, run_id: str, logical_date, params: dict | None = None):
+    """The body of one of the DAG's tasks, to call as a worker would, in a context of our making."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paritrana_nightly_under_test",
+                                                  Path(__file__).parent.parent / "dags" / "paritrana_nightly.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = {"run_id": run_id, "logical_date": logical_date, "params": {"year": 2024, **(params or {})}}
+    monkeypatch.setattr(module, "get_current_context", lambda: context)
+    monkeypatch.setenv("PARITRANA_HOME", str(work.home_dir))
+    monkeypatch.setenv("PARITRANA_LANDING", str(work.landing))
+    return module.paritrana_nightly().get_task(task_id).python_callable  # the factory makes the DAG anew
+
+
+def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp_path, monkeypatch):
     """Airflow tasks can be cleared one by one. `publish` of an earlier night, cleared after
     a later night's build, published the later marts under the earlier run's id and as-of
     date (manifest 2024-12-30, files 2024-12-31). Now a publication requires the build its
@@ -613,6 +628,12 @@ def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp
                                                 r"warehouse now holds build \w+ \(built, year 2024, as of 2024-12-31\)"):
         orchestration.publish(work.paths, "night", 2024, night, None)
     assert _latest(work) == original and not (original.parent / "night").exists()
+    # The DAG's task fails for good rather than retry: retrying cannot bring the build back.
+    from airflow.sdk.exceptions import AirflowFailException
+    task = _dag_task("publish", monkeypatch, work, run_id="night",
+                     logical_date=dt.datetime(2024, 12, 31, 1, tzinfo=dt.timezone(dt.timedelta(hours=7))))
+    with pytest.raises(AirflowFailException, match="run night cannot publish: its gate validated build"):
+        task()
 
     # Its own night, rebuilt and validated, publishes; files and manifest agree on the date.
     orchestration.build(work.paths, 2024, night, None)
