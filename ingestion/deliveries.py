@@ -175,7 +175,9 @@ def read_control(delivery: Delivery) -> None:
     def field(name, kind):
         value = doc.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise FileRejected("CONTROL_INVALID", f"control field '{name}' is missing or not a {kind.__name__}")
+            what = {"str": "a JSON string", "int": "a JSON whole number (1, not 1.0 or \"1\")"}[kind.__name__]
+            got = "missing" if name not in doc else json.dumps(value)[:60]
+            raise FileRejected("CONTROL_INVALID", f"control field '{name}' must be {what}, not {got}")
         return value
 
     extract, date = field("extract", str), field("business_date", str)

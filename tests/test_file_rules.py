@@ -1,6 +1,8 @@
 """File-level rejections of extracts.md §1, their precedence, and readiness."""
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -201,6 +203,22 @@ def test_an_invalid_control_file_is_told_where_it_breaks(tmp_path, load):
     r = _only(load(tmp_path / "in"))
     assert (r.reason_code, r.reason_detail) == (
         "CONTROL_INVALID", "control file is not valid JSON: Expecting ',' delimiter at line 2, column 17")
+    # a field of the wrong JSON type says what it must be and what it is
+    for i, (change, detail) in enumerate([
+            ({"row_count": "1"}, "control field 'row_count' must be a JSON whole number (1, not 1.0 or \"1\"), "
+                                 "not \"1\""),
+            ({"schema_version": 1.0}, "control field 'schema_version' must be a JSON whole number (1, not 1.0 or "
+                                      "\"1\"), not 1.0"),
+            ({"produced_at": None}, "control field 'produced_at' must be a JSON string, not null")]):
+        landing = tmp_path / f"typed{i}"
+        write_delivery(landing, "participants__2024-12-31.csv", GOOD, control=change)
+        r = _only(load(landing))
+        assert (r.reason_code, r.reason_detail) == ("CONTROL_INVALID", detail)
+    missing = tmp_path / "missing"
+    write_delivery(missing, "participants__2024-12-31.csv", GOOD)
+    control = missing / "participants__2024-12-31.csv.ctl.json"
+    control.write_text(json.dumps({k: v for k, v in json.loads(control.read_text()).items() if k != "sha256"}))
+    assert _only(load(missing)).reason_detail == "control field 'sha256' must be a JSON string, not missing"
 
 
 def test_a_home_inside_the_landing_is_not_scanned_and_one_that_is_the_landing_is_refused(tmp_path):
