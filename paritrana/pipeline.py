@@ -158,6 +158,8 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     methodology_config.require_as_of_in_year(year, as_of)  # refused before any work
     methodology = methodology_config.load(config_file, paths.home, year)  # likewise
     check_settings()  # likewise
+    from .publication import require_latest_link
+    require_latest_link(paths, year)  # likewise: else the publication would fail at its last step
     run_id = run_id or new_run_id()
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")
     progress(f"methodology configuration: {methodology.source} (sha256 {methodology.sha256[:12]}…)")

@@ -142,10 +142,31 @@ def latest_policy() -> str:
     return value
 
 
+def require_latest_link(paths: Paths, year: int) -> None:
+    """`latest` must be a symbolic link (or absent) for a publication to replace it in one
+    rename. A copy of HOME that followed links (cp -L, rsync -L, some backups) makes it a
+    folder, and the publication failed at its last step, with 'Is a directory'."""
+    link = paths.home / "published" / str(year) / "latest"
+    if not link.exists() or link.is_symlink():
+        return
+    manifest = link / "manifest.json"
+    holds = json.loads(manifest.read_text()).get("run_id") if manifest.is_file() else None
+    kept = holds and (link.parent / holds / "manifest.json").is_file()
+    what = f"; it holds a copy of publication {holds}" if holds else ""
+    if holds and not kept:
+        todo = f"{link.parent / holds} is missing: rename the folder to that and run again"
+    else:
+        todo = (f"{link.parent / holds} holds the same: move" if holds else "Move") + " the folder out of the way " \
+            "and run again"
+    raise ValueError(f"{link} is a folder, not a link (a copy of HOME that followed links?){what}. {todo}; the "
+                     "next publication makes `latest` a link again")
+
+
 def plan_latest(paths: Paths, year: int, as_of: dt.date) -> LatestPlan:
     """Whether a publication of `year` as of `as_of` will become the latest, under the
     policy. Asked under the warehouse lock, so nothing moves `latest` meanwhile."""
     policy = latest_policy()
+    require_latest_link(paths, year)
     current = latest(paths, year)
     manifest = current / "manifest.json" if current else None
     if manifest is None or not manifest.is_file():

@@ -702,3 +702,25 @@ def test_a_control_character_in_a_name_is_shown_not_a_failed_workbook(demo, tmp_
     openpyxl refused the whole export (IllegalCharacterError). It is shown as its symbol."""
     cells, _ = _workbook_with_names(demo, tmp_path, ["Toko\x0bMaju\x01", "Warung\tSari\nJaya"])
     assert [c.value for c in cells] == ["Toko\u240bMaju\u2401", "Warung\tSari\nJaya"]
+
+def test_a_latest_that_is_a_folder_is_refused_before_any_work_and_made_a_link_again(demo, tmp_path):
+    """A copy of HOME that followed links (cp -L, some backups) turns `latest` into a folder;
+    the publication then failed at its very last step ('Is a directory'). The run is refused
+    before anything is loaded, saying what the folder holds and what to do."""
+    import shutil
+
+    work = demo.copy(tmp_path / "d")
+    link = work.home_dir / "published" / "2024" / "latest"
+    held = link.resolve()
+    link.unlink()
+    shutil.copytree(held, link)
+    run = ("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    refused = paritrana(*run)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{link} is a folder, not a link (a copy of HOME that followed links?); it holds a copy of publication " \
+           f"{held.name}. {held} holds the same: move the folder out of the way and run again" in refused.stderr
+    assert "[1/" not in refused.stdout and sorted(p.name for p in link.parent.iterdir()) == [held.name, "latest"]
+    shutil.move(link, tmp_path / "old-latest")
+    again = paritrana(*run)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert link.is_symlink() and _assert_publication_intact(link.resolve())["run_id"] != held.name
