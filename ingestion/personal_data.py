@@ -53,6 +53,10 @@ def load_key(home: Path) -> bytes:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:  # as ssh refuses a private key others may read (a restore that reset modes)
+        raise ValueError(f"the NIK key file {path} may be read or written by other users (mode {mode:o}): whoever "
+                         f"reads it can recompute the token of a guessed NIK. Run chmod 600 {path} and run again")
     return _long_enough(path.read_text().strip(), str(path))
 
 

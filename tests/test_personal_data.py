@@ -129,6 +129,14 @@ def test_key_file_is_outside_the_warehouse_and_private(tmp_path, monkeypatch):
     assert load_key(tmp_path) == key and len(key) == 64
     monkeypatch.setenv(KEY_ENV, "from-env-" + "k" * 23)
     assert load_key(tmp_path) == b"from-env-" + b"k" * 23
+    # a key file others may read (a restore that reset its mode) is refused, as ssh refuses a private key
+    monkeypatch.delenv(KEY_ENV)
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match=f"the NIK key file {path} may be read or written by other users "
+                                         r"\(mode 644\).* chmod 600"):
+        load_key(tmp_path)
+    path.chmod(0o600)
+    assert load_key(tmp_path) == key
 
 
 @pytest.mark.parametrize("where", ["environment", "file"])
@@ -144,6 +152,7 @@ def test_a_key_short_enough_to_guess_is_refused_before_anything_is_loaded(tmp_pa
         monkeypatch.delenv(KEY_ENV, raising=False)
         (home / "secrets").mkdir(parents=True)
         (home / "secrets" / "nik_token.key").write_text(short + "\n")
+        (home / "secrets" / "nik_token.key").chmod(0o600)
     else:
         monkeypatch.setenv(KEY_ENV, short)
     with pytest.raises(ValueError, match=f"has {MIN_KEY_CHARS - 1} characters, fewer than {MIN_KEY_CHARS}"):
