@@ -56,7 +56,8 @@ def load_key(home: Path) -> bytes:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:  # as ssh refuses a private key others may read (a restore that reset modes)
         raise ValueError(f"the NIK key file {path} may be read or written by other users (mode {mode:o}): whoever "
-                         f"reads it can recompute the token of a guessed NIK. Run chmod 600 {path} and run again")
+                         f"reads it can recompute the token of a guessed NIK. Run chmod 600 {path} and run again "
+                         f"(on a file system without modes, give the key in ${KEY_ENV} instead)")
     return _long_enough(path.read_text().strip(), str(path))
 
 
