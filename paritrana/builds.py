@@ -69,7 +69,7 @@ def require_validated(paths: Paths, run_id: str, validated: dict | None, year: i
     now = current(paths)
     expected = {"year": year, "as_of": as_of.isoformat(), "config_sha256": methodology.sha256}
     if validated is None:
-        why = f"its gate recorded no build (a gate before 0.3.5, or none)"
+        why = "its gate recorded no build (a gate before 0.3.5, or none)"
     elif now is None or now["id"] != validated["id"]:
         why = f"its gate validated build {validated['id']}, and the warehouse now holds " + (
             f"build {now['id']} ({now['state']}, year {now['year']}, as of {now['as_of']})" if now else "no build")
