@@ -103,7 +103,7 @@ def explain(paths: Paths, entity_code: str, year: int | None = None) -> Explanat
         raise FileNotFoundError(f"nothing published under {paths.home} yet (no {copy.name}): run paritrana run first")
     con = duckdb.connect(str(copy), read_only=True)
     try:
-        found = _find(con, entity_code.strip())
+        found = _find(con, entity_code.strip().upper())  # npps are upper case (BK000123)
         if found is None:
             raise ValueError(f"no province, regency/city, business or micro enterprise {entity_code!r} in the "
                              f"latest build ({copy}); codes are like 17, 17.71 or BK000123")

@@ -56,6 +56,10 @@ def test_explain_on_the_command_line(bengkulu):
     assert out.stdout.startswith("Provinsi Bengkulu (17), province\n")
     assert f"year 2024, as of 2024-12-31; publication {latest} " in out.stdout
     assert "coverage (P1): " in out.stdout and "total = Σ weight × score ÷ Σ weight = " in out.stdout
+    npp = _published(bengkulu, "badan_usaha")[0]["entity_code"]  # typed in lower case, as people do
+    lower = paritrana("explain", "--entity", npp.lower(), "--home", str(bengkulu.home_dir))
+    assert lower.returncode == 0, lower.stderr
+    assert lower.stdout.splitlines()[0].endswith(f"({npp}), business of size class BESAR in province 17")
     unknown = paritrana("explain", "--entity", "99.99", "--home", str(bengkulu.home_dir))
     assert unknown.returncode == 1 and "no province, regency/city, business or micro enterprise '99.99'" \
         in unknown.stderr
