@@ -67,15 +67,13 @@ def paritrana_nightly():
     def find_deliveries() -> list[str]:
         from paritrana.orchestration import find_deliveries, full_refresh_param, load_methodology, locations
         from paritrana.pipeline import check_settings
-        from paritrana.publication import require_latest_link
 
         paths, landing = locations()
         year, _ = _dates()
         params = get_current_context()["params"]
         load_methodology(paths, year, params.get("config"))  # refused before any work, as are the others
         full_refresh_param(params.get("full_refresh"))
-        check_settings()
-        require_latest_link(paths, year)
+        check_settings(paths, year)
         return find_deliveries(landing, paths.home)
 
     @task(max_active_tis_per_dag=1)

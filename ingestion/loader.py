@@ -14,6 +14,7 @@ import datetime as dt
 import gzip
 import io
 import json
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,9 +128,15 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     try:
         return _ingest_ready(con, landing, run_id, progress, extracts, tokeniser, home)
     except (PermissionError, FileNotFoundError) as e:
+        if not _in_folder(e.filename, landing):  # the home's own files, say: not a delivery's fault
+            raise
         raise LandingFileUnreadable.of(e) from e
     finally:
         con.execute(f"set disabled_optimizers = '{previous_optimizers}'")
+
+
+def _in_folder(name, folder: Path) -> bool:
+    return bool(name) and Path(os.path.abspath(name)).is_relative_to(os.path.abspath(folder))
 
 
 class LandingFileUnreadable(OSError):

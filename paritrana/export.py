@@ -15,31 +15,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .methodology import INDICATORS
 from .publication import PRUNED, RANKINGS, latest
 from .settings import Paths
 
 FORMATS = ("csv", "parquet", "xlsx")
-INDICATORS = {
-    "pemda_provinsi": "pemda", "pemda_kabkota": "pemda", "badan_usaha": "badan_usaha", "umk": "umk",
-}
-DESCRIPTIONS = {
-    "coverage": "active participants in the territory ÷ employed population (P1)",
-    "vulnerable_coverage": "active BPU participants in the territory ÷ informal employed (P2)",
-    "non_asn_coverage": "non-ASN staff covered through this government's APBD/APBDES ÷ its non-ASN headcount (P3)",
-    "apbd_support": "non-non-ASN participants funded by this government's APBD ÷ informal employed (P4)",
-    "regulation": "a regional regulation on employment social security is in force (P5)",
-    "employer_compliance": "share of assessed active employers of the territory that are compliant (P6)",
-    "innovation": "the panel's innovation score ÷ 100 (P7)",
-    "worker_registration": "min(PU participants ÷ reported workforce, 1) (B1)",
-    "wage_compliance": "share of participants paid at least the applicable minimum wage (B2)",
-    "program_compliance": "share of participants in every mandatory programme of the size class (B3)",
-    "contribution_timeliness": "bills counting for the year paid on time ÷ bills counting (B4)",
-    "ecosystem_extension": "CSR-funded participants of this employer ÷ reported workforce (B5)",
-    "enrolment": "min(participants ÷ reported workforce, 1), or 1 when workforce is 0 and participants ≥ 1 (U1)",
-    "payment_continuity": "bills counting for the year paid by the as-of date ÷ bills counting (U2)",
-    "program_breadth": "mean over participants of (JKK + JKM + JHT) ÷ 3 (U3)",
-}
-
+# The group of indicators, weights and targets each ranking uses (methodology.md §3-5).
+GROUP = {"pemda_provinsi": "pemda", "pemda_kabkota": "pemda", "badan_usaha": "badan_usaha", "umk": "umk"}
 
 class NothingPublished(FileNotFoundError):
     pass
@@ -108,7 +90,10 @@ def _write(folder: Path, category: str, fmt: str, stream) -> None:
         with (folder / f"rankings_{category}.{fmt}").open("rb") as published:
             shutil.copyfileobj(published, stream, 1 << 20)
         return
-    with tempfile.TemporaryFile() as workbook:  # a zip is written with seeks
+    if stream.seekable():
+        write_workbook(folder, category, stream)
+        return
+    with tempfile.TemporaryFile() as workbook:  # a zip is written with seeks, which a pipe has not
         write_workbook(folder, category, workbook)
         workbook.seek(0)
         shutil.copyfileobj(workbook, stream, 1 << 20)
@@ -206,12 +191,14 @@ def write_workbook(folder: Path, category: str, out: Path) -> None:
     ws.auto_filter.ref = f"A1:{get_column_letter(len(header))}{rows + 1}"
 
     config = manifest["configuration"]["values"]
-    group = INDICATORS[category]
+    group = GROUP[category]
+    described = {i.name: f"{i.reads} ({i.code})" + (f"; {i.rule}" if i.rule else "") for i in INDICATORS[group]}
     info = wb.create_sheet("Indicators")
     info.column_dimensions["A"].width, info.column_dimensions["B"].width = 26, 90  # before any row
-    info.append([_styled(info, t, font=Font(bold=True)) for t in ("indicator", "definition", "weight", "target", "score")])
+    info.append([_styled(info, t, font=Font(bold=True))
+                 for t in ("indicator", "definition", "weight", "target", "score")])
     for name, weight in config["weights"][group].items():
-        info.append([name, DESCRIPTIONS.get(name, ""), weight, config["targets"][group][name],
+        info.append([name, described.get(name, ""), weight, config["targets"][group][name],
                      "100 × min(value ÷ target, 1)"])
     info.append([])
     info.append(["total_score", "Σ weight × score ÷ Σ weight; empty for ineligible entities"])

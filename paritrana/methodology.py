@@ -20,6 +20,60 @@ import yaml
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 CATEGORIES = ("pemda", "badan_usaha", "umk")
+
+
+@dataclass(frozen=True)
+class Indicator:
+    name: str
+    code: str
+    numerator: str | None  # a column of the category's mart
+    denominator: str | None  # a column, or a number as text
+    reads: str  # what numerator ÷ denominator counts, in words
+    rule: str = ""  # the methodology's special cases
+
+
+# Each indicator of methodology.md §3-5, in its order, and the mart columns its value is
+# computed from: `paritrana explain` shows them, the workbook's Indicators sheet describes them.
+INDICATORS = {
+    "pemda": [
+        Indicator("coverage", "P1", "participants_active", "employed",
+                  "active participants in the territory ÷ employed population of the workforce row"),
+        Indicator("vulnerable_coverage", "P2", "participants_active_bpu", "informal_employed",
+                  "active BPU participants in the territory ÷ informal employed"),
+        Indicator("non_asn_coverage", "P3", "non_asn_funded", "non_asn_headcount",
+                  "non-ASN staff covered through this government's APBD/APBDES ÷ its non-ASN headcount",
+                  "0 when the headcount is 0 and none are covered; at most 1"),
+        Indicator("apbd_support", "P4", "apbd_funded", "informal_employed",
+                  "participants funded by this government's APBD, non-ASN staff aside, ÷ informal employed of "
+                  "the territory"),
+        Indicator("regulation", "P5", "has_regulation", None, "a regional regulation is in force (1) or not (0)"),
+        Indicator("employer_compliance", "P6", "employers_compliant", "employers_assessed",
+                  "compliant employers ÷ active employers of the territory with a bill counting for the year",
+                  "1 when none is assessed"),
+        Indicator("innovation", "P7", "panel_innovation_score", "100", "the panel's innovation score ÷ 100"),
+    ],
+    "badan_usaha": [
+        Indicator("worker_registration", "B1", "participants", "reported_workforce",
+                  "PU participants ÷ reported workforce", "at most 1"),
+        Indicator("wage_compliance", "B2", "participants_at_minimum_wage", "participants",
+                  "participants paid at least the applicable minimum wage ÷ participants", "0 without participants"),
+        Indicator("program_compliance", "B3", "participants_in_mandatory_programmes", "participants",
+                  "participants in every mandatory programme of the size class ÷ participants",
+                  "0 without participants"),
+        Indicator("contribution_timeliness", "B4", "bills_paid_on_time", "bills_for_year",
+                  "bills counting for the year paid on time ÷ bills counting for the year"),
+        Indicator("ecosystem_extension", "B5", "csr_participants", "reported_workforce",
+                  "participants funded by this employer's CSR ÷ reported workforce"),
+    ],
+    "umk": [
+        Indicator("enrolment", "U1", "participants", "reported_workforce", "participants ÷ reported workforce",
+                  "at most 1; 1 when the reported workforce is 0 and there is a participant"),
+        Indicator("payment_continuity", "U2", "bills_paid_by_as_of", "bills_for_year",
+                  "bills counting for the year paid by the as-of date ÷ bills counting for the year"),
+        Indicator("program_breadth", "U3", None, "participants",
+                  "mean over the participants of (JKK + JKM + JHT) ÷ 3"),
+    ],
+}
 SIZE_CLASSES = ("BESAR", "MENENGAH", "KECIL", "MIKRO")
 PROGRAMMES = ("jkk", "jkm", "jht", "jp", "jkp")
 

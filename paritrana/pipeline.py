@@ -137,15 +137,18 @@ def as_of_note(as_of: dt.date, until: dt.date | None) -> str | None:
             f"not of {as_of} (for a provisional ranking that says so, run with --as-of {until})")
 
 
-def check_settings() -> None:
-    """The retention and publication settings, refused before any work rather than at the
-    gate or the publication, after the night's load."""
-    from .publication import keep_publications, latest_policy
+def check_settings(paths: Paths | None = None, year: int | None = None) -> None:
+    """The retention and publication settings, and with a home and a year the year's
+    `latest` link: refused before any work rather than at the gate or the publication,
+    after the night's load. `paritrana run` and the DAG's first task both call it."""
+    from .publication import keep_publications, latest_policy, require_latest_link
     from .quality.gate import keep_gates
 
     keep_gates()
     keep_publications()
     latest_policy()
+    if paths is not None and year is not None:
+        require_latest_link(paths, year)
 
 
 def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
@@ -157,9 +160,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     as_of = as_of or dt.date(year, 12, 31)
     methodology_config.require_as_of_in_year(year, as_of)  # refused before any work
     methodology = methodology_config.load(config_file, paths.home, year)  # likewise
-    check_settings()  # likewise
-    from .publication import require_latest_link
-    require_latest_link(paths, year)  # likewise: else the publication would fail at its last step
+    check_settings(paths, year)  # likewise
     run_id = run_id or new_run_id()
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")
     progress(f"methodology configuration: {methodology.source} (sha256 {methodology.sha256[:12]}…)")

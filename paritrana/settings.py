@@ -52,7 +52,6 @@ def resolve_home(home: str | Path | None = None) -> Paths:
     return Paths(chosen)
 
 
-
 def count_setting(name: str, default: str, what: str, allow_all: bool = False, minimum: int = 1) -> int | None:
     """A count from the environment: a whole number, at least `minimum`, or, where
     `allow_all`, "all" (None: no limit). Raises ValueError naming the variable, so

@@ -60,24 +60,23 @@ class WarehouseDamaged(OSError):
     fault of any delivery, and not mended by running again."""
 
 
-# DuckDB's words for a database file it cannot trust. The last two also describe a data
-# file that DuckDB reads, so they count only when they do not name that file.
-_DAMAGE_TEXTS = ("Corrupt database file", "not a valid DuckDB database file", "Could not read enough bytes")
+# DuckDB's words for a database file it cannot trust. The second kind also describes a data
+# file that DuckDB reads, so it counts only when it does not name that file.
+_CORRUPT = "Corrupt database file"
+_UNREADABLE_FILE = ("not a valid DuckDB database file", "Could not read enough bytes")
 
 
 def damaged(e: BaseException, reading: Path | None = None) -> bool:
     """Whether an error says that the warehouse file is damaged; `reading` is a data file
     being read at the time, whose own faults are not the warehouse's."""
     text = str(e)
-    if "Corrupt database file" in text:
-        return True
-    return any(t in text for t in _DAMAGE_TEXTS[1:]) and (reading is None or str(reading) not in text)
+    return _CORRUPT in text or (any(t in text for t in _UNREADABLE_FILE)
+                                and (reading is None or str(reading) not in text))
 
 
 def damage_stop(e: BaseException, warehouse: Path) -> WarehouseDamaged:
     """What to do about a damaged warehouse: DuckDB's reason, and the two ways back."""
-    found = re.search(r"Corrupt database file[^\n)]*|[^\n]*(not a valid DuckDB database file|Could not read "
-                      r"enough bytes)[^\n]*", str(e))
+    found = re.search(f"{_CORRUPT}[^\n)]*|[^\n]*({'|'.join(map(re.escape, _UNREADABLE_FILE))})[^\n]*", str(e))
     reason = found.group(0).strip() if found else type(e).__name__
     return WarehouseDamaged(
         f"the warehouse {warehouse} is damaged ({reason}), and the run stopped. Restore it from a "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..builds import current
 from ..methodology import Methodology
 from ..settings import Paths, count_setting
 from ..warehouse import STORAGE_VERSION, connect
@@ -217,12 +218,11 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     t0 = time.perf_counter()
     keep = keep_gates()  # a bad setting is refused before any work
     suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
+    validated = current(paths)  # the build this gate checks, so that only that one is published
     # The aggregates run in DuckDB (which releases the GIL) while Python imports GX, a few
     # seconds of single-core work; they must finish before GX connects: its connections
     # carry a configuration of their own (duckdb_engine's), and DuckDB refuses a differently
     # configured second connection in the same process.
-    from ..builds import current
-    validated = current(paths)  # what the gate validates, so that only that is published
     compute_seconds: dict[str, float] = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
         computing = pool.submit(_compute_once, paths, suites, compute_seconds)
