@@ -33,7 +33,7 @@ from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_digest, parse_name,
     read_control, scan_landing, extract_group,
 )
-from .personal_data import MASK, Tokeniser, key_check, token_scheme
+from .personal_data import MASK, Tokeniser, key_check, mask_nik_shaped, token_scheme
 from .physical_lines import record_start_lines
 from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
 from .rules import file_sql, quote_ident, sql_str, validation_sql
@@ -722,7 +722,7 @@ def _content_sql(extract: Extract, source: Source, alias: str, token: str | None
     for c in source.header:
         q = f"{alias}.{quote_ident(c)}"
         pairs.append(f"{sql_str(c)}, case when {q} is not null then '{MASK}' end" if _is_personal(extract, c)
-                     else f"{sql_str(c)}, {source.text_of(c, q)}")
+                     else f"{sql_str(c)}, {mask_nik_shaped(source.text_of(c, q))}")
     if token:
         pairs.append(f"'nik_token', cast({token} as varchar)")
     return f"json_object({', '.join(pairs)})"

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import KEY, PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
 
-from ingestion.personal_data import MASK, token
+from ingestion.personal_data import MASK, NIK_SHAPED, token
 from paritrana.generator import generate
 
 
@@ -26,6 +26,16 @@ def _input_personal_values(landing):
     return niks, names
 
 
+def _every_table_as_text(home) -> str:
+    con = duckdb.connect(str(home.warehouse), read_only=True)
+    try:
+        return "\n".join(json.dumps(row, default=str) for schema, table in con.execute(
+            "select table_schema, table_name from information_schema.tables").fetchall()
+            for row in con.execute(f'select * from "{schema}"."{table}"').fetchall())
+    finally:
+        con.close()
+
+
 def test_no_raw_nik_or_name_anywhere(tmp_path, home, load):
     landing = tmp_path / "in"
     generate(landing, "demo", scale=0.2, days_after=1)
@@ -33,13 +43,7 @@ def test_no_raw_nik_or_name_anywhere(tmp_path, home, load):
     niks, names = _input_personal_values(landing)
     assert len(niks) > 1000 and len(names) > 10
 
-    con = duckdb.connect(str(home.warehouse), read_only=True)
-    tables = con.execute("select table_schema, table_name from information_schema.tables").fetchall()
-    dump = []
-    for schema, table in tables:
-        dump += [json.dumps(row, default=str) for row in con.execute(f'select * from "{schema}"."{table}"').fetchall()]
-    con.close()
-    text = "\n".join(dump)
+    text = _every_table_as_text(home)
     assert not any(n in text for n in niks)
     assert not any(n in text for n in names)
     # The quarantine keeps content, masked: the planted row with a name still shows none.
@@ -190,11 +194,7 @@ def test_a_column_the_contract_does_not_know_never_lands_either(tmp_path, home, 
     assert (r.rows_loaded, r.rows_quarantined, r.rows_duplicate, r.extra_columns) == (2, 1, 1, ["nik_ahli_waris"])
     (content,) = [json.loads(c) for (c,) in sql("select content from raw.quarantine")]
     assert (content["kpj"], content["gender"], content["nik_ahli_waris"]) == ("17000000001", "X", MASK)
-    con = duckdb.connect(str(home.warehouse), read_only=True)
-    dump = " ".join(json.dumps(row, default=str) for schema, table in con.execute(
-        "select table_schema, table_name from information_schema.tables").fetchall()
-        for row in con.execute(f'select * from "{schema}"."{table}"').fetchall())
-    con.close()
+    dump = _every_table_as_text(home)
     assert "17000000001" in dump and not any(h in dump for h in heirs)
 
 
@@ -223,3 +223,32 @@ def test_a_warehouse_refuses_a_key_that_did_not_make_its_tokens(tmp_path):
     key_file.write_bytes(kept)  # restored: the same command goes on
     report = ingest_step(paths, landing, "again", progress=lambda _: None)
     assert [r.status for r in report.results] == ["LOADED"]
+
+
+def test_a_nik_delivered_in_another_column_is_masked_in_the_quarantine(tmp_path, home, load, sql):
+    """A provider who puts the NIK where the participant number goes (claims keyed by NIK,
+    or a participants header with `kpj` and `nik` swapped) gets every row quarantined as
+    BAD_FORMAT, and the quarantine shows the delivered text of `kpj`: the raw NIKs would
+    land there. A value of 16 digits in a row, in any column, is masked as NIK-shaped."""
+    niks = ["1771014508900003", "1771015208850004"]
+    claim = dict(claim_id="C000000000001", claim_version="1", kpj=niks[0], npp="BK000123", region_code="17.71",
+                 program="JKK", benefit_type="MEDICAL", submitted_date="2024-12-01", status="SUBMITTED",
+                 paid_date="", amount_idr="0")
+    header = "claim_id,claim_version,kpj,npp,region_code,program,benefit_type,submitted_date,status,paid_date,amount_idr"
+    short = {**claim, "claim_id": "C000000000002", "kpj": "1234"}  # a bad kpj that is no NIK stays as delivered
+    write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(header, [claim, short]))
+    swapped = PARTICIPANT_HEADER.replace("kpj,nik,", "nik,kpj,")  # labels swapped, values in the usual order
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(swapped, [
+        {"nik": "17000000001", "kpj": niks[1], **{k: v for k, v in participant().items() if k not in ("kpj", "nik")}}]))
+    report = load(tmp_path / "in")
+    assert sorted((r.file_name, r.rows_quarantined) for r in report.results) == [
+        ("claims__2024-12-31.csv", 2), ("participants__2024-12-31.csv", 1)]
+    contents = {(f, line): (codes, json.loads(c)) for f, line, codes, c in
+                sql("select file_name, line, reason_codes, content from raw.quarantine")}
+    codes, first = contents[("claims__2024-12-31.csv", 2)]
+    assert codes == ["BAD_FORMAT"] and first["kpj"] == NIK_SHAPED and first["claim_id"] == "C000000000001"
+    assert contents[("claims__2024-12-31.csv", 3)][1]["kpj"] == "1234"
+    codes, person = contents[("participants__2024-12-31.csv", 2)]
+    assert "BAD_FORMAT" in codes and person["kpj"] == NIK_SHAPED and person["nik"] == MASK
+    dump = _every_table_as_text(home)
+    assert "C000000000001" in dump and not any(n in dump for n in niks)
