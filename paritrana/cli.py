@@ -227,13 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
         from ingestion.raw_schema import IncompatibleWarehouse
         from .transform import BuildFailed
-        from .warehouse import WarehouseBusy, damage_stop, damaged, interrupted, machine_failure, machine_stop
+        from .warehouse import (WarehouseBusy, damage_stop, damaged, held_elsewhere, held_elsewhere_stop,
+                                interrupted, machine_failure, machine_stop)
         if interrupted(e):  # DuckDB reports Ctrl-C during a query as an error of its own
             return _interrupted(args.command)
         if machine_failure(e):
             e = machine_stop(e, args.command)
         elif damaged(e):
             e = damage_stop(e, resolve_home(getattr(args, "home", None)).warehouse)
+        elif held_elsewhere(e):  # dbt's and GX's own connections, opened between ours
+            e = held_elsewhere_stop(e, resolve_home(getattr(args, "home", None)))
         if isinstance(e, (WarehouseBusy, BuildFailed, IncompatibleWarehouse, OSError)):
             print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
             return 1

@@ -19,6 +19,7 @@ from typing import Callable
 
 from .methodology import DBT_PROJECT_DIR, Methodology
 from .settings import Paths
+from .warehouse import held_elsewhere, held_elsewhere_stop
 
 
 class BuildFailed(RuntimeError):
@@ -139,6 +140,8 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
         result.nodes.append(NodeResult(r.node.name, str(r.node.resource_type), str(r.status),
                                        float(r.execution_time or 0), r.message))
     if not res.success:
+        if res.exception is not None and held_elsewhere(res.exception):
+            raise held_elsewhere_stop(res.exception, paths)
         failed = [n for n in result.nodes if n.status in ("error", "fail", "runtime error")]
         detail = "; ".join(f"{n.resource_type} {n.name}: {n.status} ({n.message})" for n in failed[:10])
         cause = detail or (str(res.exception) if res.exception else "see the dbt log")

@@ -84,6 +84,28 @@ def damage_stop(e: BaseException, warehouse: Path) -> WarehouseDamaged:
         f"the landing is loaded anew (the NIK key under {warehouse.parent / 'secrets'} gives the same tokens)")
 
 
+_LOCKED = "Could not set lock on file"
+
+
+def held_elsewhere(e: BaseException) -> bool:
+    """Whether DuckDB could not open the warehouse because another process holds it open,
+    read-only included (one writer, and no reader beside it). By its text: dbt passes
+    DuckDB's error on wrapped in its own."""
+    return _LOCKED in str(e)
+
+
+def held_elsewhere_stop(e: BaseException, paths: Paths) -> WarehouseBusy:
+    """Who holds the file, as DuckDB names it, and the way on. DuckDB's own advice (open it
+    read-only) is for the reader, not for a run, which must write."""
+    holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+    who = f"{holder.group(1)}, PID {holder.group(2)}" if holder else "another process"
+    return WarehouseBusy(
+        f"the warehouse {paths.warehouse} is open in another process ({who}), and DuckDB lets no process write "
+        f"a file that another one holds, even read-only. An analyst's session (DuckDB CLI, DBeaver, Python) on the "
+        f"working file? Analysts open {paths.reader_copy} instead, which runs never wait for. Close that session "
+        "and run the same command again: what was done so far stays done")
+
+
 # DuckDB spills to HOME/tmp beyond this; keeps a national load inside a modest machine.
 MEMORY_LIMIT_ENV, INGEST_MEMORY_LIMIT_ENV = "PARITRANA_MEMORY_LIMIT", "PARITRANA_INGEST_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = os.environ.get(MEMORY_LIMIT_ENV, "4GB")
@@ -152,6 +174,8 @@ def connect(paths: Paths, memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
     except duckdb.Error as e:
         if damaged(e):
             raise damage_stop(e, paths.warehouse) from e
+        if held_elsewhere(e):
+            raise held_elsewhere_stop(e, paths) from None
         raise
     try:
         con.execute(f"set temp_directory = {sql_str(str(paths.tmp))}")

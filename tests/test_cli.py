@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def paritrana(*args, env=None):
     return subprocess.run([sys.executable, "-m", "paritrana.cli", *args], capture_output=True, text=True, env=env)
@@ -116,6 +118,41 @@ def test_a_second_writer_fails_fast_and_says_who_holds_the_warehouse(tmp_path):
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"another run is writing {paths.warehouse} (lock {paths.lock})" in out.stderr
     assert "Traceback" not in out.stderr and not paths.warehouse.exists()
+
+
+def test_a_session_holding_the_working_file_stops_a_run_with_who_and_what_to_do(tmp_path):
+    """DuckDB lets no process write a file that another holds open, read-only included: an
+    analyst's session on warehouse.duckdb instead of analytics.duckdb made the run end in
+    DuckDB's traceback, whose advice (open it read-only) is for the reader. Now the run and
+    dbt's own connection both stop with the holder's PID and the way on; the same command
+    then finishes the job."""
+    import datetime as dt
+
+    from paritrana import methodology, transform
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import WarehouseBusy, writer
+
+    home, landing = tmp_path / "home", tmp_path / "landing"
+    landing.mkdir()
+    paths = resolve_home(home)
+    with writer(paths) as con:
+        con.execute("create table t as select 1 as x")
+    session = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
+                                "read_only=True); print('open', flush=True); sys.stdin.read()", str(paths.warehouse)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert session.stdout.readline().strip() == "open"
+        out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+        assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+        assert f"the warehouse {paths.warehouse} is open in another process" in out.stderr
+        assert f"PID {session.pid})" in out.stderr and str(paths.reader_copy) in out.stderr
+        assert "Traceback" not in out.stderr and "read-only mode" not in out.stderr
+        with pytest.raises(WarehouseBusy, match=f"PID {session.pid}"):  # dbt opens its own connection
+            transform.build(paths, 2024, dt.date(2024, 12, 31), methodology.load(), lambda _: None)
+    finally:
+        session.communicate("")
+    out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_a_bad_setting_is_refused_by_name_before_anything_is_loaded(tmp_path):
