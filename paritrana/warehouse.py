@@ -95,10 +95,17 @@ def held_elsewhere(e: BaseException) -> bool:
 
 
 def held_elsewhere_stop(e: BaseException, paths: Paths) -> WarehouseBusy:
-    """Who holds the file, as DuckDB names it, and the way on. DuckDB's own advice (open it
-    read-only) is for the reader, not for a run, which must write."""
-    holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+    """Who holds which file, as DuckDB names them, and the way on. DuckDB's own advice (open
+    it read-only) is for the other session, not for a run, which must write."""
+    text = str(e)
+    held = re.search(r'lock on file "(.*?)"', text)
+    holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", text)
     who = f"{holder.group(1)}, PID {holder.group(2)}" if holder else "another process"
+    if held and Path(held.group(1)) != paths.warehouse:  # the analysts' copy, opened read-write by a session
+        return WarehouseBusy(
+            f"{held.group(1)} is open for writing in another process ({who}): a session that opened it without "
+            "-readonly (the DuckDB CLI's default), or DBeaver or Python without read-only. Close it, or open it "
+            "again read-only, and run the same command again")
     return WarehouseBusy(
         f"the warehouse {paths.warehouse} is open in another process ({who}), and DuckDB lets no process write "
         f"a file that another one holds, even read-only. An analyst's session (DuckDB CLI, DBeaver, Python) on the "

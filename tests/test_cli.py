@@ -137,11 +137,8 @@ def test_a_session_holding_the_working_file_stops_a_run_with_who_and_what_to_do(
     paths = resolve_home(home)
     with writer(paths) as con:
         con.execute("create table t as select 1 as x")
-    session = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
-                                "read_only=True); print('open', flush=True); sys.stdin.read()", str(paths.warehouse)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    session = _holding(paths.warehouse, read_only=True)
     try:
-        assert session.stdout.readline().strip() == "open"
         out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
         assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
         assert f"the warehouse {paths.warehouse} is open in another process" in out.stderr
@@ -153,6 +150,25 @@ def test_a_session_holding_the_working_file_stops_a_run_with_who_and_what_to_do(
         session.communicate("")
     out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    # The analysts' copy opened read-write (the DuckDB CLI's default) is named as what is held.
+    session = _holding(paths.reader_copy, read_only=False)
+    try:
+        out = paritrana("explain", "--entity", "17", "--home", str(home))
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert f"{paths.reader_copy} is open for writing in another process" in out.stderr
+        assert f"PID {session.pid})" in out.stderr and "the warehouse" not in out.stderr
+    finally:
+        session.communicate("")
+
+
+def _holding(database, read_only: bool) -> subprocess.Popen:
+    """Another process with the database open, as an analyst's session holds it."""
+    session = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
+                                "read_only=sys.argv[2] == 'ro'); print('open', flush=True); sys.stdin.read()",
+                                str(database), "ro" if read_only else "rw"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert session.stdout.readline().strip() == "open"
+    return session
 
 
 def test_a_bad_setting_is_refused_by_name_before_anything_is_loaded(tmp_path):
