@@ -60,6 +60,33 @@ def test_correction_replaces_the_rows_of_that_date_only(tmp_path, load, sql):
     ]
 
 
+def test_a_correction_with_no_rows_withdraws_a_file(tmp_path, load, sql):
+    """How a data engineer takes back a file sent for the wrong date (README, Ingestion): the
+    provider sends a correction holding only the header, and every row of that extract and
+    date leaves the raw table, the earlier file recorded as superseded. For a reference the
+    earlier snapshot of its years is again the latest."""
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-30.csv",
+                   csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000009")]))
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [
+        participant(kpj="17000000001"), participant(kpj="17000000002")]))
+    write_delivery(landing, "workforce__2024-12-30.csv", "region_code,year,employed,informal_employed\n17,2024,10,5\n")
+    write_delivery(landing, "workforce__2024-12-31.csv", "region_code,year,employed,informal_employed\n17,2024,99,9\n")
+    load(landing)
+    write_delivery(landing, "participants__2024-12-31.csv.gz", PARTICIPANT_HEADER + "\n", row_count=0,
+                   produced_at="2025-01-02T08:00:00+07:00")
+    write_delivery(landing / "resent", "workforce__2024-12-31.csv", "region_code,year,employed,informal_employed\n",
+                   produced_at="2025-01-02T08:00:00+07:00")
+    r = load(landing).results
+    assert sorted((x.file_name, x.status, x.rows_in_file, x.superseded) for x in r) == [
+        ("participants__2024-12-31.csv.gz", "LOADED", 0, "participants__2024-12-31.csv"),
+        ("resent/workforce__2024-12-31.csv", "LOADED", 0, "workforce__2024-12-31.csv")]
+    assert sql("select kpj from raw.participants") == [("17000000009",)]
+    assert sql("select _business_date::varchar, employed from raw.workforce") == [("2024-12-30", 10)]
+    assert sorted(sql("select file_name, status from raw.load_ledger where status = 'SUPERSEDED'")) == [
+        ("participants__2024-12-31.csv", "SUPERSEDED"), ("workforce__2024-12-31.csv", "SUPERSEDED")]
+
+
 def test_two_versions_ready_together_the_later_produced_wins(tmp_path, load, sql):
     landing = tmp_path / "in"
     write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
