@@ -270,7 +270,8 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
             if missing:
                 _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
                 raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: "
-                                   f"{', '.join(missing)}{_separator_hint(source.header)}")
+                                   f"{', '.join(missing)}{_near_misses(missing, source.header)}"
+                                   f"{_separator_hint(source.header)}")
             load_id = _next_load_id(con)
             _scan(con, d, extract, source, tokeniser, load_id)
         except FileRejected as r:
@@ -376,6 +377,13 @@ def reader_line(e: Exception) -> int | None:
     breaks inside quoted fields, so it is the physical line only when no field above holds one."""
     found = _READER_LINE.search(str(e))
     return int(found.group(1)) if found else None
+
+
+def _near_misses(missing: list[str], header: list[str]) -> str:
+    """Header names that are a missing column but for case or spaces ("NPP", "npp "): the
+    contract's names are exact and case-sensitive, and such a header looks right at a glance."""
+    near = [f"{h!r} for {c}" for c in missing for h in header if h.strip().lower() == c]
+    return f" (the header has {', '.join(near)}: names are exact and case-sensitive)" if near else ""
 
 
 def _separator_hint(header: list[str]) -> str:

@@ -181,6 +181,17 @@ def test_a_semicolon_separated_file_is_told_why_its_columns_are_missing(tmp_path
     assert r.reason_detail.endswith("(the header is one column separated by semicolons; extracts.md §1 asks for commas)")
 
 
+def test_a_column_named_but_for_case_or_spaces_is_pointed_out(tmp_path, load):
+    """Column names are exact and case-sensitive (extracts.md §1): `NPP` or `npp ` is no npp,
+    and the file is MISSING_COLUMN, but the detail says which header name was meant."""
+    header = PARTICIPANT_HEADER.replace("npp", "NPP").replace("kpj", " kpj")
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", GOOD.replace(PARTICIPANT_HEADER, header, 1))
+    r = _only(load(tmp_path / "in"))
+    assert (r.reason_code, r.reason_detail) == ("MISSING_COLUMN", "required column(s) absent from the header: kpj, "
+                                                "npp (the header has ' kpj' for kpj, 'NPP' for npp: names are exact "
+                                                "and case-sensitive)")
+
+
 def test_a_provider_folder_linked_into_the_landing_is_read_and_a_link_to_nothing_is_reported(tmp_path, load):
     from paritrana.pipeline import ingest_summary
 
