@@ -5,17 +5,13 @@ scan inside DuckDB (personal data tokenised on the way in), one set-based valida
 and one transaction that loads the valid rows, quarantines the rest, supersedes the
 previous file of the same extract and business date, and writes the ledger row. A
 process killed mid-file leaves the warehouse as before that file; the next run redoes it.
+How a file is read is `sources`; how its rows keep the file's order, `file_order`.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
-import gzip
-import io
-import json
 import os
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,17 +22,21 @@ import numpy as np
 import pyarrow as pa
 
 from paritrana.settings import count_setting
-from paritrana.warehouse import damaged, interrupted, machine_failure, machine_stop
+from paritrana.warehouse import machine_failure, machine_stop
 
 from .contracts import EXTRACTS, NIK, Extract
 from .deliveries import (
     Delivery, FileRejected, LandingScan, control_sha256, file_digest, parse_name,
     read_control, scan_landing, extract_group,
 )
+from .file_order import NO_JOIN_REWRITE, read
 from .personal_data import MASK, Tokeniser, key_check, mask_nik_shaped, token_scheme
 from .physical_lines import record_start_lines
 from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
-from .rules import file_sql, quote_ident, sql_str, validation_sql
+from .rules import quote_ident, sql_str, validation_sql
+from .sources import (
+    Source, near_misses, open_source, require_readable, separator_hint, single_line_records,
+)
 
 # A large file is staged in a table of the warehouse, not a temporary one: written
 # compressed as it is scanned, it stays small on disk where a temporary table of a 45 M-row
@@ -52,24 +52,6 @@ JUDGING = ("_nl", "_details", "_h1", "_content")
 DUPS, CONFLICTS, LINES, REREAD = "_ingest_dups", "_ingest_conflicts", "_ingest_lines", "_ingest_reread"
 SUSPECTS, SUSPECT_ROWS = "_ingest_suspects", "_ingest_suspect_rows"
 DELIVERED = "_ingest_delivered"
-
-# A CSV file has no row number that DuckDB reads, so the stage's rowid is the record's index
-# in the file (line numbers, the first copy of an exact duplicate). DuckDB writes a
-# statement's rows in input order only when the plan keeps it: with preserve_insertion_order
-# and a plan of scans and projections, rows are written batch by batch in order
-# (BATCH_CREATE_TABLE_AS); a join anywhere frees the writer to take rows as threads deliver
-# them. Ingestion's scans have no joins of their own, but DuckDB rewrites an IN list of five
-# or more constants (occupation, funding, NIK province) into one. That rewrite is off while
-# ingesting, and `_read` checks the plan of every statement that must keep the order.
-# (Before 0.3.1 it was on: CSV files of about 700 k rows or more were staged out of order.)
-ORDER_KEEPING_SINKS = ("BATCH_CREATE_TABLE_AS", "BATCH_INSERT")
-NO_JOIN_REWRITE = "in_clause"
-# The rare passes that read a CSV file again number its records as read (`Source.record_as_read`,
-# `row_number() over ()`). DuckDB computes that with a STREAMING_WINDOW, an operator that cannot
-# run in parallel: the pipeline from the reader up to it runs on one thread, so records are
-# numbered in file order whatever the thread count. `_read` checks the plan of those passes.
-NUMBERING_OPERATOR = "STREAMING_WINDOW"
-
 
 @dataclass
 class FileResult:
@@ -264,21 +246,21 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     with ThreadPoolExecutor(1) as pool:
         digest = pool.submit(file_digest, d.path, d.ext == "csv.gz")
         try:
-            source = _source(con, d, extract)
+            source = open_source(con, d, extract)
             source.stage = _stage_table(d.control.row_count)
             missing = [c for c in extract.header_required if c not in source.header]
             if missing:
-                _readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
+                require_readable(con, d, source)  # an unreadable file is UNREADABLE first (extracts.md §1)
                 raise FileRejected("MISSING_COLUMN", f"required column(s) absent from the header: "
-                                   f"{', '.join(missing)}{_near_misses(missing, source.header)}"
-                                   f"{_separator_hint(source.header)}")
+                                   f"{', '.join(missing)}{near_misses(missing, source.header)}"
+                                   f"{separator_hint(source.header)}")
             load_id = _next_load_id(con)
             _scan(con, d, extract, source, tokeniser, load_id)
         except FileRejected as r:
             rejected = r
         d.digest = digest.result()
     _check_digest(d)
-    if rejected and rejected.line and not _single_line_records(d):
+    if rejected and rejected.line and not single_line_records(d):
         # The reader's line number leaves out line breaks inside quoted fields: say so
         # unless the file's line breaks prove it has none.
         raise FileRejected(rejected.code, f"{rejected.detail} (a line number that does not count line "
@@ -288,7 +270,7 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     n_rows = con.execute(f"select count(*) from {source.stage}").fetchone()[0]
     if n_rows != d.control.row_count:
         raise FileRejected("CONTROL_MISMATCH", f"file has {n_rows:,} data rows, control file says {d.control.row_count:,}")
-    if source.single_line and not _single_line_records(d):
+    if source.single_line and not single_line_records(d):
         # The scan took every record for one line; the file's line breaks say a quoted
         # field holds one. Rare: scan again, counting them (line numbers).
         source.single_line = False
@@ -353,190 +335,6 @@ def _record(con, d: Delivery, run_id: str, started, r: FileResult, load_id: int 
     return load_id
 
 
-# --- staging -------------------------------------------------------------------------
-
-_SAFE_ERROR = re.compile(
-    r"^(Invalid unicode.*|Expected Number of Columns.*|Value with unterminated quote.*"
-    r"|.*[Mm]aximum line size.*|No files found.*|.*[Pp]arquet.*magic.*|No magic bytes.*|.*(GZIP|gzip) stream.*"
-    r"|File '.*' too small to be a Parquet file)$"
-)
-_ERROR_CLASS = re.compile(r"^[A-Z][A-Za-z ]* Error: ")  # DuckDB's "Invalid Input Error: " and the like
-_READER_LINE = re.compile(r"CSV Error on Line: (\d+)")
-
-
-def safe_error(e: Exception) -> str:
-    """DuckDB's reader errors quote the offending line, which may hold a NIK or a name:
-    keep only the lines that describe the problem."""
-    lines = [_ERROR_CLASS.sub("", ln.strip()) for ln in str(e).splitlines()]
-    kept = [ln for ln in lines if _SAFE_ERROR.match(ln)]
-    return "; ".join(kept) or f"{type(e).__name__} (details withheld: they may quote personal data)"
-
-
-def reader_line(e: Exception) -> int | None:
-    """The line DuckDB's CSV reader stopped on. It counts the file's lines but not the line
-    breaks inside quoted fields, so it is the physical line only when no field above holds one."""
-    found = _READER_LINE.search(str(e))
-    return int(found.group(1)) if found else None
-
-
-def _near_misses(missing: list[str], header: list[str]) -> str:
-    """Header names that are a missing column but for case or spaces ("NPP", "npp "): the
-    contract's names are exact and case-sensitive, and such a header looks right at a glance."""
-    near = [f"{h!r} for {c}" for c in missing for h in header if h.strip().lower() == c]
-    return f" (the header has {', '.join(near)}: names are exact and case-sensitive)" if near else ""
-
-
-def _separator_hint(header: list[str]) -> str:
-    """A header read as one column that another separator splits: likely a spreadsheet's
-    export in a locale whose list separator is not the comma (Indonesian Excel uses ';')."""
-    if len(header) == 1:
-        for name, sep in (("semicolons", ";"), ("tabs", "\t"), ("bars", "|")):
-            if sep in header[0]:
-                return f" (the header is one column separated by {name}; extracts.md §1 asks for commas)"
-    return ""
-
-
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of a byte UTF-8 does not decode
-
-
-def _csv_header(path: Path, gz: bool) -> list[str]:
-    # Bytes that are not UTF-8 are judged here only in the header: the text layer decodes
-    # a block ahead, and a bad byte further down is the scan's to find, with its line.
-    try:
-        raw = gzip.open(path, "rb") if gz else path.open("rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
-            header = next(csv.reader(text), None)
-    except (OSError, EOFError, csv.Error) as e:
-        raise FileRejected("UNREADABLE", f"header is not readable as UTF-8 CSV ({type(e).__name__})") from None
-    if not header:
-        raise FileRejected("UNREADABLE", "file is empty: no header row")
-    if any(_NOT_UTF8.search(h) for h in header):
-        raise FileRejected("UNREADABLE", "header is not UTF-8 text")
-    return header
-
-
-@dataclass
-class Source:
-    """A data file as a relation of text columns, and what its header says."""
-    relation: str
-    header: list[str]
-    extra: list[str]
-    text: Callable[[str], str]  # SQL for a column's delivered text (NULL when empty)
-    record: str | None  # SQL for the 1-based record number, when the reader knows it
-    # every record is one line (line = record number + 1); for CSV presumed until the
-    # file's line count confirms it
-    single_line: bool
-    sequential: bool  # the reader uses one thread (a compressed file)
-    typed: set[str] = field(default_factory=set)  # columns read in their contract type (Parquet)
-    stage: str = ""  # the table the scan writes
-    mistyped: list[str] = field(default_factory=list)  # Parquet columns not of the contract's type
-
-    @property
-    def record_as_read(self) -> str:
-        """SQL for the 1-based record number in a re-read of the file: the reader's, or
-        records numbered as read (on one thread, in file order: `_read` checks the plan,
-        see NUMBERING_OPERATOR), for the rare passes that must pair re-read records with
-        the stage's."""
-        return self.record or "row_number() over ()"
-
-    def text_of(self, c: str, sql: str) -> str:
-        """SQL for the delivered text of column `c` held in `sql` (typed or text)."""
-        return f"cast({sql} as varchar)" if c in self.typed else sql
-
-
-# Parquet types whose values a contract type takes as they are: no text round trip. The
-# checks that text would have had to pass are kept as bounds (rules.validation_sql).
-_AS_DELIVERED = {
-    "int": ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "UINTEGER", "USMALLINT", "UTINYINT"),
-    "date": ("DATE",),
-    # Through text a double reads in scientific notation beyond 1e15 or below 1e-4 ("5e-05"),
-    # which no CSV number takes: a valid score was BAD_TYPE. A float's text is its shortest
-    # decimal (0.1), its double value not (0.100000001...): floats keep the text path.
-    "number": ("DOUBLE",),
-}
-
-
-def _source(con, d: Delivery, extract: Extract) -> Source:
-    path = file_sql(d.path)
-    if d.ext == "parquet":
-        try:
-            schema = con.execute(f"describe select * from read_parquet({path})").fetchall()
-        except Exception as e:  # noqa: BLE001 - any reader failure is a file-level rejection
-            raise _unreadable(d, e) from None
-        header = [name for name, *_ in schema]
-        types = {name: t for name, t, *_ in schema}
-        typed = {c for c in header if c in extract.column_names and not extract.column(c).personal
-                 and types[c] in _AS_DELIVERED.get(extract.column(c).type, ())}
-
-        def text(c):
-            # As a CSV field would read: a flag as 1/0, and an empty string, like a NULL,
-            # as no value (a CSV's empty field is NULL), so both formats give the same
-            # codes for the same content; a NULL stays NULL (MISSING_VALUE where required).
-            q = quote_ident(c)
-            if types[c] == "BOOLEAN":
-                return f"case when {q} then '1' when not {q} then '0' end"
-            return f"nullif(cast({q} as varchar), '')"
-        relation = f"read_parquet({path}, file_row_number = true)"
-        record = "file_row_number + 1"
-        mistyped = [f"{c} {types[c]}, {extract.column(c).type} expected" for c in header
-                    if c in extract.column_names and not _type_fits(extract.column(c).type, types[c])]
-    else:
-        # A column without a name (a spreadsheet's trailing comma) is one the contract does
-        # not know: ignored and reported like any other (extracts.md §1), under its place.
-        header = [h or f"(unnamed column {i})" for i, h in enumerate(_csv_header(d.path, d.ext == "csv.gz"), 1)]
-        columns = "{" + ", ".join(f"{sql_str(c)}: 'VARCHAR'" for c in header) + "}"
-        # The compression is stated, not inferred from the name: DuckDB's inference reads a
-        # '?' in the path as the start of a URL's query and misses the '.gz'.
-        compression = "gzip" if d.ext == "csv.gz" else "none"
-        relation = (f"read_csv({path}, compression = '{compression}', header = true, auto_detect = false, "
-                    f"delim = ',', quote = '\"', "
-                    f"escape = '\"', strict_mode = true, null_padding = false, encoding = 'utf-8', "
-                    f"max_line_size = 16777216, nullstr = '', allow_quoted_nulls = true, columns = {columns})")
-        record = None
-        typed = set()
-        mistyped = []
-
-        def text(c):
-            # The reader already gives NULL for an empty field, quoted ("") or not.
-            return quote_ident(c)
-    if len(set(header)) != len(header) or any(not h for h in header):
-        repeated = sorted({h for h in header if header.count(h) > 1})
-        raise FileRejected("UNREADABLE", "header has empty or repeated column names"
-                           + (f" ({', '.join(repeated)} more than once)" if repeated else ""))
-    return Source(relation, header, [c for c in header if c not in extract.column_names], text, record,
-                  # presumed until the digest's line count confirms it, after the scan (_load_one)
-                  single_line=d.ext != "parquet", sequential=d.ext == "csv.gz", typed=typed, mistyped=mistyped)
-
-
-_INTEGERS = _AS_DELIVERED["int"] + ("HUGEINT", "UBIGINT", "UHUGEINT")
-
-
-def _type_fits(contract_type: str, parquet_type: str) -> bool:
-    """Whether a Parquet column's type can carry the contract's values as the contract
-    writes them. Others are still judged by their text (a timestamp's text is no date, a
-    double's no integer: `BAD_TYPE`); the file's result names them once, so that a whole
-    file of `BAD_TYPE` rows is explained (pandas writes dates as timestamps, and an
-    integer column with a gap as doubles)."""
-    if parquet_type == "VARCHAR" or contract_type == "text":
-        return True
-    return {"date": parquet_type == "DATE", "int": parquet_type in _INTEGERS,
-            "flag": parquet_type == "BOOLEAN" or parquet_type in _INTEGERS,
-            "number": parquet_type in _INTEGERS or parquet_type in ("DOUBLE", "FLOAT")
-            or parquet_type.startswith("DECIMAL")}.get(contract_type, True)
-
-
-def _single_line_records(d: Delivery) -> bool:
-    """Whether the file's line breaks are exactly the header's, one per record and those of
-    the empty lines at its very end, so no quoted field holds one and no empty line lies
-    between records. Each record ends with a line break (but perhaps the last), so the
-    count can only match when none does; if the control's row count is wrong the file is
-    rejected after the scan anyway."""
-    if d.ext == "parquet" or d.digest is None or d.digest.newlines is None:
-        return False
-    expected = d.control.row_count + (1 if d.digest.ends_with_newline else 0) + d.digest.trailing_blank_lines
-    return d.digest.newlines == expected
-
-
 def temp_stage_max_rows() -> int:
     """$PARITRANA_TEMP_STAGE_MAX_ROWS: the largest file (rows) staged in a temporary table."""
     return count_setting(TEMP_STAGE_MAX_ROWS_ENV, str(TEMP_STAGE_MAX_ROWS_DEFAULT), "rows", minimum=0)
@@ -544,14 +342,6 @@ def temp_stage_max_rows() -> int:
 
 def _stage_table(expected_rows: int) -> str:
     return TEMP_STAGE if expected_rows <= temp_stage_max_rows() else PERSISTENT_STAGE
-
-
-def _readable(con, d: Delivery, source: Source) -> None:
-    try:
-        # Every column is counted so that every field is decoded (a bare count(*) reads none).
-        con.execute(f"select count(columns(*)) from {source.relation}").fetchall()
-    except Exception as e:  # noqa: BLE001
-        raise _unreadable(d, e) from None
 
 
 def _is_personal(extract: Extract, c: str) -> bool:
@@ -626,7 +416,7 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
         # A compressed file is read by one thread, and the rest of the scan would run on
         # that thread too: its delivered text (personal data already tokenised or masked)
         # goes to a temporary table first, so validating and writing use every core.
-        _read(con, d, tokeniser, f"create temp table {DELIVERED} as {delivered_sql}", in_file_order=True)
+        read(con, d, tokeniser, f"create temp table {DELIVERED} as {delivered_sql}", in_file_order=True)
         delivered_sql = f"select * from {DELIVERED}"
     validated = validation_sql(extract, f"({delivered_sql})", d.business_date.isoformat(), set(source.header), keep,
                                typed=source.typed)
@@ -643,84 +433,10 @@ def _scan(con, d: Delivery, extract: Extract, source: Source, tokeniser: Tokenis
         f"case when len(checked._details) > 0 then {_content_sql(extract, source, 'checked', token)} end "
         "as _content",
     ]
-    _read(con, d, tokeniser, f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
-                             f"select {', '.join(raw_columns + judging)} from ({validated}) checked",
-          in_file_order=source.record is None)
+    read(con, d, tokeniser, f"create {'temp ' if source.stage == TEMP_STAGE else ''}table {source.stage} as "
+                            f"select {', '.join(raw_columns + judging)} from ({validated}) checked",
+         in_file_order=source.record is None)
     con.execute(f"drop table if exists {DELIVERED}")
-
-
-def _read(con, d: Delivery, tokeniser: Tokeniser, sql: str, in_file_order: bool = False,
-          numbered: bool = False, params: dict | None = None) -> None:
-    """Run a statement that reads the data file: a reader error rejects the file. With
-    `in_file_order`, the statement must write its rows in the file's order; with
-    `numbered`, it must number the records it reads in the file's order."""
-    params = {**{k: v for k, v in tokeniser.params.items() if f"${k}" in sql}, **(params or {})} or None
-    try:
-        plan = _plan(con, sql, params) if in_file_order or numbered else None
-    except Exception as e:  # noqa: BLE001
-        raise _unreadable(d, e) from None
-    if in_file_order:
-        _require_input_order(con, plan["name"], sql)
-    if numbered:
-        _require_numbering_in_file_order(plan, sql)
-    try:
-        con.execute(sql, params)
-    except Exception as e:  # noqa: BLE001
-        raise _unreadable(d, e) from None
-
-
-def _unreadable(d: Delivery, e: Exception) -> FileRejected:
-    """The rejection for a reader error. A user's interrupt, and the machine's failure (the
-    disk full, memory exhausted), are raised as such instead: they are no fault of the
-    file, which the next run loads (nothing of it was recorded); so is a damaged warehouse."""
-    if interrupted(e):
-        raise KeyboardInterrupt(f"interrupted while reading {d.name}") from e
-    if machine_failure(e) or damaged(e, reading=d.path):  # the machine's or the warehouse's, not the file's
-        raise e
-    what = "Parquet" if d.ext == "parquet" else "UTF-8 CSV (RFC 4180)"
-    line = reader_line(e)
-    where = f" on line {line:,}" if line else ""
-    return FileRejected("UNREADABLE", f"not readable as {what}{where}: {safe_error(e)}", line)
-
-
-def _plan(con, sql: str, params: dict | None = None) -> dict:
-    """The statement's physical plan (it is planned, not run): nested `name`/`children`."""
-    return json.loads(con.execute(f"explain (format json) {sql}", params).fetchall()[0][1])[0]
-
-
-def _sink(con, sql: str, params: dict | None = None) -> str:
-    """The operator that writes a statement's rows: the root of its physical plan."""
-    return _plan(con, sql, params)["name"]
-
-
-def _require_input_order(con, sink: str, sql: str) -> None:
-    """Refuse to run a statement whose plan does not write its rows batch by batch in input
-    order (or on one thread): a programming error (a join in a scan), not the file's fault."""
-    threads = con.execute("select current_setting('threads')").fetchone()[0]
-    if sink not in ORDER_KEEPING_SINKS and threads > 1:
-        statement = " ".join(sql.split())[:200]
-        raise RuntimeError(f"ingestion's plan would not keep the file's order (writer {sink}, not one of "
-                           f"{', '.join(ORDER_KEEPING_SINKS)}), so its line numbers would be wrong: {statement}")
-
-
-def _require_numbering_in_file_order(plan: dict, sql: str) -> None:
-    """Refuse to run a statement whose plan would number a CSV file's records other than by
-    a STREAMING_WINDOW fed straight by the reader (through projections only):
-    any other window operator sorts or runs in parallel, and its numbers need not follow
-    the file. A programming error or a DuckDB change, not the file's fault."""
-    def numbered_in_order(node: dict, numbered: bool) -> bool:
-        if node["name"] == "READ_CSV":
-            return numbered
-        # Between the window and the reader only projections: a filter there would number
-        # the records it keeps, not the file's.
-        numbered = node["name"] == NUMBERING_OPERATOR or (numbered and node["name"] == "PROJECTION")
-        return all(numbered_in_order(child, numbered) for child in node.get("children", []))
-
-    if not numbered_in_order(plan, False):
-        statement = " ".join(sql.split())[:200]
-        raise RuntimeError("ingestion's plan would not number the file's records in file order (no "
-                           f"{NUMBERING_OPERATOR} straight above the reader), so re-read records could be "
-                           f"paired with the wrong rows: {statement}")
 
 
 def _content_sql(extract: Extract, source: Source, alias: str, token: str | None) -> str:
@@ -825,7 +541,7 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
     hashed), with the NIK as its token and a name as its keyed digest, and compared whole.
     The k-th record of the file with a fingerprint is the k-th stage row with it: the stage
     is in file order, and the records read again are numbered as read, before the filter
-    (`Source.record_as_read`, in file order as `_read` checks; this runs only when
+    (`Source.record_as_read`, in file order as `read` checks; this runs only when
     fingerprints repeat)."""
     stage = source.stage
     con.execute(f"""create temp table {SUSPECTS} as
@@ -833,7 +549,7 @@ def _exact_duplicates(con, d: Delivery, extract: Extract, source: Source, tokeni
         where _h1 in (select _h1 from {stage} group by _h1 having count(*) > 1)""")
     delivered = ", ".join(_delivered(extract, source, tokeniser, name_digest=True))
     fingerprint = _fingerprint(extract, source.text)
-    _read(con, d, tokeniser, f"""create temp table {SUSPECT_ROWS} as
+    read(con, d, tokeniser, f"""create temp table {SUSPECT_ROWS} as
         select {delivered}, _h1, _rec
         from (select *, {fingerprint} as _h1, {source.record_as_read} as _rec
               from {source.relation})
@@ -863,11 +579,11 @@ def _content_of_conflicts(con, d: Delivery, extract: Extract, source: Source, to
     texts = ", ".join(f"case when {source.text(c)} is not null then '{MASK}' end as {quote_ident(c)}"
                       if _is_personal(extract, c) else f"{source.text(c)} as {quote_ident(c)}"
                       for c in source.header)
-    _read(con, d, tokeniser, f"""create temp table {REREAD} as
+    read(con, d, tokeniser, f"""create temp table {REREAD} as
         select _rec - 1 as r, * exclude (_rec)
         from (select {source.record_as_read} as _rec, {texts} from {source.relation})
         where _rec - 1 in (select unnest($missing::bigint[]))""",
-          numbered=source.record is None, params={"missing": missing})
+         numbered=source.record is None, params={"missing": missing})
     content = _content_sql(extract, source, "x", f"{source.stage}.nik_token" if "nik" in source.header else None)
     con.execute(f"update {source.stage} set _content = {content} "
                 f"from {REREAD} x where {source.stage}.rowid = x.r")

@@ -411,8 +411,8 @@ def test_large_file_stage_in_the_warehouse_gives_the_same_load(tmp_path, monkeyp
 def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_it(tmp_path):
     """Counting the file's line breaks while hashing it spares finding them in every
     record; it must only be believed when the count leaves no room for a quoted one."""
-    from ingestion import loader
     from ingestion.deliveries import file_digest, parse_name, read_control, scan_landing
+    from ingestion.sources import single_line_records
 
     plain = csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000001"), participant(kpj="17000000002")])
     quoted = csv_text(PARTICIPANT_HEADER, [participant(kpj="17000000001", full_name="Siti\nAminah")])
@@ -432,7 +432,7 @@ def test_shortcut_for_one_line_records_is_taken_only_when_the_line_breaks_prove_
         parse_name(d)
         read_control(d)
         d.digest = file_digest(d.path, d.ext == "csv.gz")
-        taken[d.name[14:24]] = loader._single_line_records(d)
+        taken[d.name[14:24]] = single_line_records(d)
     assert taken == {"2024-12-01": True, "2024-12-02": True, "2024-12-03": False, "2024-12-04": False,
                      "2024-12-05": True, "2024-12-06": False, "2024-12-07": False, "2024-12-08": True,
                      "2024-12-09": False}
@@ -546,7 +546,7 @@ def test_a_plan_that_would_write_rows_out_of_file_order_is_refused():
     only if DuckDB's plan writes in input order (or on one thread)."""
     import duckdb
 
-    from ingestion.loader import _require_input_order, _sink
+    from ingestion.file_order import require_input_order, sink
 
     con = duckdb.connect()
     con.execute("set threads = 4")
@@ -554,12 +554,12 @@ def test_a_plan_that_would_write_rows_out_of_file_order_is_refused():
     # the shape of ingestion's checks: a value kept when in a closed set
     sql = "create table t as select case when v in (1, 2, 3, 4, 5, 6, 7) then v end as v from delivered"
     with pytest.raises(RuntimeError, match="would not keep the file's order"):
-        _require_input_order(con, _sink(con, sql), sql)  # the IN list became a join
+        require_input_order(con, sink(con, sql), sql)  # the IN list became a join
     con.execute("set disabled_optimizers = 'in_clause'")  # as ingestion sets it
-    _require_input_order(con, _sink(con, sql), sql)
+    require_input_order(con, sink(con, sql), sql)
     con.execute("set disabled_optimizers = ''")
     con.execute("set threads = 1")  # one thread writes in order whatever the plan
-    _require_input_order(con, _sink(con, sql), sql)
+    require_input_order(con, sink(con, sql), sql)
 
 
 def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path):
@@ -569,7 +569,7 @@ def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path)
     sorting window."""
     import duckdb
 
-    from ingestion.loader import _plan, _require_numbering_in_file_order
+    from ingestion.file_order import plan, require_numbering_in_file_order
 
     con = duckdb.connect()
     con.execute("set threads = 4")
@@ -579,7 +579,7 @@ def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path)
 
     def check(select: str) -> None:
         sql = f"create temp table t as {select}"
-        _require_numbering_in_file_order(_plan(con, sql), sql)
+        require_numbering_in_file_order(plan(con, sql), sql)
 
     # the shape of ingestion's re-reads: number every record, then keep some
     numbered = f"select * from (select *, row_number() over () as n from {reader}) where b = 3"
