@@ -89,7 +89,7 @@ def _print_outcome(paths, year: int) -> None:
     for ranking, rows in tops.items():
         print(f"\ntop of rankings_{ranking}" + (" (BESAR)" if ranking == "badan_usaha" else ""))
         for rank, code, name, total in rows:
-            print(f"  {rank:>3}. {code:<10} {name:<40} {total:>7}")
+            print(f"  {rank:>3}. {code:<10} {name:<40} {total:>8}")
     print(f"\npublication: {folder}")
     print(f"Data Docs:   {paths.home / 'gx' / 'gx' / 'uncommitted' / 'data_docs' / 'local_site' / 'index.html'}")
     print(f"dbt docs:    {paths.home / 'docs' / 'dbt' / 'index.html'}")

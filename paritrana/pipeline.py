@@ -98,8 +98,10 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
 
 def highlights(paths: Paths) -> dict:
     """The province totals and the top of each ranking, from the analysts' copy (read-only:
-    it matches the latest publication) for run summaries and the demo."""
+    it matches the latest publication) for run summaries and the demo; totals as published."""
     import duckdb
+
+    from .publication import SCORE_TYPE
 
     con = duckdb.connect(str(paths.reader_copy), read_only=True)
     try:
@@ -110,7 +112,8 @@ def highlights(paths: Paths) -> dict:
         for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
             only_besar = "and size_class = 'BESAR'" if ranking == "badan_usaha" else ""
             tops[ranking] = con.execute(
-                f"select rank_national, entity_code, entity_name, round(total_score, 2) from marts.rankings_{ranking} "
+                f"select rank_national, entity_code, entity_name, cast(round(total_score, 4) as {SCORE_TYPE}) "
+                f"from marts.rankings_{ranking} "
                 f"where rank_national is not null {only_besar} order by rank_national limit 3").fetchall()
     finally:
         con.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import datetime as dt
 import hashlib
 import json
@@ -154,6 +155,14 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     for f in manifest1["files"]:
         assert hashlib.sha256((run1 / f["file"]).read_bytes()).hexdigest() == f["sha256"]
     assert "published: " in first.stdout and "paid claims" in first.stdout  # the run note / summary
+    # the top of each ranking shows each total as its file publishes it (it showed 83.4 for 83.4023)
+    lines = first.stdout.splitlines()
+    for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"top of rankings_{ranking}"))
+        rank, code, *_, total = lines[at + 1].split()
+        with (run1 / f"rankings_{ranking}.csv").open() as f:
+            published = next(r for r in csv.DictReader(f) if r["entity_code"] == code)
+        assert (rank, total) == (f"{published['rank_national']}.", published["total_score"]), lines[at + 1]
 
     second, _ = night("2025-01-01")
     run2 = latest.resolve()
