@@ -142,6 +142,14 @@ def _files_below(landing: Path, home: Path | None = None) -> tuple[dict[str, Pat
     return files, sorted(broken)
 
 
+def looks_like_delivery(name: str) -> bool:
+    """Whether an ignored file (hidden, or partial) would be a delivery under its plain name,
+    such as `.upload/claims__2025-01-05.csv` or `claims__2025-01-05.csv.part`: worth telling
+    the data engineer, where `.DS_Store` is not."""
+    plain = Path(name).name.lstrip(".").removesuffix(".tmp").removesuffix(".part").removesuffix(CONTROL_SUFFIX)
+    return NAME_RE.match(plain) is not None
+
+
 def parse_name(delivery: Delivery) -> None:
     """UNKNOWN_EXTRACT unless the name is `<extract>__<YYYY-MM-DD>.<ext>` with a known extract."""
     m = NAME_RE.match(delivery.path.name)

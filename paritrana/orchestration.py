@@ -89,7 +89,7 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
         report = ingest_step(paths, landing, run_id, log.info, extracts=[group])
     return {"group": group, "rows": report.rows, "already_processed": len(report.already_processed),
             "not_ready": report.not_ready, "orphan_controls": report.orphan_controls,
-            "broken_links": report.broken_links,
+            "broken_links": report.broken_links, "ignored": report.ignored,
             "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
                                                                    "reason_detail", "rows_in_file", "rows_loaded",
                                                                    "rows_quarantined", "rows_duplicate",
@@ -152,7 +152,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
 
     files: dict[str, int] = {}
     rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
-    every_file, waiting, orphans, broken = [], set(), set(), set()
+    every_file, waiting, orphans, broken, ignored = [], set(), set(), set(), set()
     for group in ingested or []:
         for f in group["files"]:
             files[f["status"]] = files.get(f["status"], 0) + 1
@@ -163,12 +163,13 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         waiting.update(group.get("not_ready", []))
         orphans.update(group.get("orphan_controls", []))
         broken.update(group.get("broken_links", []))
+        ignored.update(group.get("ignored", []))
     lines = [f"Paritrana run {run_id}: year {year}, as of {as_of}",
              "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
              f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
              f"+ {rows['duplicate']:,} duplicates"]
     lines += [f"{label} {name}: {text}" for label, name, text in
-              delivery_notes(every_file, sorted(waiting), sorted(orphans), sorted(broken))]
+              delivery_notes(every_file, sorted(waiting), sorted(orphans), sorted(broken), sorted(ignored))]
     if built:
         lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
                      f"docs {built['dbt_docs']}")

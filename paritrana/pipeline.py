@@ -217,18 +217,24 @@ def ingest_summary(r: IngestReport) -> list[str]:
         f"  files: {r.count('LOADED')} loaded, {r.count('REJECTED')} rejected, "
         f"{r.count('SKIPPED_REDELIVERY') + r.count('SKIPPED_STALE')} skipped "
         f"({r.count('SKIPPED_REDELIVERY')} re-deliveries, {r.count('SKIPPED_STALE')} stale), "
-        f"{len(r.already_processed)} already processed, {len(r.not_ready)} not ready (no control file)",
+        f"{len(r.already_processed)} already processed, {len(r.not_ready)} not ready (no control file)"
+        + (f", {len(r.ignored)} ignored (hidden or partial)" if r.ignored else ""),
         f"  rows:  {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
         f"+ {rows['duplicate']:,} exact duplicates dropped",
     ]
-    notes = delivery_notes([asdict(f) for f in r.results], r.not_ready, r.orphan_controls, r.broken_links)
+    notes = delivery_notes([asdict(f) for f in r.results], r.not_ready, r.orphan_controls, r.broken_links,
+                           r.ignored)
     return lines + [f"  {label:<8} {name}: {text}" for label, name, text in notes]
 
 
-def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links) -> list[tuple[str, str, str]]:
+def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
+                   ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file
-    rejected with its reason, each with columns of the wrong type, and what waits or
-    leads nowhere. One wording for the run's summary and the DAG's."""
+    rejected with its reason, each with columns of the wrong type, what waits or leads
+    nowhere, and the ignored files that would be deliveries under their plain names. One
+    wording for the run's summary and the DAG's."""
+    from ingestion.deliveries import looks_like_delivery
+
     notes = []
     for f in files:
         if f["status"] == "REJECTED":
@@ -239,6 +245,8 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links) 
     notes += [("waiting", name, "no control file yet") for name in not_ready]
     notes += [("orphan", name, "control file without its data file") for name in orphan_controls]
     notes += [("broken", name, "a symbolic link to nothing") for name in broken_links]
+    notes += [("ignored", name, "hidden (a dot in its path) or partial (.tmp, .part): never loaded under this name")
+              for name in ignored if looks_like_delivery(name)]
     return notes
 
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PARTICIPANT_HEADER, csv_text, participant, write_control, write_delivery
+from conftest import PARTICIPANT_HEADER, TODAY, csv_text, participant, write_control, write_delivery
 
 GOOD = csv_text(PARTICIPANT_HEADER, [participant()])
 
@@ -206,6 +206,31 @@ def test_a_provider_folder_linked_into_the_landing_is_read_and_a_link_to_nothing
     assert [(r.file_name, r.status) for r in report.results] == [("bpjs/participants__2024-12-31.csv", "LOADED")]
     assert report.broken_links == ["claims__2024-12-31.csv"]
     assert "  broken   claims__2024-12-31.csv: a symbolic link to nothing" in ingest_summary(report)
+
+
+def test_hidden_and_partial_files_are_counted_and_those_that_would_be_deliveries_named(tmp_path, load):
+    """Dot-files, files in dot-folders and `.tmp`/`.part` files are never loaded (an upload in
+    progress, a tool's own files), but not in silence: the summaries count them, and name
+    those that would be deliveries under their plain names, in the run's and the DAG's."""
+    from paritrana.orchestration import summarize
+    from paritrana.pipeline import ingest_summary
+
+    landing = tmp_path / "in"
+    write_delivery(landing / ".upload", "participants__2024-12-31.csv", GOOD)  # a hidden folder, control and all
+    (landing / "claims__2024-12-31.csv.part").write_text("claim_id\n")
+    (landing / ".DS_Store").write_bytes(b"\0")
+    report = load(landing)
+    assert report.results == [] and sorted(report.ignored) == [
+        ".DS_Store", ".upload/participants__2024-12-31.csv", ".upload/participants__2024-12-31.csv.ctl.json",
+        "claims__2024-12-31.csv.part"]
+    summary = ingest_summary(report)
+    assert summary[0].endswith(", 4 ignored (hidden or partial)")
+    ignored = [line.split(":")[0].split()[-1] for line in summary if line.startswith("  ignored")]
+    assert ignored == [".upload/participants__2024-12-31.csv", ".upload/participants__2024-12-31.csv.ctl.json",
+                       "claims__2024-12-31.csv.part"]
+    dag = summarize("night", 2024, TODAY, [{"files": [], "rows": {}, "ignored": report.ignored}], None, None, None)
+    assert "ignored claims__2024-12-31.csv.part: hidden (a dot in its path) or partial" in dag
+    assert ".DS_Store" not in dag
 
 
 def test_an_invalid_control_file_is_told_where_it_breaks(tmp_path, load):
