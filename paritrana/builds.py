@@ -8,7 +8,9 @@ midway, it would publish marts that no gate passed. So every build records a sta
 raw.warehouse_settings, as building when it starts and as built when dbt succeeds; the
 gate records the stamp it validated; and a publication requires that stamp to be the
 warehouse's current one, finished, for the same year, as-of date and configuration,
-with no file loaded since.
+with no file loaded since. Every dbt run forgets the stamp as it starts (an on-run-start
+hook, `forget_build_stamp`), so a build by hand between the gate and the publication, or
+one that fails, leaves no stamp that a publication would take for its gate's.
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ def require_validated(paths: Paths, run_id: str, validated: dict | None, year: i
         why = "its gate recorded no build (a gate before 0.3.5, or none)"
     elif now is None or now["id"] != validated["id"]:
         why = f"its gate validated build {validated['id']}, and the warehouse now holds " + (
-            f"build {now['id']} ({now['state']}, year {now['year']}, as of {now['as_of']})" if now else "no build")
+            f"build {now['id']} ({now['state']}, year {now['year']}, as of {now['as_of']})" if now else
+            "no finished build: dbt has run on it since (by hand, or a build that failed)")
     elif now["state"] != "built":
         why = f"build {now['id']} did not finish"
     elif any(now[k] != v for k, v in expected.items()):

@@ -660,6 +660,19 @@ def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp
         orchestration.publish(work.paths, "later", 2024, night, None)
     assert _latest(work) == published
 
+    # dbt run by hand (README, The warehouse) after the gate: the marts may have changed, and
+    # the stamp the gate validated is gone, whatever that run built.
+    orchestration.build(work.paths, 2024, night, None)
+    orchestration.gate(work.paths, "by-hand", 2024, None)
+    by_hand = subprocess.run([str(Path(sys.executable).parent / "dbt"), "run", "--select", "rankings_umk",
+                              "--project-dir", "dbt_project", "--profiles-dir", "dbt_project"],
+                             capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+                             env={**os.environ, "PARITRANA_WAREHOUSE": str(work.paths.warehouse)})
+    assert by_hand.returncode == 0, by_hand.stdout[-2000:]
+    with pytest.raises(builds.StaleBuild, match="now holds no finished build: dbt has run on it since"):
+        orchestration.publish(work.paths, "by-hand", 2024, night, None)
+    assert _latest(work) == published
+
 
 def _workbook_with_names(demo, tmp_path, names: list[str]):
     """The umk workbook of a copy of the demo's publication whose first entities are named

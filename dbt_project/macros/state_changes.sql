@@ -202,6 +202,13 @@
     update {{ build_outcome_relation() }} set previous_passed = passed, passed = false
 {%- endmacro %}
 
+{#- Any dbt run may change the marts, a build by hand included: the stamp of the build a gate
+    validated (paritrana/builds.py) no longer describes them, so it is forgotten when a run
+    starts, and paritrana's own build writes it again when dbt succeeds. -#}
+{% macro forget_build_stamp() -%}
+    delete from {{ source('raw', 'warehouse_settings') }} where name = 'last_build'
+{%- endmacro %}
+
 {% macro record_build_outcome(results) -%}
     {%- set failed = [] -%}
     {%- for result in results if result.status not in ('success', 'pass') -%}
