@@ -126,7 +126,9 @@ def paritrana_nightly():
                                      ("dbt_build", "quality_gate", "publish"))
         year, as_of = _dates()
         groups = [ingested[i] for i in range(len(ingested))] if ingested else []
-        text = summarize(_run_id(), year, as_of, groups, built, checked, published)
+        states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
+        text = summarize(_run_id(), year, as_of, groups, built, checked, published,
+                         states.get(context["run_id"], {}))
         log.info("run summary\n%s", text)
         set_run_note(context["dag"].dag_id, context["run_id"], text)
         if not published:

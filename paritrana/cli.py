@@ -75,7 +75,10 @@ def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
     for task, (task_state, seconds) in sorted(timings.items(), key=lambda kv: kv[0]):
         print(f"  {task:<28} {task_state:<16} {seconds:6.1f} s")
     print("\n" + (note or "(no run summary)"))
-    return 0 if state == "success" else 2
+    if state == "success":
+        return 0
+    # As `run` exits: 2 when the quality gate stopped publication, 1 for any other failure.
+    return 2 if timings.get("quality_gate", ("",))[0] == "failed" else 1
 
 
 def _print_outcome(paths, year: int) -> None:

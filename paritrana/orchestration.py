@@ -147,7 +147,10 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
 
 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
-              checked: dict | None, published: dict | None) -> str:
+              checked: dict | None, published: dict | None, task_states: dict[str, str] | None = None) -> str:
+    """The run's summary (task log and DAG run note) from the tasks' XComs; `task_states`
+    (task id, `ingest_<map index>` for the mapped ones, to state) names the tasks that failed,
+    since a task that failed leaves no XCom to tell its story."""
     from .pipeline import delivery_notes
 
     files: dict[str, int] = {}
@@ -170,13 +173,21 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
              f"+ {rows['duplicate']:,} duplicates"]
     lines += [f"{label} {name}: {text}" for label, name, text in
               delivery_notes(every_file, sorted(waiting), sorted(orphans), sorted(broken), sorted(ignored))]
+    # Airflow names a mapped task's instance `ingest_3`; the DAG's own report shows `ingest[3]`.
+    states = {re.sub(r"_(\d+)$", r"[\1]", t): s for t, s in (task_states or {}).items()}
+    stopped = {state: sorted(t for t, s in states.items() if s == state) for state in ("failed", "upstream_failed")}
+    if stopped["failed"]:
+        lines.append(f"failed: {', '.join(stopped['failed'])} (each task's log says why)"
+                     + (f"; not run: {', '.join(stopped['upstream_failed'])}" if stopped["upstream_failed"] else ""))
     if built:
         lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
                      f"docs {built['dbt_docs']}")
     if checked:
         lines.append(f"checks: {checked['checks']} run, {len(checked['warnings'])} warnings; {checked['data_docs']}")
-    else:
+    elif states.get("quality_gate", "failed") == "failed":
         lines.append("checks: the quality gate did not pass (see the gate task's log and HOME/reports)")
+    else:
+        lines.append("checks: the quality gate did not run")
     if published:
         lines.append(f"published: {published['folder']}")
         if published.get("latest_note"):

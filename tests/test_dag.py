@@ -98,7 +98,8 @@ def test_a_night_with_no_as_of_date_in_its_year_fails_at_the_first_task_saying_w
     landing.mkdir()
     out = paritrana("dag-test", "--landing", str(landing), "--home", str(home), "--date", "2024-06-02",
                     "--year", "2025", timeout=600)
-    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    # 1, as `run` exits for any failure but the gate's (2 was any failed DAG run before 0.3.6)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "as-of date 2024-06-01 is not in the assessment year 2025" in out.stdout + out.stderr
     assert re.search(r"find_deliveries\s+failed", out.stdout), out.stdout[-3000:]
     assert not (home / "warehouse.duckdb").exists()
@@ -106,6 +107,33 @@ def test_a_night_with_no_as_of_date_in_its_year_fails_at_the_first_task_saying_w
                       timeout=600)
     assert early.returncode == 1, early.stdout[-3000:] + early.stderr[-3000:]
     assert "ran no task for the night of 2016-06-02" in early.stderr and "Traceback" not in early.stderr
+
+
+def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_path):
+    """dag-test and the demo run one night in-process: a task that fails is not retried with
+    back-off (dag.test() waited 2, then 4 minutes, logging a warning every second). The run
+    summary names the failed tasks and the ones that could not run, where it said "no new
+    files" and "the quality gate did not pass" of a gate that never ran; the exit is 1, as
+    `run` exits for anything but a failed gate. Here an analyst's session holds the working
+    file, so every ingest task stops."""
+    work = demo.copy(tmp_path / "d")
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
+                               "read_only=True); print('open', flush=True); sys.stdin.read()",
+                               str(work.paths.warehouse)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        t0 = time.time()
+        out = paritrana("dag-test", "--landing", str(work.landing), "--home", str(work.home_dir), "--date",
+                        "2025-01-04", "--year", "2024", timeout=600)
+        elapsed = time.time() - t0
+    finally:
+        holder.communicate("")
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert elapsed < 100, elapsed  # a first retry alone would wait 120 s
+    assert f"the warehouse {work.paths.warehouse} is open in another process" in out.stdout + out.stderr
+    assert re.search(r"\nfailed: ingest\[0\], ingest\[1\].*\(each task's log says why\); not run: dbt_build, "
+                     r"publish, quality_gate\n", out.stdout), out.stdout[-3000:]
+    assert "checks: the quality gate did not run" in out.stdout and "did not pass" not in out.stdout
 
 
 def _published_digests(folder: Path) -> dict:
