@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ingestion.deliveries import require_landing
+from ingestion.deliveries import looks_like_delivery, require_landing
 from ingestion.loader import IngestReport, ingest
 from ingestion.personal_data import load_key
 
@@ -233,8 +233,6 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
     rejected with its reason, each with columns of the wrong type, what waits or leads
     nowhere, and the ignored files that would be deliveries under their plain names. One
     wording for the run's summary and the DAG's."""
-    from ingestion.deliveries import looks_like_delivery
-
     notes = []
     for f in files:
         if f["status"] == "REJECTED":
