@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             e = machine_stop(e, args.command)
         elif damaged(e):
             e = damage_stop(e, resolve_home(getattr(args, "home", None)).warehouse)
-        elif held_elsewhere(e):  # dbt's and GX's own connections, opened between ours
+        elif held_elsewhere(e):  # GX's own connection, and the analysts' copy that explain opens
             e = held_elsewhere_stop(e, resolve_home(getattr(args, "home", None)))
         if isinstance(e, (WarehouseBusy, BuildFailed, IncompatibleWarehouse, OSError)):
             print(f"paritrana {args.command}: error: {e}", file=sys.stderr)

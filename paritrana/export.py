@@ -23,6 +23,7 @@ FORMATS = ("csv", "parquet", "xlsx")
 # The group of indicators, weights and targets each ranking uses (methodology.md §3-5).
 GROUP = {"pemda_provinsi": "pemda", "pemda_kabkota": "pemda", "badan_usaha": "badan_usaha", "umk": "umk"}
 
+
 class NothingPublished(FileNotFoundError):
     pass
 
