@@ -170,7 +170,10 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     lines = [f"Paritrana run {run_id}: year {year}, as of {as_of}",
              "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
              f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
-             f"+ {rows['duplicate']:,} duplicates"]
+             f"+ {rows['duplicate']:,} duplicates"
+             # where a newcomer finds them, as `paritrana run` says
+             + ("; each quarantined row (file, line, reasons, masked content) is in raw.quarantine"
+                if rows["quarantined"] else "")]
     lines += [f"{label} {name}: {text}" for label, name, text in
               delivery_notes(every_file, sorted(waiting), sorted(orphans), sorted(broken), sorted(ignored))]
     # Airflow names a mapped task's instance `ingest_3`; the DAG's own report shows `ingest[3]`.

@@ -207,6 +207,9 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     assert ("rejected participants__2025-01-02.csv: MISSING_COLUMN (required column(s) absent from the header: "
             "full_name,") in third.stdout
     assert "waiting claims__2025-01-02.csv: no control file yet" in third.stdout
+    # and where the day's quarantined rows are (the delta plants some)
+    assert re.search(r"\nrows: [\d,]+ read = [\d,]+ loaded \+ [1-9][\d,]* quarantined \+ \d+ duplicates; each "
+                     r"quarantined row \(file, line, reasons, masked content\) is in raw\.quarantine\n", third.stdout)
     run3 = latest.resolve()
     manifest3 = json.loads((run3 / "manifest.json").read_text())
     dates = {i["business_date"] for i in manifest3["inputs"]}
