@@ -74,12 +74,15 @@ def paritrana_nightly():
         load_methodology(paths, year, params.get("config"))  # refused before any work, as are the others
         full_refresh_param(params.get("full_refresh"))
         check_settings(paths, year)
-        return find_deliveries(landing, paths.home)
+        extracts, landing_notes = find_deliveries(landing, paths.home)
+        get_current_context()["ti"].xcom_push(key="landing", value=landing_notes)
+        return extracts
 
-    @task(max_active_tis_per_dag=1)
+    @task(max_active_tis_per_dag=1, map_index_template="{{ extract }}")
     def ingest(extract: str) -> dict:
         from paritrana.orchestration import ingest_group, locations
 
+        get_current_context()["extract"] = extract  # the UI shows ingest[participants], not ingest[3]
         paths, landing = locations()
         return ingest_group(paths, landing, extract, _run_id())
 
@@ -118,7 +121,7 @@ def paritrana_nightly():
     def summary(ingested) -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from paritrana.orchestration import log, set_run_note, summarize
+        from paritrana.orchestration import gate_report, locations, log, set_run_note, summarize
 
         context = get_current_context()
         # Pulled, not passed: a failed gate leaves no XCom and must not stop the summary.
@@ -128,8 +131,11 @@ def paritrana_nightly():
         groups = [ingested[i] for i in range(len(ingested))] if ingested else []
         states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
         text = summarize(_run_id(), year, as_of, groups, built, checked, published,
-                         states.get(context["run_id"], {}))
+                         states.get(context["run_id"], {}), context["ti"].xcom_pull(task_ids="find_deliveries"),
+                         context["ti"].xcom_pull(task_ids="find_deliveries", key="landing"),
+                         None if checked else gate_report(locations()[0], _run_id()))
         log.info("run summary\n%s", text)
+        context["ti"].xcom_push(key="summary", value=text)  # whole: the run note is cut at 1,000 characters
         set_run_note(context["dag"].dag_id, context["run_id"], text)
         if not published:
             raise AirflowFailException("nothing was published this run:\n" + text)

@@ -71,11 +71,20 @@ def run_dag(paths: Paths, landing: Path, logical_date: dt.datetime, conf: dict |
         tis = session.query(TaskInstance).filter(TaskInstance.dag_id == DAG_ID,
                                                  TaskInstance.run_id == run.run_id).all()
         timings = {}
-        for ti in tis:
-            name = ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
+        order = {task_id: n for n, task_id in enumerate(dag.task_ids)}  # as the DAG wires them
+        for ti in sorted(tis, key=lambda ti: (order.get(ti.task_id, len(order)), ti.map_index)):
+            # a mapped ingest by its extract (its map_index_template), as the UI shows it
+            name = ti.task_id + (f"[{ti.rendered_map_index or ti.map_index}]" if ti.map_index >= 0 else "")
             timings[name] = (str(ti.state), round(ti.duration or 0.0, 2))
         from airflow.models.dagrun import DagRun
+        from airflow.models.xcom import XComModel
         note = session.query(DagRun).filter(DagRun.dag_id == DAG_ID, DagRun.run_id == run.run_id).one().note
+        # the summary whole, which the note holds only up to Airflow's 1,000 characters
+        whole = session.query(XComModel).filter(XComModel.dag_id == DAG_ID, XComModel.run_id == run.run_id,
+                                                XComModel.task_id == "summary",
+                                                XComModel.key == "summary").one_or_none()
+        if whole is not None:
+            note = XComModel.deserialize_value(whole)
     if not timings:  # Airflow creates the run but schedules no task before the DAG's start_date
         start = dag.start_date.astimezone(logical_date.tzinfo)
         raise ValueError(f"the DAG ran no task for the night of {logical_date:%Y-%m-%d}: nights before its "

@@ -72,7 +72,7 @@ def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
 
     state, timings, note, elapsed, airflow_run_id = run_dag(paths, landing, logical, conf)
     print(f"\nDAG paritrana_nightly, run {airflow_run_id}: {state} in {elapsed:.1f} s")
-    for task, (task_state, seconds) in sorted(timings.items(), key=lambda kv: kv[0]):
+    for task, (task_state, seconds) in timings.items():  # in the DAG's order
         print(f"  {task:<28} {task_state:<16} {seconds:6.1f} s")
     print("\n" + (note or "(no run summary)"))
     if state == "success":
@@ -81,13 +81,15 @@ def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
     return 2 if timings.get("quality_gate", ("",))[0] == "failed" else 1
 
 
-def _print_outcome(paths, year: int) -> None:
+def _print_outcome(paths, year: int, published_now: bool = True) -> None:
     from .pipeline import highlights
     from .publication import latest
 
     folder = latest(paths, year)
     if folder is None:
         return
+    if not published_now:  # what follows is an earlier night's work, not this run's
+        print(f"\nthis run published nothing; the latest publication of {year} stays {folder.name}:")
     tops = highlights(paths)["top"]
     for ranking, rows in tops.items():
         print(f"\ntop of rankings_{ranking}" + (" (BESAR)" if ranking == "badan_usaha" else ""))
@@ -121,7 +123,7 @@ def cmd_demo(args) -> int:
     logical = dt.datetime(2025, 1, 4, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=7)))
     print("running the Airflow DAG paritrana_nightly in-process (dag.test(), SQLite metadata, embedded DuckDB)")
     code = _dag_report(paths, landing, logical, {"year": 2024})
-    _print_outcome(paths, 2024)
+    _print_outcome(paths, 2024, published_now=code == 0)
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s")
     return code
 
@@ -132,7 +134,7 @@ def cmd_dag_test(args) -> int:
     conf = {"year": args.year, "full_refresh": args.full_refresh, "config": str(args.config) if args.config else None}
     code = _dag_report(paths, Path(args.landing).resolve(), logical, conf)
     if args.year:
-        _print_outcome(paths, args.year)
+        _print_outcome(paths, args.year, published_now=code == 0)
     return code
 
 

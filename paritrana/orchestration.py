@@ -69,8 +69,10 @@ def load_methodology(paths: Paths, year: int, config: str | None):
     return methodology_config.load(Path(config) if config else None, paths.home, year)
 
 
-def find_deliveries(landing: Path, home: Path | None = None) -> list[str]:
-    """The extract groups with ready files (control file present); one ingest task each."""
+def find_deliveries(landing: Path, home: Path | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """The extract groups with ready files (control file present), one ingest task each, and
+    what else the landing holds, for the run's summary: on a night with no ready file no
+    ingest task runs to report a data file waiting for its control file."""
     from ingestion.deliveries import extract_group, scan_landing
 
     scan = scan_landing(landing, home)
@@ -78,7 +80,9 @@ def find_deliveries(landing: Path, home: Path | None = None) -> list[str]:
         log.info("waiting for the control file of %s", name)
     for name in scan.broken_links:
         log.warning("%s is a symbolic link to nothing", name)
-    return sorted({extract_group(d.name) for d in scan.ready})
+    return sorted({extract_group(d.name) for d in scan.ready}), {
+        "not_ready": scan.not_ready, "orphan_controls": scan.orphan_controls,
+        "broken_links": scan.broken_links, "ignored": scan.ignored}
 
 
 def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
@@ -147,28 +151,44 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
 
 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
-              checked: dict | None, published: dict | None, task_states: dict[str, str] | None = None) -> str:
+              checked: dict | None, published: dict | None, task_states: dict[str, str] | None = None,
+              extracts: list[str] | None = None, landing: dict[str, list[str]] | None = None,
+              gate_report: dict | None = None) -> str:
     """The run's summary (task log and DAG run note) from the tasks' XComs; `task_states`
     (task id, `ingest_<map index>` for the mapped ones, to state) names the tasks that failed,
-    since a task that failed leaves no XCom to tell its story."""
+    since a task that failed leaves no XCom to tell its story; `extracts` (find_deliveries'
+    list, in map index order) names a mapped ingest by its extract, as the UI does; `landing`
+    is find_deliveries' scan of what is not ready; `gate_report` the failed gate's
+    HOME/reports/<run_id>/gate.json, whose failed checks the summary names."""
     from .pipeline import delivery_notes
 
     files: dict[str, int] = {}
     rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
     every_file, waiting, orphans, broken, ignored = [], set(), set(), set(), set()
-    for group in ingested or []:
+    for group in [{"files": [], "rows": {}, **(landing or {})}, *(ingested or [])]:
         for f in group["files"]:
             files[f["status"]] = files.get(f["status"], 0) + 1
         every_file += group["files"]
         for k in rows:
             rows[k] += group["rows"].get(k, 0)
-        # every group scans the whole landing: what waits is the same in each
+        # find_deliveries and every group scan the whole landing: what waits is the same in each
         waiting.update(group.get("not_ready", []))
         orphans.update(group.get("orphan_controls", []))
         broken.update(group.get("broken_links", []))
         ignored.update(group.get("ignored", []))
+    # Airflow names a mapped task's instance `ingest_3`: shown as the UI shows it, `ingest[claims]`.
+    def shown(task: str) -> str:
+        return re.sub(r"_(\d+)$", lambda m: f"[{_nth(extracts, int(m[1]))}]", task)
+
+    states = {shown(t): s for t, s in (task_states or {}).items()}
+    stopped = {state: sorted(t for t, s in states.items() if s == state) for state in ("failed", "upstream_failed")}
+    # a failed ingest task records nothing here: "no new files" would be a guess
+    unknown = sum(t.startswith("ingest[") for t in stopped["failed"])
     lines = [f"Paritrana run {run_id}: year {year}, as of {as_of}",
-             "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items())) or "no new files"),
+             "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items()))
+                          or ("none recorded" if unknown else "no new files"))
+             + (f", {len(ignored)} ignored (hidden or partial)" if ignored else "")
+             + (f"; not counted: the {unknown} failed ingest task{'s' * (unknown > 1)}" if unknown else ""),
              f"rows: {rows['in_file']:,} read = {rows['loaded']:,} loaded + {rows['quarantined']:,} quarantined "
              f"+ {rows['duplicate']:,} duplicates"
              # where a newcomer finds them, as `paritrana run` says
@@ -176,9 +196,6 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
                 if rows["quarantined"] else "")]
     lines += [f"{label} {name}: {text}" for label, name, text in
               delivery_notes(every_file, sorted(waiting), sorted(orphans), sorted(broken), sorted(ignored))]
-    # Airflow names a mapped task's instance `ingest_3`; the DAG's own report shows `ingest[3]`.
-    states = {re.sub(r"_(\d+)$", r"[\1]", t): s for t, s in (task_states or {}).items()}
-    stopped = {state: sorted(t for t, s in states.items() if s == state) for state in ("failed", "upstream_failed")}
     if stopped["failed"]:
         lines.append(f"failed: {', '.join(stopped['failed'])} (each task's log says why)"
                      + (f"; not run: {', '.join(stopped['upstream_failed'])}" if stopped["upstream_failed"] else ""))
@@ -187,6 +204,11 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
                      f"docs {built['dbt_docs']}")
     if checked:
         lines.append(f"checks: {checked['checks']} run, {len(checked['warnings'])} warnings; {checked['data_docs']}")
+    elif states.get("quality_gate", "failed") == "failed" and gate_report and not gate_report.get("passed", True):
+        failed = [c for c in gate_report["checks"] if not c["passed"] and c["severity"] == "blocking"]
+        lines.append(f"checks: {len(gate_report['checks'])} run, {len(failed)} blocking failed; "
+                     f"{gate_report.get('data_docs') or 'Data Docs'}")
+        lines += [f"FAILED {c['name']}: observed {c['observed']!r}, expected {c['threshold']}" for c in failed]
     elif states.get("quality_gate", "failed") == "failed":
         lines.append("checks: the quality gate did not pass (see the gate task's log and HOME/reports)")
     else:
@@ -206,6 +228,40 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     return "\n".join(lines)
 
 
+def gate_report(paths: Paths, run_id: str) -> dict | None:
+    """The gate's report of this run, when its gate ran far enough to write one."""
+    try:
+        return json.loads((paths.home / "reports" / run_id / "gate.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _nth(extracts: list[str] | None, index: int) -> str | int:
+    return extracts[index] if extracts and 0 <= index < len(extracts) else index
+
+
+NOTE_LIMIT = 1000  # characters: Airflow's dag_run_note.content
+
+
+DETAIL_LINE = re.compile(r"(rejected|typed|waiting|orphan|broken|ignored|FAILED) ")
+
+
+def fit_note(text: str, limit: int = NOTE_LIMIT) -> str:
+    """The summary as a run note within Airflow's limit: the per-file lines give way, last
+    first, then the failed checks' own, so the counts, the failed tasks and what was
+    published stay."""
+    lines = text.splitlines()
+    details = sorted((i for i, line in enumerate(lines) if DETAIL_LINE.match(line)),
+                     key=lambda i: (not lines[i].startswith("FAILED"), i))  # a failed check's line goes last
+    dropped: list[int] = []
+    while len(text) > limit and details:
+        dropped.append(details.pop())
+        kept = [line for i, line in enumerate(lines) if i not in dropped]
+        kept.insert(min(dropped), f"… {len(dropped)} more lines (files, checks) in the summary task's log")
+        text = "\n".join(kept)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def set_run_note(dag_id: str, airflow_run_id: str, note: str) -> bool:
     """Best effort: the run summary as the DAG run's note (metadata database access; works
     in-process with dag.test() and from DAG callbacks)."""
@@ -215,7 +271,7 @@ def set_run_note(dag_id: str, airflow_run_id: str, note: str) -> bool:
 
         with create_session() as session:
             run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.run_id == airflow_run_id).one()
-            run.note = note[:1000]
+            run.note = fit_note(note)
         return True
     except Exception as e:  # noqa: BLE001 - a note is never worth failing a run
         log.warning("could not set the DAG run note: %s", e)

@@ -15,7 +15,8 @@ from typing import Callable
 
 from ingestion.deliveries import looks_like_delivery, require_landing
 from ingestion.loader import IngestReport, ingest
-from ingestion.personal_data import load_key
+from ingestion.personal_data import load_key, token_scheme
+from ingestion.raw_schema import ensure_raw_schema
 
 from . import methodology as methodology_config
 from .methodology import Methodology
@@ -60,6 +61,11 @@ def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology
                full_refresh: bool = False):
     from . import builds
     from .transform import build, generate_docs
+    with connect(paths) as con:
+        # A night with no ready file runs no ingest task: on a new home the raw layer that
+        # dbt's sources name would not exist. Empty, it builds empty rankings, which the
+        # gate refuses by name.
+        ensure_raw_schema(con, token_scheme())
     stamp = builds.begin(paths, year, as_of, methodology)
     result = build(paths, year, as_of, methodology, progress, full_refresh=full_refresh)
     builds.finish(paths, stamp)

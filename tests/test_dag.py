@@ -109,6 +109,57 @@ def test_a_night_with_no_as_of_date_in_its_year_fails_at_the_first_task_saying_w
     assert "ran no task for the night of 2016-06-02" in early.stderr and "Traceback" not in early.stderr
 
 
+def test_a_first_night_with_nothing_ready_publishes_no_empty_ranking_and_says_what_waits(tmp_path):
+    """Before 0.3.7 such a night failed dbt_build with DuckDB's "schema raw does not
+    exist" (no ingest task ran to make the raw layer), its summary said only "no new files"
+    of a data file waiting for its control file; and `run` published four empty rankings,
+    every check passed, as the latest. Now the build makes the raw layer, the gate refuses
+    empty rankings by name, and the summary says what waits and which checks failed."""
+    landing = tmp_path / "landing"
+    (landing / ".upload").mkdir(parents=True)
+    (landing / "claims__2025-01-01.csv").write_text("claim_id\n")  # its control file is still to come
+    write_delivery(landing / ".upload", "participants__2025-01-01.csv", "kpj\n")  # hidden until moved
+    night = paritrana("dag-test", "--landing", str(landing), "--home", str(tmp_path / "dag"), "--date",
+                      "2025-01-02", "--year", "2024", timeout=600)
+    assert night.returncode == 2, night.stdout[-3000:] + night.stderr[-3000:]
+    assert re.search(r"dbt_build +success", night.stdout) and re.search(r"quality_gate +failed", night.stdout)
+    assert "\nfiles: no new files, 2 ignored (hidden or partial)\n" in night.stdout
+    assert "\nwaiting claims__2025-01-01.csv: no control file yet\n" in night.stdout
+    assert "\nignored .upload/participants__2025-01-01.csv: hidden" in night.stdout
+    assert re.search(r"\nchecks: \d+ run, 3 blocking failed; file://", night.stdout), night.stdout[-3000:]
+    for ranking in ("pemda_indicators", "badan_usaha_indicators", "umk_indicators"):
+        assert (f"\nFAILED marts.{ranking}.expect_table_row_count_to_be_between: observed 0, "
+                "expected {'min_value': 1}") in night.stdout
+    assert not (tmp_path / "dag" / "published").exists()
+
+    run = paritrana("run", "--landing", str(landing), "--home", str(tmp_path / "run"), "--year", "2024")
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "FAILED marts.umk_indicators.expect_table_row_count_to_be_between: observed 0" in run.stderr
+    assert not (tmp_path / "run" / "published").exists()
+
+
+def test_a_long_summary_keeps_its_counts_and_outcome_in_the_run_note():
+    """Airflow keeps 1,000 characters of a run note: the note was the summary's first
+    1,000, so a night with many rejected files lost the line saying what was published."""
+    from paritrana.orchestration import NOTE_LIMIT, fit_note
+
+    summary = "\n".join(["Paritrana run r: year 2024, as of 2024-12-31", "files: 40 rejected",
+                         "rows: 0 read = 0 loaded + 0 quarantined + 0 duplicates"]
+                        + [f"rejected claims__2025-01-{d:02}.csv: MISSING_COLUMN (required column(s) absent)"
+                           for d in range(1, 31)]
+                        + ["checks: 56 run, 1 blocking failed; file:///home/gx/index.html",
+                           "FAILED marts.umk_indicators.expect_table_row_count_to_be_between: observed 0",
+                           "published: nothing; the previous publication stays the latest"])
+    note = fit_note(summary)
+    assert len(summary) > NOTE_LIMIT >= len(note)
+    lines = note.splitlines()
+    assert lines[:3] == summary.splitlines()[:3] and lines[-3:] == summary.splitlines()[-3:]
+    assert lines[3] == "rejected claims__2025-01-01.csv: MISSING_COLUMN (required column(s) absent)"
+    dropped = 30 - sum(line.startswith("rejected ") for line in lines)
+    assert dropped > 0 and f"… {dropped} more lines (files, checks) in the summary task's log" in lines
+    assert fit_note("short\nsummary") == "short\nsummary"
+
+
 def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_path):
     """dag-test and the demo run one night in-process: a task that fails is not retried with
     back-off (dag.test() waited 2, then 4 minutes, logging a warning every second). The run
@@ -131,8 +182,15 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert elapsed < 100, elapsed  # a first retry alone would wait 120 s
     assert f"the warehouse {work.paths.warehouse} is open in another process" in out.stdout + out.stderr
-    assert re.search(r"\nfailed: ingest\[0\], ingest\[1\].*\(each task's log says why\); not run: dbt_build, "
-                     r"publish, quality_gate\n", out.stdout), out.stdout[-3000:]
+    # each mapped ingest by its extract (map_index_template), as the UI shows it, not ingest[0]
+    assert re.search(r"\nfailed: ingest\[claims\], ingest\[contributions\].*\(each task's log says why\); not "
+                     r"run: dbt_build, publish, quality_gate\n", out.stdout), out.stdout[-3000:]
+    assert re.search(r"  ingest\[participants\] +failed ", out.stdout), out.stdout[-3000:]
+    # a failed ingest task records no files: not "no new files"
+    assert re.search(r"\nfiles: none recorded(, 1 ignored \(hidden or partial\))?; not counted: the [2-9] failed "
+                     r"ingest tasks\n", out.stdout), out.stdout[-3000:]
+    # and the top of the rankings that follows is said to be an earlier run's
+    assert "this run published nothing; the latest publication of 2024 stays " in out.stdout
     assert "checks: the quality gate did not run" in out.stdout and "did not pass" not in out.stdout
 
 
@@ -166,8 +224,10 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     assert "DAG paritrana_nightly" in first.stdout and ": success in" in first.stdout
     # the run's own output, without upstream warnings a user cannot act on
     assert "starlette.testclient" not in first.stdout + first.stderr and "leaked" not in first.stderr
-    for task in ("find_deliveries", "ingest[0]", "dbt_build", "quality_gate", "publish", "summary"):
-        assert f"  {task} " in first.stdout
+    # the tasks in the order they run, a mapped ingest named by its extract
+    at = [first.stdout.index(f"  {task} ") for task in ("find_deliveries", "ingest[claims]", "ingest[participants]",
+                                                         "dbt_build", "quality_gate", "publish", "summary")]
+    assert at == sorted(at), first.stdout[:3000]
     # the analysts' command is printed ready to paste into a shell
     analysts = next(line for line in first.stdout.splitlines() if line.startswith("analysts:"))
     assert shlex.split(analysts.removeprefix("analysts:"))[1:] == ["-readonly", str(home / "analytics.duckdb")]
