@@ -132,8 +132,10 @@ def test_a_session_holding_the_working_file_stops_a_run_with_who_and_what_to_do(
     from paritrana.settings import resolve_home
     from paritrana.warehouse import WarehouseBusy, writer
 
+    from paritrana.generator import generate
+
     home, landing = tmp_path / "home", tmp_path / "landing"
-    landing.mkdir()
+    generate(landing, "demo", scale=0.2)  # deliveries to publish: an empty ranking is refused (0.3.7)
     paths = resolve_home(home)
     with writer(paths) as con:
         con.execute("create table t as select 1 as x")
