@@ -131,11 +131,11 @@ def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
 
 def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | None) -> dict:
     from .pipeline import highlights, publish_step
-    from .quality.gate import PUBLISHED_FIELDS
+    from .quality.gate import PUBLISHED_FIELDS, report_path
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
-    report = json.loads((paths.home / "reports" / run_id / "gate.json").read_text())
+    report = json.loads(report_path(paths, run_id).read_text())
     if not report["passed"]:
         raise RuntimeError(f"the quality gate of run {run_id} did not pass; nothing to publish")
     checks = [{k: c[k] for k in PUBLISHED_FIELDS} for c in report["checks"]]
@@ -161,6 +161,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     is find_deliveries' scan of what is not ready; `gate_report` the failed gate's
     HOME/reports/<run_id>/gate.json, whose failed checks the summary names."""
     from .pipeline import delivery_notes
+    from .quality.gate import failed_check_line
 
     files: dict[str, int] = {}
     rows = {"in_file": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
@@ -208,7 +209,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         failed = [c for c in gate_report["checks"] if not c["passed"] and c["severity"] == "blocking"]
         lines.append(f"checks: {len(gate_report['checks'])} run, {len(failed)} blocking failed; "
                      f"{gate_report.get('data_docs') or 'Data Docs'}")
-        lines += [f"FAILED {c['name']}: observed {c['observed']!r}, expected {c['threshold']}" for c in failed]
+        lines += [failed_check_line(c) for c in failed]
     elif states.get("quality_gate", "failed") == "failed":
         lines.append("checks: the quality gate did not pass (see the gate task's log and HOME/reports)")
     else:
@@ -230,8 +231,10 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
 
 def gate_report(paths: Paths, run_id: str) -> dict | None:
     """The gate's report of this run, when its gate ran far enough to write one."""
+    from .quality.gate import report_path
+
     try:
-        return json.loads((paths.home / "reports" / run_id / "gate.json").read_text())
+        return json.loads(report_path(paths, run_id).read_text())
     except (OSError, ValueError):
         return None
 
@@ -243,15 +246,15 @@ def _nth(extracts: list[str] | None, index: int) -> str | int:
 NOTE_LIMIT = 1000  # characters: Airflow's dag_run_note.content
 
 
-DETAIL_LINE = re.compile(r"(rejected|typed|waiting|orphan|broken|ignored|FAILED) ")
-
-
 def fit_note(text: str, limit: int = NOTE_LIMIT) -> str:
     """The summary as a run note within Airflow's limit: the per-file lines give way, last
     first, then the failed checks' own, so the counts, the failed tasks and what was
     published stay."""
+    from .pipeline import DELIVERY_NOTE_LABELS
+
     lines = text.splitlines()
-    details = sorted((i for i, line in enumerate(lines) if DETAIL_LINE.match(line)),
+    detail = re.compile(rf"({'|'.join(DELIVERY_NOTE_LABELS)}|FAILED) ")  # delivery_notes' and failed checks' lines
+    details = sorted((i for i, line in enumerate(lines) if detail.match(line)),
                      key=lambda i: (not lines[i].startswith("FAILED"), i))  # a failed check's line goes last
     dropped: list[int] = []
     while len(text) > limit and details:

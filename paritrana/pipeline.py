@@ -233,6 +233,9 @@ def ingest_summary(r: IngestReport) -> list[str]:
     return lines + [f"  {label:<8} {name}: {text}" for label, name, text in notes]
 
 
+DELIVERY_NOTE_LABELS = ("rejected", "typed", "waiting", "orphan", "broken", "ignored")
+
+
 def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
                    ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file

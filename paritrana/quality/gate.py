@@ -104,9 +104,7 @@ class GateResult:
 
     def failure_message(self) -> str:
         lines = [f"quality gate failed: {len(self.blocking_failures)} blocking check(s); nothing was published"]
-        for c in self.blocking_failures:
-            lines.append(f"  FAILED {c.name}: observed {c.observed!r}, expected {c.threshold}"
-                         + (f" (error: {c.error})" if c.error else ""))
+        lines += ["  " + failed_check_line(asdict(c)) for c in self.blocking_failures]
         lines.append(f"  report: {self.data_docs or self.report}")
         return "\n".join(lines)
 
@@ -306,11 +304,21 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
                     "import_and_compute_once": round(computed_by - t0, 2),
                     "compute_once_by_asset": compute_seconds,
                     "validate": round(time.perf_counter() - started, 2), "total": round(time.perf_counter() - t0, 2)}
-    report = paths.home / "reports" / run_id / "gate.json"
+    report = report_path(paths, run_id)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps(gate.to_json(), indent=1, default=str) + "\n")
     gate.report = str(report)
     return gate
+
+
+def report_path(paths: Paths, run_id: str) -> Path:
+    return paths.home / "reports" / run_id / "gate.json"
+
+
+def failed_check_line(check: dict) -> str:
+    """One failed check, as the gate's message and the DAG's summary (from gate.json) say it."""
+    return (f"FAILED {check['name']}: observed {check['observed']!r}, expected {check['threshold']}"
+            + (f" (error: {check['error']})" if check.get("error") else ""))
 
 
 def _clickable(url: str) -> str:
