@@ -16,7 +16,7 @@ Expectations gate → publish → run summary (task log and DAG run note).
   Put the tasks in a one-slot pool too if several DAGs share the warehouse.
 * **Idempotent**: clearing any task and re-running it gives the same result.
 * **Gate**: a blocking failure fails the `quality_gate` task with the check names; the
-  previous publication stays the latest and `summary` fails the run visibly.
+  year's latest publication (if any) stays the latest and `summary` fails the run visibly.
 
 Locations: `$PARITRANA_HOME` (warehouse, publications, reports) and `$PARITRANA_LANDING`
 (default `$PARITRANA_HOME/landing`).
@@ -121,19 +121,21 @@ def paritrana_nightly():
     def summary(ingested) -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from paritrana.orchestration import gate_report, locations, log, set_run_note, summarize
+        from paritrana.orchestration import gate_report, latest_name, locations, log, set_run_note, summarize
 
         context = get_current_context()
         # Pulled, not passed: a failed gate leaves no XCom and must not stop the summary.
         built, checked, published = (context["ti"].xcom_pull(task_ids=t) for t in
                                      ("dbt_build", "quality_gate", "publish"))
         year, as_of = _dates()
+        paths, _ = locations()
         groups = [ingested[i] for i in range(len(ingested))] if ingested else []
         states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
         text = summarize(_run_id(), year, as_of, groups, built, checked, published,
                          states.get(context["run_id"], {}), context["ti"].xcom_pull(task_ids="find_deliveries"),
                          context["ti"].xcom_pull(task_ids="find_deliveries", key="landing"),
-                         None if checked else gate_report(locations()[0], _run_id()))
+                         None if checked else gate_report(paths, _run_id()),
+                         None if published else latest_name(paths, year))
         log.info("run summary\n%s", text)
         context["ti"].xcom_push(key="summary", value=text)  # whole: the run note is cut at 1,000 characters
         set_run_note(context["dag"].dag_id, context["run_id"], text)

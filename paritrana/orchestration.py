@@ -153,13 +153,14 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
               checked: dict | None, published: dict | None, task_states: dict[str, str] | None = None,
               extracts: list[str] | None = None, landing: dict[str, list[str]] | None = None,
-              gate_report: dict | None = None) -> str:
+              gate_report: dict | None = None, latest: str | None = None) -> str:
     """The run's summary (task log and DAG run note) from the tasks' XComs; `task_states`
     (task id, `ingest_<map index>` for the mapped ones, to state) names the tasks that failed,
     since a task that failed leaves no XCom to tell its story; `extracts` (find_deliveries'
     list, in map index order) names a mapped ingest by its extract, as the UI does; `landing`
     is find_deliveries' scan of what is not ready; `gate_report` the failed gate's
-    HOME/reports/<run_id>/gate.json, whose failed checks the summary names."""
+    HOME/reports/<run_id>/gate.json, whose failed checks the summary names; `latest` the
+    year's latest publication (its run folder's name) when this run published nothing."""
     from .pipeline import delivery_notes
     from .quality.gate import failed_check_line
 
@@ -225,8 +226,17 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
             lines.append(f"{name} ({code}): {claims:,} paid claims, Rp{claims_idr:,}; "
                          f"{children:,} scholarship children, Rp{children_idr:,}")
     else:
-        lines.append("published: nothing; the previous publication stays the latest")
+        lines.append(f"published: nothing; the latest publication of {year} stays {latest}" if latest
+                     else f"published: nothing; {year} has no publication yet")
     return "\n".join(lines)
+
+
+def latest_name(paths: Paths, year: int) -> str | None:
+    """The run folder of the year's latest publication, if there is one."""
+    from .publication import latest
+
+    folder = latest(paths, year)
+    return folder.name if folder else None
 
 
 def gate_report(paths: Paths, run_id: str) -> dict | None:

@@ -130,6 +130,7 @@ def test_a_first_night_with_nothing_ready_publishes_no_empty_ranking_and_says_wh
     for ranking in ("pemda_indicators", "badan_usaha_indicators", "umk_indicators"):
         assert (f"\nFAILED marts.{ranking}.expect_table_row_count_to_be_between: observed 0, "
                 "expected {'min_value': 1}") in night.stdout
+    assert "\npublished: nothing; 2024 has no publication yet\n" in night.stdout  # not "the previous one stays"
     assert not (tmp_path / "dag" / "published").exists()
 
     run = paritrana("run", "--landing", str(landing), "--home", str(tmp_path / "run"), "--year", "2024")
@@ -149,7 +150,7 @@ def test_a_long_summary_keeps_its_counts_and_outcome_in_the_run_note():
                            for d in range(1, 31)]
                         + ["checks: 56 run, 1 blocking failed; file:///home/gx/index.html",
                            "FAILED marts.umk_indicators.expect_table_row_count_to_be_between: observed 0",
-                           "published: nothing; the previous publication stays the latest"])
+                           "published: nothing; 2024 has no publication yet"])
     note = fit_note(summary)
     assert len(summary) > NOTE_LIMIT >= len(note)
     lines = note.splitlines()
@@ -190,7 +191,9 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
     assert re.search(r"\nfiles: none recorded(, 1 ignored \(hidden or partial\))?; not counted: the [2-9] failed "
                      r"ingest tasks\n", out.stdout), out.stdout[-3000:]
     # and the top of the rankings that follows is said to be an earlier run's
-    assert "this run published nothing; the latest publication of 2024 stays " in out.stdout
+    latest = (work.home_dir / "published" / "2024" / "latest").resolve().name
+    assert f"this run published nothing; the latest publication of 2024 stays {latest}:" in out.stdout
+    assert f"\npublished: nothing; the latest publication of 2024 stays {latest}\n" in out.stdout
     assert "checks: the quality gate did not run" in out.stdout and "did not pass" not in out.stdout
 
 

@@ -393,21 +393,28 @@ def test_compute_once_assets_report_their_counts_and_leave_nothing(bengkulu, tmp
                            [COMPUTED_SCHEMA]).fetchall() == [(0,)]
 
 
-def test_gate_that_raises_midway_leaves_no_aggregates(bengkulu, tmp_path, monkeypatch):
+def test_gate_that_raises_midway_leaves_no_aggregates_and_no_earlier_report(bengkulu, tmp_path, monkeypatch):
     """A gate that fails with an exception after computing its aggregates (here GX's
-    checkpoint, made to raise) still drops schema _gate."""
+    checkpoint, made to raise) still drops schema _gate. It also leaves no report: the
+    earlier attempt's gate.json stayed, and the DAG's summary named its checks as this
+    attempt's."""
     import great_expectations as gx
     import pytest
     from paritrana import methodology
-    from paritrana.quality.gate import COMPUTED_SCHEMA, validate
+    from paritrana.orchestration import gate_report
+    from paritrana.quality.gate import COMPUTED_SCHEMA, report_path, validate
 
     work = bengkulu.copy(tmp_path / "b")
+    config = methodology.load(None, work.home_dir, 2024)
+    assert validate(work.paths, "raises", config, ["raw"]).passed  # a first attempt of the run
+    assert gate_report(work.paths, "raises")["passed"]
 
     def broken_run(self, *args, **kwargs):
         raise RuntimeError("checkpoint failed")
     monkeypatch.setattr(gx.Checkpoint, "run", broken_run)
     with pytest.raises(RuntimeError, match="checkpoint failed"):
-        validate(work.paths, "raises", methodology.load(None, work.home_dir, 2024), ["raw"])
+        validate(work.paths, "raises", config, ["raw"])
+    assert not report_path(work.paths, "raises").exists() and gate_report(work.paths, "raises") is None
     with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
         assert con.execute("select count(*) from duckdb_schemas() where schema_name = ?",
                            [COMPUTED_SCHEMA]).fetchall() == [(0,)]

@@ -217,6 +217,8 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     keep = keep_gates()  # a bad setting is refused before any work
     suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
     validated = current(paths)  # the build this gate checks, so that only that one is published
+    # An earlier attempt's report would pass for this one's if this one stops before writing its own.
+    report_path(paths, run_id).unlink(missing_ok=True)
     # The aggregates run in DuckDB (which releases the GIL) while Python imports GX, a few
     # seconds of single-core work; they must finish before GX connects: its connections
     # carry a configuration of their own (duckdb_engine's), and DuckDB refuses a differently

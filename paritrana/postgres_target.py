@@ -1,0 +1,146 @@
+"""The dbt project on PostgreSQL: the raw layer copied from a DuckDB warehouse, then
+`dbt build --target postgres` with the pipeline's own variables.
+
+Ingestion stays DuckDB's (it parses and validates the files in bulk there, and only the
+raw layer leaves it); the models, their tests and the methodology run on either target.
+tests/test_portability.py builds both from the same deliveries, a first build and a night
+after it, and finds the marts equal.
+
+    python -m paritrana.postgres_target --home HOME --year 2024 [--as-of D] [--config F]
+
+The connection is the profile's (`dbt_project/profiles.yml`, target `postgres`):
+$PARITRANA_PG_HOST, _PORT, _USER, _PASSWORD and _DB.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+from .methodology import DBT_PROJECT_DIR
+
+RAW = "raw"
+ENV_DEFAULTS = {"PARITRANA_PG_HOST": "localhost", "PARITRANA_PG_PORT": "5432", "PARITRANA_PG_USER": "paritrana",
+                "PARITRANA_PG_PASSWORD": "", "PARITRANA_PG_DB": "paritrana"}
+
+
+def _pg_type(duckdb_type: str) -> str:
+    t = duckdb_type.upper()
+    if t.startswith("ENUM(") or t == "VARCHAR":  # closed sets are text to the models (macro closed_set)
+        return "text"
+    if t in ("HUGEINT", "UHUGEINT"):  # the NIK token's 128 bits
+        return "numeric(39, 0)"
+    if t.endswith("[]"):
+        return _pg_type(t[:-2]) + "[]"
+    return {"JSON": "jsonb", "DOUBLE": "double precision", "FLOAT": "real"}.get(t, t.lower())
+
+
+def _as_text(column: str, duckdb_type: str) -> str:
+    """The column as a COPY (CSV) field PostgreSQL reads back: a list becomes an array
+    literal, each element double-quoted."""
+    quoted = f'"{column}"'
+    if not duckdb_type.endswith("[]"):
+        return quoted
+    element = """'"' || replace(replace(x, '\\', '\\\\'), '"', '\\"') || '"'"""
+    return f"'{{' || array_to_string(list_transform({quoted}, lambda x: {element}), ',') || '}}' as {quoted}"
+
+
+def connect_params() -> dict:
+    env = {k: os.environ.get(k, v) for k, v in ENV_DEFAULTS.items()}
+    return {"host": env["PARITRANA_PG_HOST"], "port": int(env["PARITRANA_PG_PORT"]), "user": env["PARITRANA_PG_USER"],
+            "password": env["PARITRANA_PG_PASSWORD"], "dbname": env["PARITRANA_PG_DB"]}
+
+
+def copy_raw(warehouse: Path, connection=None) -> dict[str, int]:
+    """Makes PostgreSQL's raw schema hold what the DuckDB warehouse's does, table by table,
+    in one transaction (a build sees the old layer or the new one). Returns rows per table.
+    The warehouse is opened read-only: run it between runs, or on the analysts' copy."""
+    import psycopg2
+
+    pg = connection or psycopg2.connect(**connect_params())
+    copied: dict[str, int] = {}
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as src, tempfile.TemporaryDirectory() as tmp, \
+                pg.cursor() as cur:
+            tables = [r[0] for r in src.execute(
+                "select table_name from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' "
+                "order by 1", [RAW]).fetchall()]
+            cur.execute(f"create schema if not exists {RAW}")
+            for table in tables:
+                columns = src.execute(
+                    "select column_name, data_type from information_schema.columns "
+                    "where table_schema = ? and table_name = ? order by ordinal_position", [RAW, table]).fetchall()
+                wanted = [(name, _pg_type(t)) for name, t in columns]
+                cur.execute("select column_name from information_schema.columns where table_schema = %s "
+                            "and table_name = %s order by ordinal_position", (RAW, table))
+                existing = [r[0] for r in cur.fetchall()]
+                if existing != [n for n, _ in wanted]:
+                    # A new table, or one of an earlier version: its dependent staging views go
+                    # with it, and the next dbt build makes them again.
+                    cur.execute(f'drop table if exists {RAW}."{table}" cascade')
+                    cur.execute(f'create table {RAW}."{table}" ('
+                                + ", ".join(f'"{n}" {t}' for n, t in wanted) + ")")
+                else:
+                    cur.execute(f'truncate {RAW}."{table}"')
+                dump = Path(tmp) / f"{table}.csv"
+                select = ", ".join(_as_text(n, t) for n, t in columns)
+                src.execute(f"copy (select {select} from {RAW}.\"{table}\") to '{dump}' (format csv, header false)")
+                with dump.open() as f:
+                    cur.copy_expert(f'copy {RAW}."{table}" from stdin with (format csv)', f)
+                dump.unlink()
+                cur.execute(f'select count(*) from {RAW}."{table}"')
+                copied[table] = cur.fetchone()[0]
+        pg.commit()
+    except BaseException:
+        pg.rollback()
+        raise
+    finally:
+        if connection is None:
+            pg.close()
+    return copied
+
+
+def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, full_refresh: bool = False,
+          args: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`dbt build --target postgres` with the variables the pipeline passes to DuckDB's build.
+    Its target/ and logs/ are HOME/dbt/postgres, apart from the DuckDB build's."""
+    from .methodology import load
+    from .transform import dbt_vars
+
+    methodology = load(config, home, year)
+    out = home / "dbt" / "postgres"
+    command = [sys.executable, "-c", "from dbt.cli.main import cli; cli()", "build", "--target", "postgres",
+               "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+               "--target-path", str(out / "target"), "--log-path", str(out / "logs"), "--no-use-colors",
+               "--no-send-anonymous-usage-stats", "--vars", json.dumps(dbt_vars(year, as_of, methodology))]
+    command += (["--full-refresh"] if full_refresh else []) + (args or [])
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m paritrana.postgres_target", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", type=Path, default=Path(os.environ.get("PARITRANA_HOME", "paritrana_home")))
+    parser.add_argument("--year", type=int, required=True)
+    parser.add_argument("--as-of", type=dt.date.fromisoformat, help="default: YEAR-12-31")
+    parser.add_argument("--config", type=Path, help="the methodology configuration, as for `paritrana run`")
+    parser.add_argument("--full-refresh", action="store_true")
+    a = parser.parse_args(argv)
+    from .settings import Paths
+
+    warehouse = Paths(a.home).warehouse
+    copied = copy_raw(warehouse)
+    print(f"raw layer copied from {warehouse}: " + ", ".join(f"{t} {n:,}" for t, n in copied.items()))
+    done = build(a.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
+    print(done.stdout[-4000:], done.stderr[-2000:], sep="")
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
