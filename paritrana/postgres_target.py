@@ -6,7 +6,7 @@ raw layer leaves it); the models, their tests and the methodology run on either 
 tests/test_portability.py builds both from the same deliveries, a first build and a night
 after it, and finds the marts equal.
 
-    python -m paritrana.postgres_target --home HOME --year 2024 [--as-of D] [--config F]
+    python -m paritrana.postgres_target --home HOME --year 2024 [--as-of D] [--config F] [--from FILE]
 
 The connection is the profile's (`dbt_project/profiles.yml`, target `postgres`):
 $PARITRANA_PG_HOST, _PORT, _USER, _PASSWORD and _DB.
@@ -131,11 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-of", type=dt.date.fromisoformat, help="default: YEAR-12-31")
     parser.add_argument("--config", type=Path, help="the methodology configuration, as for `paritrana run`")
     parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--from", dest="source", type=Path,
+                        help="the DuckDB file whose raw layer is copied; default HOME/analytics.duckdb, which matches "
+                             "the latest publication and can be read while a run writes the warehouse")
     a = parser.parse_args(argv)
     from .settings import Paths
 
-    warehouse = Paths(a.home).warehouse
-    copied = copy_raw(warehouse)
+    warehouse = a.source or Paths(a.home).reader_copy
+    if not warehouse.exists():
+        parser.exit(1, f"{warehouse} does not exist: run `paritrana run` first, or name a file with --from\n")
+    import psycopg2
+
+    try:
+        copied = copy_raw(warehouse)
+    except psycopg2.OperationalError as e:
+        where = connect_params()
+        parser.exit(1, f"cannot reach PostgreSQL as {where['user']}@{where['host']}:{where['port']}/{where['dbname']} "
+                       f"($PARITRANA_PG_USER, _HOST, _PORT, _DB, _PASSWORD): {str(e).strip()}\n")
     print(f"raw layer copied from {warehouse}: " + ", ".join(f"{t} {n:,}" for t, n in copied.items()))
     done = build(a.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
     print(done.stdout[-4000:], done.stderr[-2000:], sep="")

@@ -10,6 +10,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -152,7 +153,12 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as duck:
         assert duck.execute("select * from marts.pemda_indicators order by entity_code").fetchall() != before
     seen = _watermark()
-    _build_on_postgres(home)
+    # as a data engineer runs it, from the analysts' copy (which matches the publication)
+    cli = subprocess.run([sys.executable, "-m", "paritrana.postgres_target", "--home", str(home), "--year", "2024"],
+                         capture_output=True, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stdout[-4000:] + cli.stderr[-2000:]
+    assert f"raw layer copied from {home / 'analytics.duckdb'}: claims " in cli.stdout
+    assert "ERROR=0" in cli.stdout
     assert _watermark() > seen  # the night's loads, picked up by the incremental models
     _compare_marts(home / "warehouse.duckdb")
 
