@@ -91,7 +91,8 @@ def copy_raw(warehouse: Path, connection=None) -> dict[str, int]:
                     cur.execute(f'truncate {RAW}."{table}"')
                 dump = Path(tmp) / f"{table}.csv"
                 select = ", ".join(_as_text(n, t) for n, t in columns)
-                src.execute(f"copy (select {select} from {RAW}.\"{table}\") to '{dump}' (format csv, header false)")
+                target = str(dump).replace("'", "''")  # $TMPDIR may hold a quote
+                src.execute(f"copy (select {select} from {RAW}.\"{table}\") to '{target}' (format csv, header false)")
                 with dump.open() as f:
                     cur.copy_expert(f'copy {RAW}."{table}" from stdin with (format csv)', f)
                 dump.unlink()
@@ -115,7 +116,7 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
     from .transform import dbt_vars
 
     methodology = load(config, home, year)
-    out = home / "dbt" / "postgres"
+    out = home.resolve() / "dbt" / "postgres"  # dbt takes a relative --target-path from the project folder
     command = [sys.executable, "-c", "from dbt.cli.main import cli; cli()", "build", "--target", "postgres",
                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
                "--target-path", str(out / "target"), "--log-path", str(out / "logs"), "--no-use-colors",
@@ -126,7 +127,7 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paritrana.postgres_target", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("PARITRANA_HOME", "paritrana_home")))
+    parser.add_argument("--home", type=Path, help="default $PARITRANA_HOME, else ./paritrana_home")
     parser.add_argument("--year", type=int, required=True)
     parser.add_argument("--as-of", type=dt.date.fromisoformat, help="default: YEAR-12-31")
     parser.add_argument("--config", type=Path, help="the methodology configuration, as for `paritrana run`")
@@ -135,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the DuckDB file whose raw layer is copied; default HOME/analytics.duckdb, which matches "
                              "the latest publication and can be read while a run writes the warehouse")
     a = parser.parse_args(argv)
-    from .settings import Paths
+    from .settings import resolve_home
 
-    warehouse = a.source or Paths(a.home).reader_copy
+    paths = resolve_home(a.home)
+    warehouse = a.source or paths.reader_copy
     if not warehouse.exists():
         parser.exit(1, f"{warehouse} does not exist: run `paritrana run` first, or name a file with --from\n")
     import psycopg2
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"cannot reach PostgreSQL as {where['user']}@{where['host']}:{where['port']}/{where['dbname']} "
                        f"($PARITRANA_PG_USER, _HOST, _PORT, _DB, _PASSWORD): {str(e).strip()}\n")
     print(f"raw layer copied from {warehouse}: " + ", ".join(f"{t} {n:,}" for t, n in copied.items()))
-    done = build(a.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
+    done = build(paths.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
     print(done.stdout[-4000:], done.stderr[-2000:], sep="")
     return done.returncode
 

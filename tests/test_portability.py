@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from conftest import paritrana
+from paritrana.methodology import DBT_PROJECT_DIR
 
 MARTS = {"pemda_indicators": "entity_code", "badan_usaha_indicators": "entity_code",
          "umk_indicators": "entity_code", "rankings_pemda_provinsi": "entity_code",
@@ -154,11 +155,14 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
         assert duck.execute("select * from marts.pemda_indicators order by entity_code").fetchall() != before
     seen = _watermark()
     # as a data engineer runs it, from the analysts' copy (which matches the publication)
-    cli = subprocess.run([sys.executable, "-m", "paritrana.postgres_target", "--home", str(home), "--year", "2024"],
-                         capture_output=True, text=True, timeout=600)
+    cli = subprocess.run([sys.executable, "-m", "paritrana.postgres_target", "--home", "home", "--year", "2024"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert cli.returncode == 0, cli.stdout[-4000:] + cli.stderr[-2000:]
     assert f"raw layer copied from {home / 'analytics.duckdb'}: claims " in cli.stdout
     assert "ERROR=0" in cli.stdout
+    # dbt's files in the home, also from a relative --home: never in the checkout's dbt project
+    assert (home / "dbt" / "postgres" / "target" / "manifest.json").exists()
+    assert not (DBT_PROJECT_DIR / "home").exists()
     assert _watermark() > seen  # the night's loads, picked up by the incremental models
     _compare_marts(home / "warehouse.duckdb")
 
