@@ -27,6 +27,7 @@ import duckdb
 from .methodology import DBT_PROJECT_DIR
 
 RAW = "raw"
+PGOPTIONS = "-c work_mem=256MB"
 ENV_DEFAULTS = {"PARITRANA_PG_HOST": "localhost", "PARITRANA_PG_PORT": "5432", "PARITRANA_PG_USER": "paritrana",
                 "PARITRANA_PG_PASSWORD": "", "PARITRANA_PG_DB": "paritrana"}
 
@@ -58,14 +59,18 @@ def connect_params() -> dict:
             "password": env["PARITRANA_PG_PASSWORD"], "dbname": env["PARITRANA_PG_DB"]}
 
 
-def copy_raw(warehouse: Path, connection=None) -> dict[str, int]:
-    """Makes PostgreSQL's raw schema hold what the DuckDB warehouse's does, table by table,
-    in one transaction (a build sees the old layer or the new one). Returns rows per table.
-    The warehouse is opened read-only: run it between runs, or on the analysts' copy."""
+def copy_raw(warehouse: Path, connection=None) -> dict[str, dict[str, int]]:
+    """Makes PostgreSQL's raw schema hold what the DuckDB warehouse's does, in one
+    transaction (a build sees the old layer or the new one). An extract table copies only
+    the loads PostgreSQL lacks and deletes the ones DuckDB no longer has (superseded), so a
+    night costs its delta; the ledger, the quarantine and the settings are copied whole, as
+    is any table after a change of columns or of a load's file (another warehouse).
+    Returns, per table, its rows and how many were copied. The warehouse is opened
+    read-only: run it between runs, or on the analysts' copy."""
     import psycopg2
 
     pg = connection or psycopg2.connect(**connect_params())
-    copied: dict[str, int] = {}
+    copied: dict[str, dict[str, int]] = {}
     try:
         with duckdb.connect(str(warehouse), read_only=True) as src, tempfile.TemporaryDirectory() as tmp, \
                 pg.cursor() as cur:
@@ -73,6 +78,13 @@ def copy_raw(warehouse: Path, connection=None) -> dict[str, int]:
                 "select table_name from information_schema.tables where table_schema = ? and table_type = 'BASE TABLE' "
                 "order by 1", [RAW]).fetchall()]
             cur.execute(f"create schema if not exists {RAW}")
+            loads_now = _loaded(src.execute(f"select load_id, extract, data_sha256, status from {RAW}.load_ledger"))
+            loads_before = {}
+            if _has_table(cur, "load_ledger"):
+                cur.execute(f"select load_id, extract, data_sha256, status from {RAW}.load_ledger")
+                loads_before = _loaded(cur)
+            # Load ids restart in a new warehouse: a load kept by id must be the same file.
+            same_loads = all(loads_now[i] == loads_before[i] for i in loads_now.keys() & loads_before.keys())
             for table in tables:
                 columns = src.execute(
                     "select column_name, data_type from information_schema.columns "
@@ -81,23 +93,34 @@ def copy_raw(warehouse: Path, connection=None) -> dict[str, int]:
                 cur.execute("select column_name from information_schema.columns where table_schema = %s "
                             "and table_name = %s order by ordinal_position", (RAW, table))
                 existing = [r[0] for r in cur.fetchall()]
+                where = None
                 if existing != [n for n, _ in wanted]:
                     # A new table, or one of an earlier version: its dependent staging views go
                     # with it, and the next dbt build makes them again.
                     cur.execute(f'drop table if exists {RAW}."{table}" cascade')
                     cur.execute(f'create table {RAW}."{table}" ('
                                 + ", ".join(f'"{n}" {t}' for n, t in wanted) + ")")
+                elif same_loads and "_load_id" in existing:
+                    now = {i for i, (extract, _) in loads_now.items() if extract == table}
+                    before = {i for i, (extract, _) in loads_before.items() if extract == table}
+                    if before - now:
+                        cur.execute(f'delete from {RAW}."{table}" where _load_id = any(%s)', (sorted(before - now),))
+                    where = f"_load_id in ({', '.join(str(i) for i in sorted(now - before)) or 'null'})"
                 else:
                     cur.execute(f'truncate {RAW}."{table}"')
                 dump = Path(tmp) / f"{table}.csv"
                 select = ", ".join(_as_text(n, t) for n, t in columns)
                 target = str(dump).replace("'", "''")  # $TMPDIR may hold a quote
-                src.execute(f"copy (select {select} from {RAW}.\"{table}\") to '{target}' (format csv, header false)")
+                src.execute(f"copy (select {select} from {RAW}.\"{table}\"{f' where {where}' if where else ''}) "
+                            f"to '{target}' (format csv, header false)")
                 with dump.open() as f:
                     cur.copy_expert(f'copy {RAW}."{table}" from stdin with (format csv)', f)
+                    written = cur.rowcount
                 dump.unlink()
-                cur.execute(f'select count(*) from {RAW}."{table}"')
-                copied[table] = cur.fetchone()[0]
+                if written:
+                    cur.execute(f'analyze {RAW}."{table}"')  # the build's plans need statistics at once
+                copied[table] = {"rows": src.execute(f'select count(*) from {RAW}."{table}"').fetchone()[0],
+                                 "copied": written}
         pg.commit()
     except BaseException:
         pg.rollback()
@@ -106,6 +129,16 @@ def copy_raw(warehouse: Path, connection=None) -> dict[str, int]:
         if connection is None:
             pg.close()
     return copied
+
+
+def _has_table(cur, table: str) -> bool:
+    cur.execute("select to_regclass(%s) is not null", (f"{RAW}.{table}",))
+    return cur.fetchone()[0]
+
+
+def _loaded(result) -> dict[int, tuple[str, str]]:
+    """The loads whose rows the raw tables hold: load id to (extract, the file's sha256)."""
+    return {load_id: (extract, sha) for load_id, extract, sha, status in result.fetchall() if status == "LOADED"}
 
 
 def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, full_refresh: bool = False,
@@ -122,7 +155,11 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
                "--target-path", str(out / "target"), "--log-path", str(out / "logs"), "--no-use-colors",
                "--no-send-anonymous-usage-stats", "--vars", json.dumps(dbt_vars(year, as_of, methodology))]
     command += (["--full-refresh"] if full_refresh else []) + (args or [])
-    return subprocess.run(command, capture_output=True, text=True)
+    # Session settings through libpq (the profile has no field for them): the joins of a
+    # national build hash and sort far beyond PostgreSQL's 4 MB default, and spilled them to
+    # disk, 9x slower at national 0.05 (docs/performance.md). $PGOPTIONS, when set, wins.
+    env = {**os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS)}
+    return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         where = connect_params()
         parser.exit(1, f"cannot reach PostgreSQL as {where['user']}@{where['host']}:{where['port']}/{where['dbname']} "
                        f"($PARITRANA_PG_USER, _HOST, _PORT, _DB, _PASSWORD): {str(e).strip()}\n")
-    print(f"raw layer copied from {warehouse}: " + ", ".join(f"{t} {n:,}" for t, n in copied.items()))
+    print(f"raw layer copied from {warehouse}: " + ", ".join(
+        f"{t} {c['rows']:,}" + (f" ({c['copied']:,} new)" if c["copied"] < c["rows"] else "") for t, c in copied.items()))
     done = build(paths.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
     print(done.stdout[-4000:], done.stderr[-2000:], sep="")
     return done.returncode

@@ -7,6 +7,7 @@ import glob
 import math
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -116,7 +117,20 @@ def _compare_marts(warehouse: Path) -> dict[str, int]:
     return counts
 
 
-def _build_on_postgres(home: Path) -> str:
+def _pg_counts(tables) -> dict[str, int]:
+    import psycopg2
+
+    from paritrana.postgres_target import connect_params
+
+    with psycopg2.connect(**connect_params()) as pg, pg.cursor() as cur:
+        counts = {}
+        for t in tables:
+            cur.execute(f'select count(*) from raw."{t}"')
+            counts[t] = cur.fetchone()[0]
+        return counts
+
+
+def _build_on_postgres(home: Path) -> dict:
     import datetime as dt
 
     from paritrana.postgres_target import build, copy_raw
@@ -124,24 +138,30 @@ def _build_on_postgres(home: Path) -> str:
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as duck:
         tables = [t for (t,) in duck.execute("select table_name from duckdb_tables() where schema_name = 'raw'").fetchall()]
         exact = {t: duck.execute(f'select count(*) from raw."{t}"').fetchone()[0] for t in tables}
-    assert copy_raw(home / "warehouse.duckdb") == exact  # every raw row, every table
+    copied = copy_raw(home / "warehouse.duckdb")
+    assert {t: c["rows"] for t, c in copied.items()} == exact == _pg_counts(exact)  # every raw row, every table
     done = build(home, 2024, dt.date(2024, 12, 31))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    return done.stdout
+    assert "PASS=" in done.stdout and "ERROR=0" in done.stdout  # models, data tests and unit tests
+    return copied
 
 
 def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_path, postgres):
     first = tmp_path / "first-night"
     first.mkdir()
-    for f in demo.landing.iterdir():  # the snapshot and the references: what a first night has
-        if f.is_file() and "__2024-12-31." in f.name:
+    with duckdb.connect(str(demo.paths.warehouse), read_only=True) as duck:
+        corrected = {f for (f,) in duck.execute("select file_name from raw.load_ledger where status = 'SUPERSEDED'")
+                     .fetchall()}
+    assert corrected
+    for f in demo.landing.iterdir():  # the snapshot and the references, and a file corrected on the next night
+        if f.is_file() and ("__2024-12-31." in f.name or f.name.removesuffix(".ctl.json") in corrected):
             shutil.copy2(f, first / f.name)
     home = tmp_path / "home"
     run = paritrana("run", "--landing", str(first), "--home", str(home), "--year", "2024")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
-    log = _build_on_postgres(home)
-    assert "PASS=" in log and "ERROR=0" in log  # models, data tests and unit tests, on PostgreSQL
+    copied = _build_on_postgres(home)
+    assert all(c["copied"] == c["rows"] for c in copied.values())  # a first copy is whole
     counts = _compare_marts(home / "warehouse.duckdb")
     assert counts["rankings_umk"] > 100 and counts["pemda_indicators"] > 10
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as duck:
@@ -160,6 +180,16 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     assert cli.returncode == 0, cli.stdout[-4000:] + cli.stderr[-2000:]
     assert f"raw layer copied from {home / 'analytics.duckdb'}: claims " in cli.stdout
     assert "ERROR=0" in cli.stdout
+    # only the night's loads are copied (a night costs its delta); a superseded load's rows go
+    assert re.search(r"participants [\d,]+ \([\d,]+ new\)", cli.stdout), cli.stdout[:1000]
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as duck:
+        superseded = duck.execute("select count(*) from raw.load_ledger where status = 'SUPERSEDED' "
+                                  "and file_name in (select unnest(?))", [sorted(corrected)]).fetchone()[0]
+        exact = {t: duck.execute(f'select count(*) from raw."{t}"').fetchone()[0]
+                 for (t,) in duck.execute("select table_name from duckdb_tables() where schema_name = 'raw'").fetchall()}
+    assert superseded >= 1  # a first night's file corrected on the second: its rows left PostgreSQL too
+    del exact["warehouse_settings"]  # the build clears its `last_build` stamp there (state_changes.sql)
+    assert _pg_counts(exact) == exact
     # dbt's files in the home, also from a relative --home: never in the checkout's dbt project
     assert (home / "dbt" / "postgres" / "target" / "manifest.json").exists()
     assert not (DBT_PROJECT_DIR / "home").exists()
