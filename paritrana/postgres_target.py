@@ -54,7 +54,7 @@ def _as_text(column: str, duckdb_type: str) -> str:
 
 
 def connect_params() -> dict:
-    env = {k: os.environ.get(k, v) for k, v in ENV_DEFAULTS.items()}
+    env = {**ENV_DEFAULTS, **os.environ}
     return {"host": env["PARITRANA_PG_HOST"], "port": int(env["PARITRANA_PG_PORT"]), "user": env["PARITRANA_PG_USER"],
             "password": env["PARITRANA_PG_PASSWORD"], "dbname": env["PARITRANA_PG_DB"]}
 
@@ -158,7 +158,8 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
     # Session settings through libpq (the profile has no field for them): the joins of a
     # national build hash and sort far beyond PostgreSQL's 4 MB default, and spilled them to
     # disk, 9x slower at national 0.05 (docs/performance.md). $PGOPTIONS, when set, wins.
-    env = {**os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS)}
+    # The build connects where copy_raw did: the profile's defaults are not consulted twice.
+    env = {**ENV_DEFAULTS, **os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS)}
     return subprocess.run(command, capture_output=True, text=True, env=env)
 
 

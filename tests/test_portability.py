@@ -79,8 +79,20 @@ def postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _rows(fetch, table: str, key: str) -> list[tuple]:
-    return sorted(fetch(f"select * from marts.{table} order by {key}"), key=lambda r: str(r[0]))
+def _pg(query: str) -> tuple[list[str], list[tuple]]:
+    """Column names and rows of a query on the test's cluster."""
+    import psycopg2
+
+    from paritrana.postgres_target import connect_params
+
+    with psycopg2.connect(**connect_params()) as pg, pg.cursor() as cur:
+        cur.execute(query)
+        return [d[0] for d in cur.description], cur.fetchall()
+
+
+def _by_key(columns: list[str], rows: list[tuple], key: str) -> list[tuple]:
+    """Sorted in Python: PostgreSQL's text collation need not order codes as DuckDB does."""
+    return sorted(rows, key=lambda row: row[columns.index(key)])
 
 
 def _differences(duck: list[tuple], pg: list[tuple]) -> list[str]:
@@ -89,45 +101,27 @@ def _differences(duck: list[tuple], pg: list[tuple]) -> list[str]:
     found = []
     for a, b in zip(duck, pg):
         for i, (x, y) in enumerate(zip(a, b)):
-            same = (math.isclose(float(x), float(y), rel_tol=1e-12, abs_tol=1e-12)
-                    if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x is not None and y is not None
-                    and not isinstance(x, bool) else x == y)
-            if not same:
-                found.append(f"row {a[0]} column {i}: {x!r} on DuckDB, {y!r} on PostgreSQL")
+            floats = isinstance(x, float) and isinstance(y, float)
+            if not (math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-12) if floats else x == y):
+                found.append(f"row {a[:4]} column {i}: {x!r} on DuckDB, {y!r} on PostgreSQL")
     return found
 
 
 def _compare_marts(warehouse: Path) -> dict[str, int]:
-    import psycopg2
-
-    from paritrana.postgres_target import connect_params
-
     counts = {}
-    with duckdb.connect(str(warehouse), read_only=True) as duck, psycopg2.connect(**connect_params()) as pg, \
-            pg.cursor() as cur:
-        def fetch_pg(query):
-            cur.execute(query)
-            return cur.fetchall()
-
+    with duckdb.connect(str(warehouse), read_only=True) as duck:
         for table, key in MARTS.items():
-            duck_rows = _rows(lambda q: duck.execute(q).fetchall(), table, key)
-            differences = _differences(duck_rows, _rows(fetch_pg, table, key))
+            query = f"select * from marts.{table}"
+            result = duck.execute(query)
+            duck_rows = _by_key([d[0] for d in result.description], result.fetchall(), key)
+            differences = _differences(duck_rows, _by_key(*_pg(query), key))
             assert not differences, f"marts.{table}: " + "; ".join(differences[:5])
             counts[table] = len(duck_rows)
     return counts
 
 
 def _pg_counts(tables) -> dict[str, int]:
-    import psycopg2
-
-    from paritrana.postgres_target import connect_params
-
-    with psycopg2.connect(**connect_params()) as pg, pg.cursor() as cur:
-        counts = {}
-        for t in tables:
-            cur.execute(f'select count(*) from raw."{t}"')
-            counts[t] = cur.fetchone()[0]
-        return counts
+    return {t: _pg(f'select count(*) from raw."{t}"')[1][0][0] for t in tables}
 
 
 def _build_on_postgres(home: Path) -> dict:
@@ -199,10 +193,4 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
 
 def _watermark() -> int:
     """The highest load id PostgreSQL's incremental models have seen (incremental_state.sql)."""
-    import psycopg2
-
-    from paritrana.postgres_target import connect_params
-
-    with psycopg2.connect(**connect_params()) as pg, pg.cursor() as cur:
-        cur.execute("select max(max_load_id) from intermediate.incremental_watermarks")
-        return cur.fetchone()[0]
+    return _pg("select max(max_load_id) from intermediate.incremental_watermarks")[1][0][0]
