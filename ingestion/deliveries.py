@@ -69,6 +69,8 @@ class Delivery:
 
 
 UNRECOGNISED = "unrecognised"
+# What `paritrana generate` writes beside its deliveries (the files, the planted defects)
+GENERATOR_MANIFEST = ".generator.json"
 
 
 def extract_group(name: str) -> str:
@@ -104,10 +106,12 @@ def scan_landing(landing: Path, home: Path | None = None) -> LandingScan:
     """Every file below `landing` (sub-folders too: providers may re-send into one),
     named by its path relative to `landing`. Dot-files and `.tmp`/`.part` are ignored, and
     so is the warehouse's `home` when it lies inside the landing (its own files are no
-    deliveries: its publications alone would be listed as waiting, more every night)."""
+    deliveries: its publications alone would be listed as waiting, more every night), and the
+    generator's list of what it wrote, which is the product's own file, not a provider's."""
     require_landing(landing, home)
     ready, not_ready, orphans, ignored = [], [], [], []
     names, broken = _files_below(landing, home)
+    names.pop(GENERATOR_MANIFEST, None)
     for name, path in sorted(names.items()):
         if any(part.startswith(".") for part in Path(name).parts) or name.endswith((".tmp", ".part")):
             ignored.append(name)

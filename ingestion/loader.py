@@ -70,6 +70,8 @@ class FileResult:
     seconds: float = 0.0
     # Parquet columns whose type is not the contract's (`column TYPE, date expected`)
     mistyped_columns: list[str] = field(default_factory=list)
+    # A produced_at later than the load (UTC, naive): set only then, see ahead_of_load
+    produced_ahead: dt.datetime | None = None
 
 
 @dataclass
@@ -185,6 +187,39 @@ def _ingest_ready(con, landing: Path, run_id: str, progress: Progress, extracts:
     return IngestReport(results, done, scan.not_ready, scan.orphan_controls, scan.ignored, scan.broken_links)
 
 
+# A provider's clock may run a little fast; more than this ahead of the load is not a clock drift
+# but a wrong date, and it matters: no later correction with a true produced_at can replace the file.
+CLOCK_TOLERANCE = dt.timedelta(hours=1)
+
+
+def ahead_of_load(produced_at: dt.datetime, loaded_at: dt.datetime) -> bool:
+    return produced_at > loaded_at + CLOCK_TOLERANCE
+
+
+def _utc(t: dt.datetime) -> str:
+    return f"{t:%Y-%m-%d %H:%M} UTC"
+
+
+def ahead_note(produced_at: dt.datetime) -> str:
+    return (f"produced_at {_utc(produced_at)} is later than its load: a correction of this extract and date "
+            "replaces it only with a later produced_at still")
+
+
+def stale_detail(produced_at: dt.datetime, loaded_name: str, loaded_produced_at: dt.datetime,
+                 loaded_at: dt.datetime) -> str:
+    """Why a version was skipped, with both times: the engineer must see which clock to doubt."""
+    if loaded_produced_at > produced_at:
+        s = (f"produced {_utc(produced_at)}, before the loaded file {loaded_name} "
+             f"({_utc(loaded_produced_at)}), which stays")
+    else:
+        s = (f"produced {_utc(produced_at)}, at the same time as the loaded file {loaded_name}, which stays "
+             "(a tie goes to the later name)")
+    if ahead_of_load(loaded_produced_at, loaded_at):
+        s += (f"; that file's produced_at is later than its own load ({_utc(loaded_at)}), a wrong clock at the "
+              f"provider? To replace it, send this file again with a produced_at after {_utc(loaded_produced_at)}")
+    return s
+
+
 def describe(r: FileResult) -> str:
     if r.status == "LOADED":
         s = (f"loaded {r.rows_loaded:,} of {r.rows_in_file:,} rows, quarantined {r.rows_quarantined:,}, "
@@ -195,6 +230,8 @@ def describe(r: FileResult) -> str:
             s += f"; ignored unknown columns {', '.join(r.extra_columns)}"
         if r.mistyped_columns:
             s += f"; columns not of the contract's type, judged as their text: {'; '.join(r.mistyped_columns)}"
+        if r.produced_ahead:
+            s += "; " + ahead_note(r.produced_ahead)
         return s + f" ({r.seconds:.1f} s)"
     return f"{r.status} {r.reason_code}: {r.reason_detail}"
 
@@ -211,7 +248,7 @@ def _already_processed(con, d: Delivery) -> bool:
 
 def _current_load(con, extract: str, business_date: dt.date):
     return con.execute(
-        f"select load_id, file_name, data_sha256, produced_at from {RAW}.load_ledger "
+        f"select load_id, file_name, data_sha256, produced_at, started_at from {RAW}.load_ledger "
         "where extract = ? and business_date = ? and status = 'LOADED'",
         [extract, business_date],
     ).fetchone()
@@ -231,10 +268,8 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
             result = FileResult(d.name, "SKIPPED_REDELIVERY", d.extract, d.business_date, "REDELIVERY",
                                 f"same bytes as loaded file {current[1]}: nothing to do")
         else:
-            when = "before" if current[3] > d.control.produced_at else "at the same time as"
             result = FileResult(d.name, "SKIPPED_STALE", d.extract, d.business_date, "STALE_VERSION",
-                                f"produced {when} the loaded file {current[1]}, which stays"
-                                + (" (a tie goes to the later name)" if when != "before" else ""))
+                                stale_detail(d.control.produced_at, current[1], current[3], current[4]))
         _record(con, d, run_id, started, result)
         return result
 
@@ -281,7 +316,8 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
     result = FileResult(d.name, "LOADED", d.extract, d.business_date, rows_in_file=n_rows,
                         rows_loaded=n_rows - judged.duplicates - judged.quarantined,
                         rows_quarantined=judged.quarantined, rows_duplicate=judged.duplicates,
-                        extra_columns=source.extra, mistyped_columns=source.mistyped)
+                        extra_columns=source.extra, mistyped_columns=source.mistyped,
+                        produced_ahead=d.control.produced_at if ahead_of_load(d.control.produced_at, started) else None)
     # Checked before the transaction: nothing else writes the warehouse during ingestion.
     becomes_table = source.stage == PERSISTENT_STAGE and _is_empty(con, extract)
     con.execute("begin transaction")

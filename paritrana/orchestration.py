@@ -98,6 +98,7 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
                                                                    "reason_detail", "rows_in_file", "rows_loaded",
                                                                    "rows_quarantined", "rows_duplicate",
                                                                    "mistyped_columns")}
+                      | {"produced_ahead": f.produced_ahead and f.produced_ahead.isoformat()}
                       for f in report.results]}
 
 

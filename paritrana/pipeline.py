@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ingestion.deliveries import looks_like_delivery, require_landing
-from ingestion.loader import IngestReport, ingest
+from ingestion.loader import IngestReport, ahead_note, ingest
 from ingestion.personal_data import load_key, token_scheme
 from ingestion.raw_schema import ensure_raw_schema
 
@@ -233,20 +233,25 @@ def ingest_summary(r: IngestReport) -> list[str]:
     return lines + [f"  {label:<8} {name}: {text}" for label, name, text in notes]
 
 
-DELIVERY_NOTE_LABELS = ("rejected", "typed", "waiting", "orphan", "broken", "ignored")
+DELIVERY_NOTE_LABELS = ("rejected", "stale", "ahead", "typed", "waiting", "orphan", "broken", "ignored")
 
 
 def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
                    ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file
-    rejected with its reason, each with columns of the wrong type, what waits or leads
+    rejected with its reason, each version skipped as stale and why, each loaded with a
+    produced_at later than its load, each with columns of the wrong type, what waits or leads
     nowhere, and the ignored files that would be deliveries under their plain names. One
     wording for the run's summary and the DAG's."""
     notes = []
     for f in files:
         if f["status"] == "REJECTED":
             notes.append(("rejected", f["file_name"], f"{f['reason_code']} ({f['reason_detail']})"))
-        elif f.get("mistyped_columns"):
+        elif f["status"] == "SKIPPED_STALE":
+            notes.append(("stale", f["file_name"], f["reason_detail"]))
+        if f.get("produced_ahead"):
+            notes.append(("ahead", f["file_name"], ahead_note(dt.datetime.fromisoformat(str(f["produced_ahead"])))))
+        if f.get("mistyped_columns"):
             notes.append(("typed", f["file_name"], "columns not of the contract's type, judged as their text: "
                           + "; ".join(f["mistyped_columns"])))
     notes += [("waiting", name, "no control file yet") for name in not_ready]

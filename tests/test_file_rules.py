@@ -219,12 +219,15 @@ def test_hidden_and_partial_files_are_counted_and_those_that_would_be_deliveries
     write_delivery(landing / ".upload", "participants__2024-12-31.csv", GOOD)  # a hidden folder, control and all
     (landing / "claims__2024-12-31.csv.part").write_text("claim_id\n")
     (landing / ".DS_Store").write_bytes(b"\0")
+    (landing / ".generator.json").write_text("{}")  # the generator's own list: not counted
+    (landing / "sub").mkdir()
+    (landing / "sub" / ".generator.json").write_text("{}")  # only at the landing's root
     report = load(landing)
     assert report.results == [] and sorted(report.ignored) == [
         ".DS_Store", ".upload/participants__2024-12-31.csv", ".upload/participants__2024-12-31.csv.ctl.json",
-        "claims__2024-12-31.csv.part"]
+        "claims__2024-12-31.csv.part", "sub/.generator.json"]
     summary = ingest_summary(report)
-    assert summary[0].endswith(", 4 ignored (hidden or partial)")
+    assert summary[0].endswith(", 5 ignored (hidden or partial)")
     ignored = [line.split(":")[0].split()[-1] for line in summary if line.startswith("  ignored")]
     assert ignored == [".upload/participants__2024-12-31.csv", ".upload/participants__2024-12-31.csv.ctl.json",
                        "claims__2024-12-31.csv.part"]

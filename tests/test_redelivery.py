@@ -1,6 +1,7 @@
 """Re-delivery, corrections, and results independent of arrival order (extracts.md §1)."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 
@@ -8,7 +9,9 @@ import pytest
 
 from conftest import PARTICIPANT_HEADER, csv_text, participant, write_delivery
 
+from ingestion.loader import describe
 from paritrana.generator import generate
+from paritrana.pipeline import ingest_summary
 
 RAW_TABLES = ("participants", "employers", "claims", "contributions", "regions", "workforce", "minimum_wages",
               "pemda_assessment")
@@ -133,8 +136,65 @@ def test_an_older_version_arriving_later_does_not_replace_the_newer(tmp_path, lo
     load(landing)
     write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
                    produced_at="2025-01-01T01:00:00+07:00")
-    assert [r.status for r in load(landing).results] == ["SKIPPED_STALE"]
+    report = load(landing)
+    assert [r.status for r in report.results] == ["SKIPPED_STALE"]
     assert sql("select monthly_wage_idr from raw.participants") == [(5_000_000,)]
+    # the engineer reads both times, in the run's summary as in the DAG's, and no remedy is offered
+    detail = ("produced 2024-12-31 18:00 UTC, before the loaded file participants__2024-12-31.csv.gz "
+              "(2025-01-01 02:00 UTC), which stays")
+    assert report.results[0].reason_detail == detail
+    assert f"  stale    participants__2024-12-31.csv: {detail}" in ingest_summary(report)
+    assert f"stale participants__2024-12-31.csv: {detail}" in _dag_summary(report)
+
+
+def _dag_summary(report) -> str:
+    """The DAG's summary of a load, from what its ingest task returns."""
+    from paritrana.orchestration import summarize
+    files = [{"file_name": r.file_name, "status": r.status, "reason_code": r.reason_code,
+              "reason_detail": r.reason_detail, "rows_in_file": r.rows_in_file,
+              "produced_ahead": r.produced_ahead and r.produced_ahead.isoformat()} for r in report.results]
+    return summarize("night", 2024, dt.date(2024, 12, 31), [{"files": files, "rows": {}}], None, None, None)
+
+
+def test_a_version_produced_in_the_future_is_loaded_flagged_and_its_remedy_told(tmp_path, load, sql):
+    """A provider's wrong clock (a produced_at in 2099) wins over every true correction that
+    follows, since versions are ordered by produced_at (extracts.md §1). That is the
+    contract; what the product adds is saying so, at the load and at each skip, with the way
+    out: the correction sent again with a later produced_at."""
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
+                   produced_at="2099-01-01T09:00:00+07:00")
+    first = load(landing)
+    assert [(r.status, r.produced_ahead) for r in first.results] == [("LOADED", dt.datetime(2099, 1, 1, 2))]
+    ahead = ("participants__2024-12-31.csv: produced_at 2099-01-01 02:00 UTC is later than its load: a correction "
+             "of this extract and date replaces it only with a later produced_at still")
+    assert f"  ahead    {ahead}" in ingest_summary(first) and f"ahead {ahead}" in _dag_summary(first)
+    assert "produced_at 2099-01-01 02:00 UTC is later than its load" in describe(first.results[0])
+
+    fixed = csv_text(PARTICIPANT_HEADER, [participant(monthly_wage_idr="5000000")])
+    write_delivery(landing, "participants__2024-12-31.csv.gz", fixed, produced_at="2025-01-02T08:00:00+07:00")
+    skipped = load(landing).results
+    assert [r.status for r in skipped] == ["SKIPPED_STALE"]
+    assert sql("select monthly_wage_idr from raw.participants") == [(3_000_000,)]
+    loaded_at = sql("select started_at from raw.load_ledger where status = 'LOADED'")[0][0]
+    assert skipped[0].reason_detail.endswith(
+        f"which stays; that file's produced_at is later than its own load ({loaded_at:%Y-%m-%d %H:%M} UTC), a wrong "
+        "clock at the provider? To replace it, send this file again with a produced_at after 2099-01-01 02:00 UTC")
+
+    write_delivery(landing, "participants__2024-12-31.csv.gz", fixed, produced_at="2099-01-02T00:00:00+07:00")
+    assert [(r.status, r.superseded) for r in load(landing).results] == [
+        ("LOADED", "participants__2024-12-31.csv")]
+    assert sql("select monthly_wage_idr from raw.participants") == [(5_000_000,)]
+
+
+def test_a_clock_a_little_fast_is_not_flagged(tmp_path, load):
+    now = dt.datetime.now(dt.timezone.utc)
+    landing = tmp_path / "in"
+    write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
+                   produced_at=(now + dt.timedelta(minutes=30)).isoformat())
+    report = load(landing)
+    assert [(r.status, r.produced_ahead) for r in report.results] == [("LOADED", None)]
+    assert not any(line.startswith("  ahead") for line in ingest_summary(report))
 
 
 def test_arrival_order_does_not_change_the_tables(tmp_path, home, load, sql):

@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from ingestion.deliveries import GENERATOR_MANIFEST
+
 from .facts import build_bills, build_claims, nonasn_headcount, reference_tables
 from .geography import regions_for
 from .population import FUND, SEG, Population, build_employers, build_geography, build_population, days
@@ -29,7 +31,7 @@ from .profiles import get_profile
 from .tables import employer_rows, participant_rows
 from .writer import JAKARTA, as_text, write_delivery
 
-MANIFEST = ".generator.json"
+MANIFEST = GENERATOR_MANIFEST
 CHUNK = 1_000_000
 
 
