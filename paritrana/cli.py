@@ -63,7 +63,7 @@ def cmd_export(args) -> int:
 def cmd_explain(args) -> int:
     from .explain import explain, render
 
-    print(render(explain(resolve_home(args.home), args.entity, args.year)))
+    print(render(explain(resolve_home(args.home), args.entity, args.year, args.run)))
     return 0
 
 
@@ -189,10 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("explain", help="one entity's ranking, number by number",
                        description="Explain one province, regency/city, business or micro enterprise of the latest "
-                                   "publication: each indicator as numerator ÷ denominator, target, score and "
-                                   "weight, the total, the ranks, or the facts behind an ineligibility.")
+                                   "publication (or of an earlier one, with --run): each indicator as numerator ÷ "
+                                   "denominator, target, score and weight, the total, the ranks, or the facts behind "
+                                   "an ineligibility.")
     x.add_argument("--entity", required=True, help="a region code (17, 17.71) or an npp (BK000123)")
-    x.add_argument("--year", type=int, help="the assessment year (checked against the latest build)")
+    x.add_argument("--year", type=int, help="the assessment year: its latest publication (default: the year of the "
+                                            "latest build)")
+    x.add_argument("--run", metavar="RUN_ID", help="a publication other than the latest, such as the one an award "
+                                                    "was announced on (a folder name under HOME/published/YEAR)")
     x.add_argument("--home")
     x.set_defaults(func=cmd_explain)
 

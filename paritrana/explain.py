@@ -4,22 +4,26 @@ The published files give each indicator's value and score; the marts behind them
 keep what each value was computed from (methodology.md). This puts the two together for
 one entity: each indicator as numerator ÷ denominator, its target, score and weight, the
 total as the weighted mean, the ranks, and for an ineligible entity the facts behind its
-reason. It reads the analysts' copy, which matches the latest publication, and says which
-publication that is (or that the copy holds another year's build).
+reason. It reads a publication's own basis/ folder (the indicator marts as published), so
+that any publication can be explained after the warehouse has moved on; for a publication
+made before basis/ existed, the analysts' copy, which matches the latest publication.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
+from ingestion.rules import sql_str
+
 from .methodology import INDICATORS
-from .publication import SCORE_TYPE, VALUE_TYPE, latest
+from .publication import BASIS, BASIS_MARTS, PRUNED, SCORE_TYPE, VALUE_TYPE, latest
 from .settings import Paths
 
 
-MARTS = {"pemda": "pemda_indicators", "badan_usaha": "badan_usaha_indicators", "umk": "umk_indicators"}
+MARTS = dict(zip(("pemda", "badan_usaha", "umk"), BASIS_MARTS))
 
 
 @dataclass
@@ -47,22 +51,63 @@ def _find(con, entity_code: str) -> tuple[str, dict] | None:
     return None
 
 
-def explain(paths: Paths, entity_code: str, year: int | None = None) -> Explanation:
+def explain(paths: Paths, entity_code: str, year: int | None = None, run_id: str | None = None) -> Explanation:
+    """Explain from a publication's own basis (run_id, else the latest of `year`), or, with
+    neither given, from the analysts' copy, which matches the latest publication of its year."""
+    if run_id or year is not None:
+        folder = find_publication(paths, run_id, year) if run_id else latest(paths, year)
+        if folder is None:
+            raise FileNotFoundError(f"nothing published for {year} under {paths.home / 'published' / str(year)}: "
+                                    f"run paritrana run --year {year} to build and publish it, then explain")
+        if (folder / BASIS).is_dir():
+            return _from_basis(folder, entity_code)
+        if run_id:
+            raise ValueError(f"publication {run_id} keeps no basis/ folder (it was published before 0.3.9): its "
+                             f"values and scores are in its rankings files (paritrana export --run {run_id}), what "
+                             "they were computed from is not kept")
+    return _from_analysts_copy(paths, entity_code, year)
+
+
+def find_publication(paths: Paths, run_id: str, year: int | None) -> Path:
+    """The folder of publication `run_id`, in `year`'s folder or, without a year, in the one
+    year folder that has it."""
+    root = paths.home / "published"
+    if "/" in run_id or run_id.startswith(".") or run_id == "latest":
+        raise ValueError(f"--run takes a publication's run id (a folder name under {root}/YEAR), not {run_id!r}")
+    years = [str(year)] if year is not None else sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    found = [root / y / run_id for y in years if (root / y / run_id / "manifest.json").is_file()]
+    if not found:
+        raise FileNotFoundError(f"no publication {run_id!r} under {root}" + (f"/{year}" if year is not None else ""))
+    folder = found[0]
+    if (folder / PRUNED).exists():
+        raise ValueError(f"the files of publication {run_id} were removed ({folder / PRUNED} says when and why); "
+                         "its manifest.json keeps their row counts and sha256, not the numbers behind them")
+    return folder
+
+
+def _from_basis(folder: Path, entity_code: str) -> Explanation:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    con = duckdb.connect()  # in memory: the publication's own files, read where they are
+    try:
+        con.execute("create schema marts")
+        for mart in BASIS_MARTS:
+            con.execute(f"create view marts.{mart} as select * from read_parquet("
+                        f"{sql_str(str(folder / BASIS / f'{mart}.parquet'))})")
+        category, e, peers = _lookup(con, entity_code, f"publication {folder.name} of {manifest['year']}")
+    finally:
+        con.close()
+    x = Explanation(category, e, folder.name, manifest["configuration"]["values"])
+    _describe(x, peers)
+    return x
+
+
+def _from_analysts_copy(paths: Paths, entity_code: str, year: int | None) -> Explanation:
     copy = paths.reader_copy
     if not copy.exists():
         raise FileNotFoundError(f"nothing published under {paths.home} yet (no {copy.name}): run paritrana run first")
     con = duckdb.connect(str(copy), read_only=True)
     try:
-        found = _find(con, entity_code.strip().upper())  # npps are upper case (BK000123)
-        if found is None:
-            raise ValueError(f"no province, regency/city, business or micro enterprise {entity_code!r} in the "
-                             f"latest build ({copy}); codes are like 17, 17.71 or BK000123")
-        category, e = found
-        group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[category]
-        peers = con.execute(
-            f"select count(*) filter (where eligible), count(*) filter (where eligible and province_code = ?) "
-            f"from marts.{MARTS[category]} where {f'{group} = ?' if group else 'true'}",
-            [e["province_code"]] + ([e[group]] if group else [])).fetchone()
+        category, e, peers = _lookup(con, entity_code, f"the latest build ({copy})")
     finally:
         con.close()
     if year is not None and e["year"] != year:
@@ -79,6 +124,22 @@ def explain(paths: Paths, entity_code: str, year: int | None = None) -> Explanat
     x = Explanation(category, e, folder.name, config)
     _describe(x, peers)
     return x
+
+
+def _lookup(con, entity_code: str, where: str) -> tuple[str, dict, tuple[int, int]]:
+    """The entity's category, mart row and how many eligible entities its ranks are out of
+    (in the country, and in the province)."""
+    found = _find(con, entity_code.strip().upper())  # npps are upper case (BK000123)
+    if found is None:
+        raise ValueError(f"no province, regency/city, business or micro enterprise {entity_code!r} in {where}; "
+                         "codes are like 17, 17.71 or BK000123")
+    category, e = found
+    group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[category]
+    peers = con.execute(
+        f"select count(*) filter (where eligible), count(*) filter (where eligible and province_code = ?) "
+        f"from marts.{MARTS[category]} where {f'{group} = ?' if group else 'true'}",
+        [e["province_code"]] + ([e[group]] if group else [])).fetchone()
+    return category, e, peers
 
 
 def _describe(x: Explanation, peers: tuple[int, int]) -> None:

@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 import duckdb
 
 from .methodology import DBT_PROJECT_DIR
+from .warehouse import held_elsewhere
 
 RAW = "raw"
 PGOPTIONS = "-c work_mem=256MB"
@@ -184,6 +186,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         copied = copy_raw(warehouse)
+    except duckdb.IOException as e:
+        if not held_elsewhere(e):
+            raise
+        holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+        parser.exit(1, f"{warehouse} is open for writing in another process"
+                       + (f" ({holder.group(1)}, PID {holder.group(2)})" if holder else "")
+                       + (": a run writing the warehouse? Copy from the analysts' copy, the default without --from, "
+                          "or wait for it to end\n" if warehouse != paths.reader_copy else
+                          ": a session that opened it without read-only? Close it, or open it read-only\n"))
     except psycopg2.OperationalError as e:
         where = connect_params()
         parser.exit(1, f"cannot reach PostgreSQL as {where['user']}@{where['host']}:{where['port']}/{where['dbname']} "

@@ -1,6 +1,9 @@
 """Publication (outputs.md §2): the four rankings as CSV and Parquet plus a manifest, in a
 run folder that becomes `latest` atomically, and only when complete.
 
+Beside them, basis/ keeps the indicator marts the rankings come from, so that a publication
+can be explained number by number after the warehouse has moved on.
+
 Files are written into HOME/published/<year>/.<run_id>.partial, fsynced, the manifest
 last; the folder is then renamed to <run_id> and the `latest` symlink replaced with one
 rename. A crash at any point leaves the previous `latest` untouched and readable; a
@@ -24,6 +27,12 @@ from .settings import Paths, count_setting
 from .warehouse import connect
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
+# The indicator marts behind the rankings, with what each value was computed from (its
+# numerator and denominator), kept in each publication's basis/ folder: the warehouse
+# moves on every night, and an evaluator may have to explain an announced ranking months
+# later (`paritrana explain --run`).
+BASIS = "basis"
+BASIS_MARTS = ("pemda_indicators", "badan_usaha_indicators", "umk_indicators")
 # Published rounding (methodology §2): values to 6 decimals, scores to 4.
 VALUE_TYPE, SCORE_TYPE = "decimal(24, 6)", "decimal(10, 4)"
 # A test hook: pause (seconds) after the first file, so a test can kill a publication midway.
@@ -187,7 +196,7 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
     partial = root / f".{run_id}.partial"
     partial.mkdir()
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-    files = []
+    files, basis = [], []
     with connect(paths, read_only=True) as con:  # the analysts' copy is patched meanwhile
         referential = [dict(zip(("check", "records", "orphans", "share", "gate", "over_gate"), r)) for r in con.execute(
             "select check_name, records, orphans, orphan_share, gate, over_gate from marts.referential_checks "
@@ -206,12 +215,22 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, methodology: M
                     import time
                     time.sleep(pause)
                     pause = 0
+        (partial / BASIS).mkdir()
+        for mart in BASIS_MARTS:
+            out = partial / BASIS / f"{mart}.parquet"
+            con.execute(f"copy (select * from marts.{mart} order by entity_code) to {sql_str(str(out))} "
+                        "(format parquet)")
+            _fsync(out)
+            basis.append({"file": f"{BASIS}/{out.name}", "mart": mart,
+                          "rows": con.execute(f"select count(*) from marts.{mart}").fetchone()[0],
+                          "sha256": sha256_file(out)})
     manifest = {
         "run_id": run_id, "year": year, "as_of": as_of.isoformat(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "code_version": code_version(),
         "configuration": {"sha256": methodology.sha256, "source": methodology.source, "values": methodology.values},
         "inputs": inputs, "quality_checks": checks, "referential_checks": referential, "files": files,
+        "basis": basis,
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     _fsync(partial / "manifest.json")

@@ -198,8 +198,8 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
 
 
 def _published_digests(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.name != "manifest.json"}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
 
 
 def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):

@@ -3,8 +3,12 @@ it shows a value computed from gives that value back."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import shutil
 
-from paritrana.explain import INDICATORS, explain
+from paritrana.explain import INDICATORS, explain, render
+from paritrana.publication import BASIS_MARTS
 
 from conftest import paritrana
 
@@ -64,4 +68,42 @@ def test_explain_on_the_command_line(bengkulu):
     assert unknown.returncode == 1 and "no province, regency/city, business or micro enterprise '99.99'" \
         in unknown.stderr
     other_year = paritrana("explain", "--entity", "17", "--year", "2023", "--home", str(bengkulu.home_dir))
-    assert other_year.returncode == 1 and "is of year 2024 as of 2024-12-31, not 2023" in other_year.stderr
+    assert other_year.returncode == 1 and "nothing published for 2023 under " in other_year.stderr
+
+
+def test_an_earlier_publication_is_explained_from_its_own_basis_after_the_warehouse_moved_on(demo, tmp_path):
+    """The ranking an award was announced on must stay explainable after later nights
+    rebuilt the warehouse: each publication keeps the indicator marts it came from (basis/,
+    listed with their sha256 in the manifest), and `explain --run` reads them."""
+    own = demo.copy(tmp_path / "own")
+    root = own.home_dir / "published" / "2024"
+    announced = (root / "latest").resolve()
+    manifest = json.loads((announced / "manifest.json").read_text())
+    assert [b["file"] for b in manifest["basis"]] == [f"basis/{m}.parquet" for m in BASIS_MARTS]
+    for b in manifest["basis"]:
+        assert hashlib.sha256((announced / b["file"]).read_bytes()).hexdigest() == b["sha256"]
+    # a later night of the same year: a June build, so every number moves
+    later = paritrana("run", "--landing", str(own.landing), "--year", "2024", "--as-of", "2024-06-30",
+                      "--home", str(own.home_dir))
+    assert later.returncode == 0, later.stderr[-3000:]
+    assert (root / "latest").resolve() != announced
+
+    with (announced / "rankings_pemda_kabkota.csv").open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["eligible"] == "true")
+    then = explain(own.paths, row["entity_code"], run_id=announced.name)
+    now = explain(own.paths, row["entity_code"], 2024)
+    assert then.publication == announced.name and now.publication != announced.name
+    assert [(i["value_shown"], i["score_shown"]) for i in then.indicators] == [
+        (row[f"{i['name']}_value"], row[f"{i['name']}_score"]) for i in then.indicators]
+    assert "year 2024, as of 2024-12-31; " in then.lines[1] and "as of 2024-06-30; " in now.lines[1]
+    assert [i["numerator"] for i in then.indicators] != [i["numerator"] for i in now.indicators]
+    assert f"= {row['total_score']}" in then.lines[-3] and f"rank {row['rank_national']} of " in then.lines[-2]
+
+    out = paritrana("explain", "--entity", row["entity_code"], "--run", announced.name, "--home", str(own.home_dir))
+    assert out.returncode == 0 and out.stdout == render(then) + "\n", out.stderr
+    missing = paritrana("explain", "--entity", "17", "--run", "20990101T000000Z-0000", "--home", str(own.home_dir))
+    assert missing.returncode == 1 and "no publication '20990101T000000Z-0000' under " in missing.stderr
+    # a publication made before basis/ existed says what it still has
+    shutil.rmtree(announced / "basis")
+    old = paritrana("explain", "--entity", "17", "--run", announced.name, "--home", str(own.home_dir))
+    assert old.returncode == 1 and "keeps no basis/ folder (it was published before 0.3.9)" in old.stderr

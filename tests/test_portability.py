@@ -190,6 +190,15 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     assert _watermark() > seen  # the night's loads, picked up by the incremental models
     _compare_marts(home / "warehouse.duckdb")
 
+    # --from the working file while a run writes it: the product's message, not DuckDB's
+    with duckdb.connect(str(home / "warehouse.duckdb")):
+        busy = subprocess.run([sys.executable, "-m", "paritrana.postgres_target", "--home", "home", "--year", "2024",
+                               "--from", "home/warehouse.duckdb"], capture_output=True, text=True, timeout=600,
+                              cwd=tmp_path)
+    assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr
+    assert re.search(rf"home/warehouse\.duckdb is open for writing in another process \(.+, PID {os.getpid()}\): "
+                     r"a run writing the warehouse\? Copy from the analysts' copy", busy.stderr), busy.stderr
+
 
 def _watermark() -> int:
     """The highest load id PostgreSQL's incremental models have seen (incremental_state.sql)."""

@@ -35,8 +35,8 @@ def _latest(work) -> Path:
 
 def _assert_publication_intact(folder: Path) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert len(manifest["files"]) == 8
-    for f in manifest["files"]:
+    assert len(manifest["files"]) == 8 and len(manifest["basis"]) == 3
+    for f in manifest["files"] + manifest["basis"]:
         assert _sha(folder / f["file"]) == f["sha256"], f["file"]
     return manifest
 
@@ -477,7 +477,7 @@ def test_old_publications_keep_their_manifest_and_lose_their_files_when_bounded(
 
     monkeypatch.delenv(KEEP_PUBLICATIONS_ENV, raising=False)
     first = publish_as("keep-1")
-    assert all(len(list(f.iterdir())) == 9 for f in (original, first))  # the default keeps everything
+    assert all(len(list(f.iterdir())) == 10 for f in (original, first))  # the default keeps everything
 
     monkeypatch.setenv(KEEP_PUBLICATIONS_ENV, "2")
     second, third = publish_as("keep-2"), publish_as("keep-3")
@@ -489,7 +489,7 @@ def test_old_publications_keep_their_manifest_and_lose_their_files_when_bounded(
         assert sorted(p.name for p in pruned.iterdir()) == ["manifest.json", PRUNED]
         record = json.loads((pruned / PRUNED).read_text())
         manifest = json.loads((pruned / "manifest.json").read_text())
-        assert record["removed"] == sorted(f["file"] for f in manifest["files"])
+        assert record["removed"] == sorted([f["file"] for f in manifest["files"]] + ["basis"])
         assert KEEP_PUBLICATIONS_ENV in record["reason"]
 
     # An operator pointed `latest` back at an older publication: it keeps its files.
