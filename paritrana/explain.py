@@ -52,20 +52,35 @@ def _find(con, entity_code: str) -> tuple[str, dict] | None:
 
 
 def explain(paths: Paths, entity_code: str, year: int | None = None, run_id: str | None = None) -> Explanation:
-    """Explain from a publication's own basis (run_id, else the latest of `year`), or, with
-    neither given, from the analysts' copy, which matches the latest publication of its year."""
-    if run_id or year is not None:
-        folder = find_publication(paths, run_id, year) if run_id else latest(paths, year)
+    """Explain from a publication's own basis: `run_id`, else the latest of `year`, else the
+    latest of the year published last. A publication made before basis/ existed is
+    explained from the analysts' copy when it is the latest, and refused otherwise."""
+    if run_id:
+        folder = find_publication(paths, run_id, year)
+    else:
+        year = _last_published_year(paths) if year is None else year
+        folder = latest(paths, year)
         if folder is None:
             raise FileNotFoundError(f"nothing published for {year} under {paths.home / 'published' / str(year)}: "
                                     f"run paritrana run --year {year} to build and publish it, then explain")
-        if (folder / BASIS).is_dir():
-            return _from_basis(folder, entity_code)
-        if run_id:
-            raise ValueError(f"publication {run_id} keeps no basis/ folder (it was published before 0.3.9): its "
-                             f"values and scores are in its rankings files (paritrana export --run {run_id}), what "
-                             "they were computed from is not kept")
+    if (folder / BASIS).is_dir():
+        return _from_basis(folder, entity_code)
+    if run_id:
+        raise ValueError(f"publication {run_id} keeps no basis/ folder (it was published before 0.3.9): its "
+                         f"values and scores are in its rankings files (paritrana export --run {run_id}), what "
+                         "they were computed from is not kept")
     return _from_analysts_copy(paths, entity_code, year)
+
+
+def _last_published_year(paths: Paths) -> int:
+    """The year whose latest publication was made last (the one the analysts' copy holds)."""
+    made = []
+    for link in (paths.home / "published").glob("*/latest"):
+        if (link / "manifest.json").is_file() and link.parent.name.isdigit():
+            made.append((json.loads((link / "manifest.json").read_text())["created_at"], int(link.parent.name)))
+    if not made:
+        raise FileNotFoundError(f"nothing published under {paths.home} yet: run paritrana run first")
+    return max(made)[1]
 
 
 def find_publication(paths: Paths, run_id: str, year: int | None) -> Path:
@@ -101,25 +116,29 @@ def _from_basis(folder: Path, entity_code: str) -> Explanation:
     return x
 
 
-def _from_analysts_copy(paths: Paths, entity_code: str, year: int | None) -> Explanation:
+def _from_analysts_copy(paths: Paths, entity_code: str, year: int) -> Explanation:
+    """The latest publication of `year`, made before 0.3.9 kept basis/: the analysts' copy
+    holds its marts while it is the last build published."""
     copy = paths.reader_copy
+    again = f"run paritrana run --year {year} again to explain what it publishes"
     if not copy.exists():
-        raise FileNotFoundError(f"nothing published under {paths.home} yet (no {copy.name}): run paritrana run first")
+        raise FileNotFoundError(f"the latest publication of {year} keeps no basis/ (it was made before 0.3.9), and "
+                                f"there is no analysts' copy {copy} to explain it from: {again}")
     con = duckdb.connect(str(copy), read_only=True)
     try:
         category, e, peers = _lookup(con, entity_code, f"the latest build ({copy})")
     finally:
         con.close()
-    if year is not None and e["year"] != year:
-        raise ValueError(f"the latest build ({copy}) is of year {e['year']} as of {e['as_of']}, not {year}: "
-                         f"run paritrana run --year {year} to build and publish it, then explain")
+    if e["year"] != year:
+        raise ValueError(f"the latest publication of {year} keeps no basis/ (it was made before 0.3.9), and the "
+                         f"analysts' copy {copy} holds a build of {e['year']}: {again}")
     folder = latest(paths, e["year"])
     manifest = json.loads((folder / "manifest.json").read_text()) if folder else None
     matches = manifest is not None and manifest["as_of"] == e["as_of"].isoformat() and \
         manifest["configuration"]["sha256"] == e["config_sha256"]
     if not matches:
         raise ValueError(f"the analysts' copy {copy} holds a build of year {e['year']} as of {e['as_of']} that is not "
-                         f"the latest publication of {e['year']}: run the year again to explain what is published")
+                         f"the latest publication of {e['year']}: {again}")
     config = manifest["configuration"]["values"]
     x = Explanation(category, e, folder.name, config)
     _describe(x, peers)

@@ -107,3 +107,10 @@ def test_an_earlier_publication_is_explained_from_its_own_basis_after_the_wareho
     shutil.rmtree(announced / "basis")
     old = paritrana("explain", "--entity", "17", "--run", announced.name, "--home", str(own.home_dir))
     assert old.returncode == 1 and "keeps no basis/ folder (it was published before 0.3.9)" in old.stderr
+    # and the latest such publication is explained from the analysts' copy, which holds its build
+    shutil.rmtree((root / "latest").resolve() / "basis")
+    assert explain(own.paths, row["entity_code"]).lines == now.lines
+    (own.home_dir / "analytics.duckdb").unlink()
+    gone = paritrana("explain", "--entity", row["entity_code"], "--home", str(own.home_dir))
+    assert gone.returncode == 1 and "keeps no basis/ (it was made before 0.3.9), and there is no analysts' copy" \
+        in gone.stderr and "run paritrana run --year 2024 again" in gone.stderr
