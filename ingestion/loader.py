@@ -70,8 +70,8 @@ class FileResult:
     seconds: float = 0.0
     # Parquet columns whose type is not the contract's (`column TYPE, date expected`)
     mistyped_columns: list[str] = field(default_factory=list)
-    # A produced_at later than the load (UTC, naive): set only then, see ahead_of_load
-    produced_ahead: dt.datetime | None = None
+    # Dates of a loaded file that lie after its load, said in words (ahead_notes)
+    ahead: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -200,9 +200,20 @@ def _utc(t: dt.datetime) -> str:
     return f"{t:%Y-%m-%d %H:%M} UTC"
 
 
-def ahead_note(produced_at: dt.datetime) -> str:
-    return (f"produced_at {_utc(produced_at)} is later than its load: a correction of this extract and date "
-            "replaces it only with a later produced_at still")
+def ahead_notes(control, loaded_at: dt.datetime) -> list[str]:
+    """What in a file's control lies in the future of its load. Neither breaks the contract,
+    and both are loaded; both are almost surely mistakes the engineer must hear of: a file
+    produced in 2099 outranks every true correction after it, and a business date to come
+    (a wrong name) extends the data past every as-of date."""
+    notes = []
+    if ahead_of_load(control.produced_at, loaded_at):
+        notes.append(f"produced_at {_utc(control.produced_at)} is later than its load: a correction of this extract "
+                     "and date replaces it only with a later produced_at still")
+    # A business date is a Jakarta day; the load's UTC date may still be the day before.
+    if control.business_date > loaded_at.date() + dt.timedelta(days=1):
+        notes.append(f"business date {control.business_date} is after its load ({loaded_at:%Y-%m-%d}): a file named "
+                     "for a day to come? Its rows count from that day on")
+    return notes
 
 
 def stale_detail(produced_at: dt.datetime, loaded_name: str, loaded_produced_at: dt.datetime,
@@ -230,8 +241,8 @@ def describe(r: FileResult) -> str:
             s += f"; ignored unknown columns {', '.join(r.extra_columns)}"
         if r.mistyped_columns:
             s += f"; columns not of the contract's type, judged as their text: {'; '.join(r.mistyped_columns)}"
-        if r.produced_ahead:
-            s += "; " + ahead_note(r.produced_ahead)
+        for note in r.ahead:
+            s += "; " + note
         return s + f" ({r.seconds:.1f} s)"
     return f"{r.status} {r.reason_code}: {r.reason_detail}"
 
@@ -317,7 +328,7 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
                         rows_loaded=n_rows - judged.duplicates - judged.quarantined,
                         rows_quarantined=judged.quarantined, rows_duplicate=judged.duplicates,
                         extra_columns=source.extra, mistyped_columns=source.mistyped,
-                        produced_ahead=d.control.produced_at if ahead_of_load(d.control.produced_at, started) else None)
+                        ahead=ahead_notes(d.control, started))
     # Checked before the transaction: nothing else writes the warehouse during ingestion.
     becomes_table = source.stage == PERSISTENT_STAGE and _is_empty(con, extract)
     con.execute("begin transaction")

@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "denominator, target, score and weight, the total, the ranks, or the facts behind "
                                    "an ineligibility.")
     x.add_argument("--entity", required=True, help="a region code (17, 17.71) or an npp (BK000123)")
-    x.add_argument("--year", type=int, help="the assessment year: its latest publication (default: the year of the "
-                                            "latest build)")
+    x.add_argument("--year", type=int, help="the assessment year: its latest publication (default: the year "
+                                            "published last)")
     x.add_argument("--run", metavar="RUN_ID", help="a publication other than the latest, such as the one an award "
                                                     "was announced on (a folder name under HOME/published/YEAR)")
     x.add_argument("--home")

@@ -97,8 +97,7 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
             "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
                                                                    "reason_detail", "rows_in_file", "rows_loaded",
                                                                    "rows_quarantined", "rows_duplicate",
-                                                                   "mistyped_columns")}
-                      | {"produced_ahead": f.produced_ahead and f.produced_ahead.isoformat()}
+                                                                   "mistyped_columns", "ahead")}
                       for f in report.results]}
 
 

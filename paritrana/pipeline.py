@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ingestion.deliveries import looks_like_delivery, require_landing
-from ingestion.loader import IngestReport, ahead_note, ingest
+from ingestion.loader import IngestReport, ingest
 from ingestion.personal_data import load_key, token_scheme
 from ingestion.raw_schema import ensure_raw_schema
 
@@ -240,7 +240,7 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
                    ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file
     rejected with its reason, each version skipped as stale and why, each loaded with a
-    produced_at later than its load, each with columns of the wrong type, what waits or leads
+    produced_at or business date after its load, each with columns of the wrong type, what waits or leads
     nowhere, and the ignored files that would be deliveries under their plain names. One
     wording for the run's summary and the DAG's."""
     notes = []
@@ -249,8 +249,7 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
             notes.append(("rejected", f["file_name"], f"{f['reason_code']} ({f['reason_detail']})"))
         elif f["status"] == "SKIPPED_STALE":
             notes.append(("stale", f["file_name"], f["reason_detail"]))
-        if f.get("produced_ahead"):
-            notes.append(("ahead", f["file_name"], ahead_note(dt.datetime.fromisoformat(str(f["produced_ahead"])))))
+        notes += [("ahead", f["file_name"], note) for note in f.get("ahead", [])]
         if f.get("mistyped_columns"):
             notes.append(("typed", f["file_name"], "columns not of the contract's type, judged as their text: "
                           + "; ".join(f["mistyped_columns"])))

@@ -267,7 +267,7 @@ def prune_publications(root: Path, keep: int) -> list[Path]:
     publications (by their manifest's creation time), never the one `latest` names. Each
     pruned folder keeps manifest.json and gains pruned.json (when, which files, why).
     Returns the folders pruned now. A publication is a night's rankings: at national size
-    about 156 MB, so keeping every one outgrows the warehouse within weeks."""
+    about 190 MB with basis/, so keeping every one outgrows the warehouse within weeks."""
     current = (root / "latest").resolve() if (root / "latest").exists() else None
     published = []
     for folder in root.iterdir():

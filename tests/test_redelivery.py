@@ -152,7 +152,7 @@ def _dag_summary(report) -> str:
     from paritrana.orchestration import summarize
     files = [{"file_name": r.file_name, "status": r.status, "reason_code": r.reason_code,
               "reason_detail": r.reason_detail, "rows_in_file": r.rows_in_file,
-              "produced_ahead": r.produced_ahead and r.produced_ahead.isoformat()} for r in report.results]
+              "ahead": r.ahead} for r in report.results]
     return summarize("night", 2024, dt.date(2024, 12, 31), [{"files": files, "rows": {}}], None, None, None)
 
 
@@ -165,9 +165,9 @@ def test_a_version_produced_in_the_future_is_loaded_flagged_and_its_remedy_told(
     write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
                    produced_at="2099-01-01T09:00:00+07:00")
     first = load(landing)
-    assert [(r.status, r.produced_ahead) for r in first.results] == [("LOADED", dt.datetime(2099, 1, 1, 2))]
     ahead = ("participants__2024-12-31.csv: produced_at 2099-01-01 02:00 UTC is later than its load: a correction "
              "of this extract and date replaces it only with a later produced_at still")
+    assert [(r.status, r.ahead) for r in first.results] == [("LOADED", [ahead.split(": ", 1)[1]])]
     assert f"  ahead    {ahead}" in ingest_summary(first) and f"ahead {ahead}" in _dag_summary(first)
     assert "produced_at 2099-01-01 02:00 UTC is later than its load" in describe(first.results[0])
 
@@ -193,8 +193,28 @@ def test_a_clock_a_little_fast_is_not_flagged(tmp_path, load):
     write_delivery(landing, "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]),
                    produced_at=(now + dt.timedelta(minutes=30)).isoformat())
     report = load(landing)
-    assert [(r.status, r.produced_ahead) for r in report.results] == [("LOADED", None)]
+    assert [(r.status, r.ahead) for r in report.results] == [("LOADED", [])]
     assert not any(line.startswith("  ahead") for line in ingest_summary(report))
+
+
+def test_a_business_date_to_come_is_loaded_and_flagged(tmp_path, load):
+    """A file named for a day after its load (2099-01-01 for 2025-01-01) is within the
+    contract, and its rows count from that day on; but it is almost surely a wrong name, and
+    it would hide that the deltas end before an as-of date. The summaries say so; the next
+    Jakarta day, which may still be tomorrow in UTC, is not flagged."""
+    landing = tmp_path / "in"
+    tomorrow = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=1)
+    for day in ("2099-01-01", tomorrow.isoformat()):
+        write_delivery(landing, f"participants__{day}.csv", csv_text(PARTICIPANT_HEADER, [participant()]))
+    report = load(landing)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert sorted((r.file_name, r.status, r.ahead) for r in report.results) == [
+        (f"participants__{tomorrow}.csv", "LOADED", []),
+        ("participants__2099-01-01.csv", "LOADED", [f"business date 2099-01-01 is after its load ({today}): a file "
+                                                    "named for a day to come? Its rows count from that day on"])]
+    assert [line.split(":")[0] for line in ingest_summary(report) if line.startswith("  ahead")] == [
+        "  ahead    participants__2099-01-01.csv"]
+    assert "ahead participants__2099-01-01.csv: business date 2099-01-01 is after" in _dag_summary(report)
 
 
 def test_arrival_order_does_not_change_the_tables(tmp_path, home, load, sql):
