@@ -61,9 +61,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import explain, render
+    from .explain import changes, explain, render
 
-    print(render(explain(resolve_home(args.home), args.entity, args.year, args.run)))
+    paths = resolve_home(args.home)
+    x = explain(paths, args.entity, args.year, args.run)
+    print(render(x))
+    if args.since:
+        print("\n".join(changes(x, explain(paths, args.entity, run_id=args.since))))
     return 0
 
 
@@ -197,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "published last)")
     x.add_argument("--run", metavar="RUN_ID", help="a publication other than the latest, such as the one an award "
                                                     "was announced on (a folder name under HOME/published/YEAR)")
+    x.add_argument("--since", metavar="RUN_ID", help="another publication (of any year) to compare with: what moved "
+                                                      "since, indicator by indicator, and the total and ranks")
     x.add_argument("--home")
     x.set_defaults(func=cmd_explain)
 

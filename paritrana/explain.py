@@ -34,6 +34,7 @@ class Explanation:
     configuration: dict
     lines: list[str] = field(default_factory=list)
     indicators: list[dict] = field(default_factory=list)  # per indicator: name, value, score, weight, ...
+    peers: tuple[int, int] = (0, 0)  # eligible entities ranked together: in the country, in the province
 
 
 def _find(con, entity_code: str) -> tuple[str, dict] | None:
@@ -162,6 +163,7 @@ def _lookup(con, entity_code: str, where: str) -> tuple[str, dict, tuple[int, in
 
 
 def _describe(x: Explanation, peers: tuple[int, int]) -> None:
+    x.peers = peers
     e, config = x.entity, x.configuration
     weights, targets = config["weights"][x.category], config["targets"][x.category]
     kind = {"pemda": {"PROVINSI": "province", "KABUPATEN": "regency", "KOTA": "city"}.get(e.get("level"), ""),
@@ -250,3 +252,57 @@ def _n(v) -> str:
 
 def render(x: Explanation) -> str:
     return "\n".join(x.lines)
+
+
+def changes(now: Explanation, then: Explanation) -> list[str]:
+    """What moved for one entity between two publications (`then` usually the earlier, such
+    as the one an award was announced on), number by number: the configuration, each
+    indicator that changed (value and its parts, score), eligibility, total and ranks."""
+    e0, e1 = then.entity, now.entity
+    lines = ["", f"since publication {then.publication} (year {e0['year']}, as of {e0['as_of']}):"]
+    if e0["config_sha256"] != e1["config_sha256"]:
+        c0, c1 = then.configuration, now.configuration
+        moved = [f"{kind[:-1]} of {name} {c0[kind][then.category][name]:g} → {c1[kind][now.category][name]:g}"
+                 for kind in ("weights", "targets") if then.category == now.category
+                 for name in c1[kind][now.category] if c0[kind][then.category].get(name) != c1[kind][now.category][name]]
+        lines.append("  configuration: " + ("; ".join(moved) or "other settings changed (see both manifests)")
+                     + f" (sha256 {e0['config_sha256'][:12]}… → {e1['config_sha256'][:12]}…)")
+    if then.category != now.category:
+        lines.append(f"  then ranked as {_kind(then)}, now as {_kind(now)}: indicators of another category")
+    else:
+        for spec, a, b in zip(INDICATORS[now.category], then.indicators, now.indicators):
+            parts = ("value_shown", "score_shown", "numerator", "denominator")
+            if all(a[k] == b[k] for k in parts):
+                continue
+            text = f"{a['value_shown'] or 'no value'} → {b['value_shown'] or 'no value'}"
+            if spec.numerator and spec.denominator and (a["numerator"], a["denominator"]) != (
+                    b["numerator"], b["denominator"]):
+                text += (f" ({_n(a['numerator'])} ÷ {_n(a['denominator'])} → "
+                         f"{_n(b['numerator'])} ÷ {_n(b['denominator'])})")
+            text += f"; score {a['score_shown'] or 'none'} → {b['score_shown'] or 'none'}"
+            lines.append(f"  {spec.name} ({spec.code}): {text}")
+    if e0["eligible"] and e1["eligible"]:
+        same = e0["shown__total_score"] == e1["shown__total_score"] and then.peers == now.peers and \
+            (e0["rank_national"], e0["rank_province"]) == (e1["rank_national"], e1["rank_province"])
+        if same and len(lines) == 2:
+            return lines + ["  nothing changed"]
+        delta = e1["shown__total_score"] - e0["shown__total_score"]
+        lines.append(f"  total: {e0['shown__total_score']} → {e1['shown__total_score']} ({delta:+})")
+        lines.append(f"  rank: {e0['rank_national']} of {then.peers[0]} → {e1['rank_national']} of {now.peers[0]} "
+                     "in the country" + (f"; {e0['rank_province']} of {then.peers[1]} → {e1['rank_province']} of "
+                                          f"{now.peers[1]} in province {e1['province_code']}"
+                                          if e1["rank_province"] is not None and e0["rank_province"] is not None
+                                          else ""))
+    elif e0["eligible"] != e1["eligible"]:
+        was, is_now = (f"eligible, total {x.entity['shown__total_score']}, rank {x.entity['rank_national']}"
+                       if x.entity["eligible"] else f"not eligible ({x.entity['ineligible_reason']})"
+                       for x in (then, now))
+        lines.append(f"  eligibility: {was} → {is_now}")
+    elif e0["ineligible_reason"] != e1["ineligible_reason"]:
+        lines.append(f"  not eligible in both: {e0['ineligible_reason']} → {e1['ineligible_reason']}")
+    return lines if len(lines) > 2 else lines + ["  nothing changed"]
+
+
+def _kind(x: Explanation) -> str:
+    return {"pemda": "a region", "badan_usaha": f"a business ({x.entity.get('size_class')})",
+            "umk": "a micro enterprise"}[x.category]

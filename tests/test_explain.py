@@ -6,8 +6,9 @@ import csv
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 
-from paritrana.explain import INDICATORS, explain, render
+from paritrana.explain import INDICATORS, _n, changes, explain, render
 from paritrana.publication import BASIS_MARTS
 
 from conftest import paritrana
@@ -101,6 +102,42 @@ def test_an_earlier_publication_is_explained_from_its_own_basis_after_the_wareho
 
     out = paritrana("explain", "--entity", row["entity_code"], "--run", announced.name, "--home", str(own.home_dir))
     assert out.returncode == 0 and out.stdout == render(then) + "\n", out.stderr
+
+    # what moved since the announcement, each changed indicator with its parts, by the published files
+    with ((root / "latest").resolve() / "rankings_pemda_kabkota.csv").open(newline="") as f:
+        row_now = next(r for r in csv.DictReader(f) if r["entity_code"] == row["entity_code"])
+    moved = changes(now, then)
+    assert moved[:2] == ["", f"since publication {announced.name} (year 2024, as of 2024-12-31):"]
+    for spec, a, b in zip(INDICATORS["pemda"], then.indicators, now.indicators):
+        line = [m for m in moved if m.startswith(f"  {spec.name} ({spec.code}): ")]
+        v0, v1 = row[f"{spec.name}_value"], row_now[f"{spec.name}_value"]
+        if (v0, a["numerator"], a["denominator"]) == (v1, b["numerator"], b["denominator"]):
+            assert line == [], line
+        else:
+            assert line[0].startswith(f"  {spec.name} ({spec.code}): {v0} → {v1}")
+            assert f"score {row[f'{spec.name}_score']} → {row_now[f'{spec.name}_score']}" in line[0]
+            if spec.numerator and a["numerator"] != b["numerator"]:
+                assert f"({_n(a['numerator'])} ÷ {_n(a['denominator'])} → " in line[0]
+    assert sum(m.startswith("  ") and "): " in m for m in moved) >= 1  # a June build moves some indicator
+    if row_now["eligible"] == "true":
+        assert any(m.startswith(f"  total: {row['total_score']} → {row_now['total_score']} (") for m in moved)
+        assert any(m.startswith(f"  rank: {row['rank_national']} of ") and f"→ {row_now['rank_national']} of " in m
+                   for m in moved)
+    assert changes(then, then)[2:] == ["  nothing changed"]
+    # a weight changed by the configuration, and an entity that lost its eligibility
+    weights = {**now.configuration["weights"]["pemda"], "coverage": 30}
+    reweighted = replace(now, entity={**now.entity, "config_sha256": "f" * 64, "eligible": False,
+                                      "ineligible_reason": "NO_WORKFORCE"},
+                         configuration={**now.configuration, "weights": {**now.configuration["weights"],
+                                                                         "pemda": weights}})
+    told = changes(reweighted, then)
+    assert told[2] == (f"  configuration: weight of coverage {then.configuration['weights']['pemda']['coverage']:g}"
+                       f" → 30 (sha256 {then.entity['config_sha256'][:12]}… → ffffffffffff…)")
+    assert told[-1] == (f"  eligibility: eligible, total {row['total_score']}, rank {row['rank_national']} → "
+                         "not eligible (NO_WORKFORCE)")
+    since = paritrana("explain", "--entity", row["entity_code"], "--since", announced.name,
+                      "--home", str(own.home_dir))
+    assert since.returncode == 0 and since.stdout == render(now) + "\n" + "\n".join(moved) + "\n", since.stderr
     missing = paritrana("explain", "--entity", "17", "--run", "20990101T000000Z-0000", "--home", str(own.home_dir))
     assert missing.returncode == 1 and "no publication '20990101T000000Z-0000' under " in missing.stderr
     # a publication made before basis/ existed says what it still has
