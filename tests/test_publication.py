@@ -109,6 +109,19 @@ def test_export_round_trips(bengkulu, tmp_path, fmt):
         for g, e in zip(got[1:], expected[1:]):
             assert [_same(a, b) for a, b in zip(g, e)] == [True] * len(e), (g, e)
         assert ws.freeze_panes == "F2" and ws.cell(2, expected[0].index("total_score") + 1).number_format == "0.0000"
+        assert ws.auto_filter.ref == f"A1:{ws.cell(1, len(expected[0])).column_letter}{len(expected)}"
+        # each cell typed by its column: numbers in the formatted ones, booleans, and text
+        from paritrana.export import _number_format
+        for column, name in enumerate(expected[0], start=1):
+            cells = [ws.cell(r, column) for r in range(2, len(expected) + 1)]
+            kinds = {type(c.value).__name__ for c in cells if c.value is not None}
+            if _number_format(name):
+                assert kinds <= {"int", "float"} and kinds, (name, kinds)
+                assert {c.number_format for c in cells if c.value is not None} == {_number_format(name)}, name
+            elif name in ("eligible", "pds_workers", "pds_wage", "pds_program"):
+                assert kinds == {"bool"}, (name, kinds)
+            else:
+                assert kinds <= {"str"}, (name, kinds)
         weights = {r[0]: r[2] for r in wb["Indicators"].iter_rows(min_row=2, values_only=True) if r[2] is not None}
         assert weights == {"worker_registration": 30, "wage_compliance": 20, "program_compliance": 20,
                            "contribution_timeliness": 20, "ecosystem_extension": 10}
@@ -720,8 +733,13 @@ def test_a_name_that_looks_like_a_formula_stays_text_in_the_workbook(demo, tmp_p
 def test_a_control_character_in_a_name_is_shown_not_a_failed_workbook(demo, tmp_path):
     """A vertical tab or another control character pasted into a business name is no XML:
     openpyxl refused the whole export (IllegalCharacterError). It is shown as its symbol."""
-    cells, _ = _workbook_with_names(demo, tmp_path, ["Toko\x0bMaju\x01", "Warung\tSari\nJaya"])
-    assert [c.value for c in cells] == ["Toko\u240bMaju\u2401", "Warung\tSari\nJaya"]
+    cells, _ = _workbook_with_names(demo, tmp_path, ["Toko\x0bMaju\x01", "Warung\tSari\nJaya", " CV A&B <Tbk> "])
+    assert [c.value for c in cells] == ["Toko\u240bMaju\u2401", "Warung\tSari\nJaya", " CV A&B <Tbk> "]
+    # a record over two lines (a quoted line break) leaves every later row in its place
+    with (tmp_path / "publication" / "rankings_umk.csv").open(newline="") as f:
+        codes = [row["entity_code"] for row in csv.DictReader(f)]
+    sheet = cells[0].parent
+    assert [sheet.cell(r, 3).value for r in range(2, sheet.max_row + 1)] == codes
 
 def test_a_latest_that_is_a_folder_is_refused_before_any_work_and_made_a_link_again(demo, tmp_path):
     """A copy of HOME that followed links (cp -L, some backups) turns `latest` into a folder;
