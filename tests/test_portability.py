@@ -179,6 +179,7 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert cli.returncode == 0, cli.stdout[-4000:] + cli.stderr[-2000:]
     assert f"raw layer copied from {home / 'analytics.duckdb'}: claims " in cli.stdout
+    assert "\n  participants: " in cli.stdout  # its progress, a line per table
     assert "ERROR=0" in cli.stdout
     # only the night's loads are copied (a night costs its delta); a superseded load's rows go
     assert re.search(r"participants [\d,]+ \([\d,]+ new\)", cli.stdout), cli.stdout[:1000]
