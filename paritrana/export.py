@@ -242,10 +242,11 @@ def _stream_rows(stream, source: Path, width: int, cells: list[str]) -> None:
         # One thread: the CSV is read in its order, so row_number() numbers its records as they stand.
         con.execute("set threads = 1")
         con.execute("set enable_progress_bar = false")  # `--out -` streams the workbook to stdout
-        query = (f"select '<row r=\"' || n || '\">' || concat({', '.join(cells)}) || '</row>' from ("
-                 f"select row_number() over () + {_TEMPLATE_ROW - 1} as n, * from read_csv({sql_str(str(source))}, "
-                 f"header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', names = [{', '.join(repr(f'c{i}') for i in range(width))}])) "
-                 "as fields")
+        names = ", ".join(f"'c{i}'" for i in range(width))
+        fields = (f"read_csv({sql_str(str(source))}, header = true, all_varchar = true, delim = ',', quote = '\"', "
+                  f"escape = '\"', names = [{names}])")
+        query = (f"select '<row r=\"' || n || '\">' || concat({', '.join(cells)}) || '</row>' "
+                 f"from (select row_number() over () + {_TEMPLATE_ROW - 1} as n, * from {fields}) as fields")
         reader = con.sql(query).to_arrow_reader(10_000)
         for batch in reader:
             stream.write("".join(batch.column(0).to_pylist()).encode())
