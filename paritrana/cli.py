@@ -236,6 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return _interrupted(args.command)
+    except BrokenPipeError:
+        # The reader of the output went away (`| head`): stop quietly, as other tools do.
+        # What is left in the old stream's buffer is never flushed (entry ends by os._exit).
+        sys.stdout = open(os.devnull, "w")
+        if args.command == "run":  # a run stopped half-way must still say so
+            print("paritrana run: stopped, its output was closed by the reader; the same command finishes the job",
+                  file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
         print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -163,6 +163,36 @@ def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp
 
 
 
+def test_a_reader_that_closes_the_pipe_early_stops_the_command_quietly(bengkulu, monkeypatch, capsys):
+    """`paritrana export --out - | head`, `paritrana explain ... | head`: the reader goes away
+    mid-output, and the write fails with a broken pipe. The command printed "error: [Errno 32]
+    Broken pipe"; it now stops quietly with exit 1, its standard output sent to /dev/null so
+    that nothing more is written where no one reads. A run stopped so says it. (A real pipe
+    makes the write fail only for an output larger than the pipe holds, 1 MB on this
+    machine: the national ranking, measured by hand.)"""
+    import os
+    import sys
+
+    from paritrana import cli, explain, export, pipeline
+
+    def closed(*_args, **_kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(export, "_write", closed)
+    monkeypatch.setattr(explain, "render", closed)
+    monkeypatch.setattr(pipeline, "run", closed)
+    home = ("--home", str(bengkulu.home_dir))
+    for argv in (["export", "--category", "umk", "--year", "2024", "--format", "csv", "--out", "-", *home],
+                 ["explain", "--entity", "17", *home],
+                 ["run", "--landing", str(bengkulu.landing), "--year", "2024", *home]):
+        monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back after the test
+        assert cli.main(argv) == 1
+        assert sys.stdout.name == os.devnull  # nothing more where no one reads
+        told = capsys.readouterr().err
+        assert told == ("" if argv[0] != "run" else "paritrana run: stopped, its output was closed by the reader; "
+                                                    "the same command finishes the job\n"), told
+
+
 def test_export_to_the_standard_output_a_pipe_or_a_link_writes_into_it_and_a_mismatched_name_is_refused(
         demo, tmp_path):
     """`--out -` is the standard output; a pipe or a device (/dev/stdout) is written into
