@@ -19,7 +19,7 @@ import duckdb
 from ingestion.rules import sql_str
 
 from .methodology import INDICATORS
-from .publication import BASIS, BASIS_MARTS, PRUNED, SCORE_TYPE, VALUE_TYPE, latest
+from .publication import BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest
 from .settings import Paths
 
 
@@ -82,23 +82,6 @@ def _last_published_year(paths: Paths) -> int:
     if not made:
         raise FileNotFoundError(f"nothing published under {paths.home} yet: run paritrana run first")
     return max(made)[1]
-
-
-def find_publication(paths: Paths, run_id: str, year: int | None) -> Path:
-    """The folder of publication `run_id`, in `year`'s folder or, without a year, in the one
-    year folder that has it."""
-    root = paths.home / "published"
-    if "/" in run_id or run_id.startswith(".") or run_id == "latest":
-        raise ValueError(f"--run takes a publication's run id (a folder name under {root}/YEAR), not {run_id!r}")
-    years = [str(year)] if year is not None else sorted(p.name for p in root.iterdir()) if root.is_dir() else []
-    found = [root / y / run_id for y in years if (root / y / run_id / "manifest.json").is_file()]
-    if not found:
-        raise FileNotFoundError(f"no publication {run_id!r} under {root}" + (f"/{year}" if year is not None else ""))
-    folder = found[0]
-    if (folder / PRUNED).exists():
-        raise ValueError(f"the files of publication {run_id} were removed ({folder / PRUNED} says when and why); "
-                         "its manifest.json keeps their row counts and sha256, not the numbers behind them")
-    return folder
 
 
 def _from_basis(folder: Path, entity_code: str) -> Explanation:

@@ -16,16 +16,12 @@ import tempfile
 from pathlib import Path
 
 from .methodology import INDICATORS
-from .publication import PRUNED, RANKINGS, latest
+from .publication import RANKINGS, NothingPublished, find_publication, latest
 from .settings import Paths
 
 FORMATS = ("csv", "parquet", "xlsx")
 # The group of indicators, weights and targets each ranking uses (methodology.md §3-5).
 GROUP = {"pemda_provinsi": "pemda", "pemda_kabkota": "pemda", "badan_usaha": "badan_usaha", "umk": "umk"}
-
-
-class NothingPublished(FileNotFoundError):
-    pass
 
 
 def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: str | None = None) -> Path:
@@ -34,7 +30,7 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: 
         raise ValueError(f"unknown category {category!r}; one of {', '.join(RANKINGS)}")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
-    folder = _publication(paths, year, run_id) if run_id else latest(paths, year)
+    folder = find_publication(paths, run_id, year) if run_id else latest(paths, year)
     if folder is None:
         link = paths.home / "published" / str(year) / "latest"
         if link.is_symlink():  # it names a publication that someone moved or deleted
@@ -67,22 +63,6 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: 
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-def _publication(paths: Paths, year: int, run_id: str) -> Path:
-    """The folder of one publication, with its files (PARITRANA_KEEP_PUBLICATIONS may
-    have removed them: its manifest then still records what they were)."""
-    root = paths.home / "published" / str(year)
-    folder = root / run_id
-    if "/" in run_id or run_id.startswith(".") or not (folder / "manifest.json").is_file():
-        known = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()) \
-            if root.is_dir() else []
-        raise NothingPublished(f"no publication {run_id!r} for {year} under {root}"
-                               + (f", which holds {len(known)} (their names are their run ids)" if known else ""))
-    if (folder / PRUNED).exists():
-        raise NothingPublished(f"the files of publication {run_id} were removed ({folder / PRUNED} says when and "
-                               f"why); its manifest.json keeps their row counts and sha256")
-    return folder
 
 
 def _write(folder: Path, category: str, fmt: str, stream) -> None:

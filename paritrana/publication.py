@@ -294,6 +294,33 @@ def prune_publications(root: Path, keep: int) -> list[Path]:
     return pruned
 
 
+class NothingPublished(FileNotFoundError):
+    pass
+
+
+def find_publication(paths: Paths, run_id: str, year: int | None = None) -> Path:
+    """The folder of publication `run_id` with its files, in `year`'s folder or, without a
+    year, in the year folder that has it (PARITRANA_KEEP_PUBLICATIONS may have removed the
+    files: its manifest then still records what they were)."""
+    published = paths.home / "published"
+    years = [str(year)] if year is not None else sorted(p.name for p in published.iterdir()) \
+        if published.is_dir() else []
+    valid = "/" not in run_id and not run_id.startswith(".")
+    found = [published / y / run_id for y in years if valid and (published / y / run_id / "manifest.json").is_file()]
+    if not found:
+        root = published / str(year) if year is not None else published
+        known = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file() and not p.is_symlink()) \
+            if year is not None and root.is_dir() else []
+        raise NothingPublished(f"no publication {run_id!r}" + (f" for {year}" if year is not None else "")
+                               + f" under {root}"
+                               + (f", which holds {len(known)} (their names are their run ids)" if known else ""))
+    folder = found[0]
+    if (folder / PRUNED).exists():
+        raise NothingPublished(f"the files of publication {run_id} were removed ({folder / PRUNED} says when and "
+                               f"why); its manifest.json keeps their row counts and sha256")
+    return folder
+
+
 def latest(paths: Paths, year: int) -> Path | None:
     link = paths.home / "published" / str(year) / "latest"
     return link.resolve() if link.exists() else None
