@@ -54,20 +54,24 @@ def cmd_run(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    out = export(resolve_home(args.home), args.category, args.year, args.format, Path(args.out), args.run)
+    out = export(resolve_home(args.home), args.category, args.year, args.format, args.out, args.run,
+                 args.table)
     # When the data went to the standard output (or a device, or a pipe), the note must not join it.
     print(f"wrote {out}", file=sys.stderr if args.out == "-" or not out.is_file() else sys.stdout)
     return 0
 
 
 def cmd_explain(args) -> int:
-    from .explain import changes, explain, render
+    from .explain import changes, explain, render, versus
 
     paths = resolve_home(args.home)
     x = explain(paths, args.entity, args.year, args.run)
+    other = explain(paths, args.versus, args.year, args.run) if args.versus else None  # the same publication
     print(render(x))
-    if args.since:
-        print("\n".join(changes(x, explain(paths, args.entity, run_id=args.since))))
+    if other:
+        print("\n".join(versus(x, other)))
+    if args.since:  # by code: a name found here may fit others there
+        print("\n".join(changes(x, explain(paths, x.entity["entity_code"], run_id=args.since))))
     return 0
 
 
@@ -179,13 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full-refresh", action="store_true", help="rebuild incremental models from scratch")
     r.set_defaults(func=cmd_run)
 
-    e = sub.add_parser("export", help="write the latest published ranking of a category",
+    e = sub.add_parser("export", help="write the latest published ranking of a category, or its indicator table",
                        description="Write the latest published ranking of a category (or of the publication "
-                                   "--run) as CSV, Parquet or XLSX.")
+                                   "--run), or with --table indicators the table it comes from, as CSV, Parquet "
+                                   "or XLSX.")
     e.add_argument("--category", required=True, choices=["pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"])
     e.add_argument("--year", type=int, required=True)
     e.add_argument("--format", required=True, choices=["csv", "parquet", "xlsx"])
     e.add_argument("--out", required=True, help="file or folder to write; - for the standard output")
+    e.add_argument("--table", choices=["rankings", "indicators"], default="rankings",
+                   help="rankings (the published file, default) or indicators: the table the ranking comes from, "
+                        "each indicator's numerator and denominator, values and scores unrounded, in the "
+                        "ranking's row order")
     e.add_argument("--run", metavar="RUN_ID", help="a publication of the year other than the latest "
                                                     "(a folder name under HOME/published/YEAR)")
     e.add_argument("--home")
@@ -196,13 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "publication (or of an earlier one, with --run): each indicator as numerator ÷ "
                                    "denominator, target, score and weight, the total, the ranks, or the facts behind "
                                    "an ineligibility.")
-    x.add_argument("--entity", required=True, help="a region code (17, 17.71) or an npp (BK000123)")
+    x.add_argument("--entity", required=True, help="a region code (17, 17.71), an npp (BK000123), or a name or part "
+                                                   "of one, in any case ('kota bengkulu')")
     x.add_argument("--year", type=int, help="the assessment year: its latest publication (default: the year "
                                             "published last)")
     x.add_argument("--run", metavar="RUN_ID", help="a publication other than the latest, such as the one an award "
                                                     "was announced on (a folder name under HOME/published/YEAR)")
     x.add_argument("--since", metavar="RUN_ID", help="another publication (of any year) to compare with: what moved "
                                                       "since, indicator by indicator, and the total and ranks")
+    x.add_argument("--versus", metavar="ENTITY", help="another entity of the same category and publication: why "
+                                                       "one ranks above the other, indicator by indicator")
     x.add_argument("--home")
     x.set_defaults(func=cmd_explain)
 

@@ -129,13 +129,42 @@ def _from_analysts_copy(paths: Paths, entity_code: str, year: int) -> Explanatio
     return x
 
 
+# Names listed when a part of a name fits several entities: enough to pick from.
+CANDIDATES_SHOWN = 10
+
+
+class AmbiguousEntity(ValueError):
+    """A name, or part of one, that fits more than one entity: its candidates are listed."""
+
+
+def _find_by_name(con, text: str, where: str) -> tuple[str, dict] | None:
+    """An entity named `text` (any case), else the one entity whose name holds it. Evaluators
+    are asked about "Kota Bengkulu" or "Rejang Lebong", not 17.71 or 17.02."""
+    wanted = " ".join(text.split()).lower()
+    if not wanted:
+        return None
+    for test in ("lower(entity_name) = ?", "contains(lower(entity_name), ?)"):
+        fits = con.execute(" union all ".join(
+            f"select entity_code, entity_name, '{category}' as category from marts.{mart} where {test}"
+            for category, mart in MARTS.items()) + " order by entity_code", [wanted] * len(MARTS)).fetchall()
+        if len(fits) == 1:
+            return _find(con, fits[0][0])
+        if fits:
+            shown = "; ".join(f"{code} {name}" for code, name, _ in fits[:CANDIDATES_SHOWN])
+            more = f"; and {len(fits) - CANDIDATES_SHOWN:,} more" if len(fits) > CANDIDATES_SHOWN else ""
+            raise AmbiguousEntity(f"{len(fits):,} entities in {where} are named "
+                                  f"{'' if test.startswith('lower') else 'with '}{text!r}: {shown}{more}. "
+                                  "Give one's code, or more of its name")
+    return None
+
+
 def _lookup(con, entity_code: str, where: str) -> tuple[str, dict, tuple[int, int]]:
     """The entity's category, mart row and how many eligible entities its ranks are out of
     (in the country, and in the province)."""
-    found = _find(con, entity_code.strip().upper())  # npps are upper case (BK000123)
+    found = _find(con, entity_code.strip().upper()) or _find_by_name(con, entity_code, where)
     if found is None:
         raise ValueError(f"no province, regency/city, business or micro enterprise {entity_code!r} in {where}; "
-                         "codes are like 17, 17.71 or BK000123")
+                         "give a code (17, 17.71 or BK000123) or a name, or part of one")
     category, e = found
     group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[category]
     peers = con.execute(
@@ -289,3 +318,47 @@ def changes(now: Explanation, then: Explanation) -> list[str]:
 def _kind(x: Explanation) -> str:
     return {"pemda": "a region", "badan_usaha": f"a business ({x.entity.get('size_class')})",
             "umk": "a micro enterprise"}[x.category]
+
+
+def versus(x: Explanation, y: Explanation) -> list[str]:
+    """Why `x` ranks where it does against `y`, of the same publication: each indicator's
+    value and score for both, and what its score difference adds to x's lead (weight ×
+    difference ÷ Σ weight; these add up to the difference between the totals)."""
+    a, b = x.entity, y.entity
+    if x.category != y.category:
+        raise ValueError(f"{a['entity_code']} is {_kind(x)} and {b['entity_code']} {_kind(y)}: their indicators "
+                         "differ, so compare entities of one category")
+    total_weight = sum(i["weight"] for i in x.indicators)
+    lines = ["", f"against {y.lines[0]}:"]
+    lead = 0.0
+    for spec, i, j in zip(INDICATORS[x.category], x.indicators, y.indicators):
+        text = (f"  {spec.name} ({spec.code}): {i['value_shown'] or 'no value'} against {j['value_shown'] or 'no value'}"
+                f"; score {i['score_shown'] or 'none'} against {j['score_shown'] or 'none'}")
+        if i["score"] is not None and j["score"] is not None:
+            part = i["weight"] * (i["score"] - j["score"]) / total_weight
+            lead += part
+            text += f"; × {i['weight']:g} ÷ {total_weight:g} = {part:+.4f}"
+        lines.append(text)
+    unranked = [z for z in (x, y) if not z.entity["eligible"]]
+    for z in unranked:
+        lines.append(f"  {z.entity['entity_code']} is not eligible ({z.entity['ineligible_reason']}): no total, "
+                     "no rank")
+    if unranked:
+        return lines
+    code_a, code_b = a["entity_code"], b["entity_code"]
+    gap = a["shown__total_score"] - b["shown__total_score"]
+    ahead = f"{code_a} ahead by {gap}" if gap > 0 else f"{code_b} ahead by {-gap}" if gap < 0 else "equal"
+    lines.append(f"  total: {a['shown__total_score']} against {b['shown__total_score']} ({ahead}; the indicators' "
+                 f"parts above add up to {lead:+.4f} before the totals are rounded)")
+    group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[x.category]
+    if group and a[group] != b[group]:
+        lines.append(f"  ranked apart ({a[group]} and {b[group]}): rank {a['rank_national']} of {x.peers[0]} and "
+                     f"{b['rank_national']} of {y.peers[0]} in the country; their totals compare, their ranks do not")
+        return lines
+    lines.append(f"  rank: {a['rank_national']} against {b['rank_national']} of {x.peers[0]} in the country"
+                 + (f"; {a['rank_province']} against {b['rank_province']} of {x.peers[1]} in province "
+                    f"{a['province_code']}" if a["province_code"] == b["province_code"]
+                    and a["rank_province"] is not None else ""))
+    if gap == 0:
+        lines.append("  equal totals: ordered by round(total, 6), then the first indicator's score, then the code")
+    return lines

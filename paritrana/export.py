@@ -1,8 +1,12 @@
-"""`paritrana export`: the latest published ranking of a category as CSV, Parquet or XLSX.
+"""`paritrana export`: the latest published ranking of a category as CSV, Parquet or XLSX,
+or its indicator table (`--table indicators`).
 
-CSV and Parquet are the published bytes. The workbook is for evaluators opening Excel:
-a frozen, filtered header row, number formats per column kind, and sheets that explain
-the indicators, weights and targets and the run it came from (from the manifest).
+A ranking's CSV and Parquet are the published bytes. The indicator table is the
+publication's basis/ mart for the category, every column unrounded (each indicator's
+numerator and denominator too), in the ranking's own rows and row order. The workbook is
+for evaluators opening Excel: a frozen, filtered header row, number formats per column
+kind, and sheets that explain the indicators, weights and targets and the run it came
+from (from the manifest).
 """
 from __future__ import annotations
 
@@ -16,16 +20,21 @@ import tempfile
 from pathlib import Path
 
 from .methodology import INDICATORS
-from .publication import RANKINGS, NothingPublished, find_publication, latest
+from .publication import BASIS, RANKINGS, NothingPublished, find_publication, latest
 from .settings import Paths
 
 FORMATS = ("csv", "parquet", "xlsx")
 # The group of indicators, weights and targets each ranking uses (methodology.md §3-5).
 GROUP = {"pemda_provinsi": "pemda", "pemda_kabkota": "pemda", "badan_usaha": "badan_usaha", "umk": "umk"}
+TABLES = ("rankings", "indicators")
 
 
-def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: str | None = None) -> Path:
-    """The latest publication's ranking, or that of the publication `run_id` of the year."""
+def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, run_id: str | None = None,
+           table: str = "rankings") -> Path:
+    """The latest publication's ranking (or indicator table), or that of the publication
+    `run_id` of the year."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; one of {', '.join(TABLES)}")
     if category not in RANKINGS:
         raise ValueError(f"unknown category {category!r}; one of {', '.join(RANKINGS)}")
     if fmt not in FORMATS:
@@ -37,18 +46,24 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: 
             raise NothingPublished(f"{link} names {os.readlink(link)}, which is no longer there: restore it, or "
                                    f"run the year again to publish anew")
         raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
+    if table == "indicators" and not (folder / BASIS).is_dir():
+        raise NothingPublished(f"publication {folder.name} keeps no basis/ folder (it was published before 0.3.9), "
+                               "so no indicator table: export its rankings, or query marts.*_indicators in the "
+                               "analysts' copy while it holds that build")
     if str(out) == "-":  # as in most tools: the standard output, for a pipe
-        _write(folder, category, fmt, sys.stdout.buffer)
+        _write(folder, category, fmt, sys.stdout.buffer, table)
         return Path("-")
+    # `out/` names a folder, made if need be (a file named `out` was written before 0.3.10)
+    folder_named = str(out).endswith(("/", os.sep))
     out = Path(out)
-    if out.is_dir():  # as `cp` does: into the folder, under the published file's name
-        out = out / f"rankings_{category}.{fmt}"
+    if out.is_dir() or folder_named:  # as `cp` does: into the folder, under the published file's name
+        out = out / f"{table}_{category}.{fmt}"
     if out.suffix.lower() in {f".{f}" for f in FORMATS} and out.suffix.lower() != f".{fmt}":
         raise ValueError(f"--out {out} names a {out.suffix} file, but --format is {fmt}: name it "
                          f"{out.with_suffix('.' + fmt).name}, or choose --format {out.suffix.lower()[1:]}")
     if out.exists() and not out.is_file():  # a device or a pipe (/dev/stdout): written into, never replaced
         with out.open("wb") as stream:
-            _write(folder, category, fmt, stream)
+            _write(folder, category, fmt, stream, table)
         return out
     if out.is_symlink():  # the file the link names is replaced, not the link
         out = out.resolve()
@@ -58,29 +73,74 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: Path, run_id: 
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with tmp.open("wb") as stream:
-            _write(folder, category, fmt, stream)
+            _write(folder, category, fmt, stream, table)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
 
 
-def _write(folder: Path, category: str, fmt: str, stream) -> None:
+def _write(folder: Path, category: str, fmt: str, stream, table: str = "rankings") -> None:
     """The export's bytes into a binary stream, which need not be seekable (a pipe)."""
+    if table == "indicators":
+        with tempfile.TemporaryDirectory() as work:
+            source = indicator_table(folder, category, Path(work) / f"indicators_{category}.{fmt}")
+            if fmt == "xlsx":
+                _workbook_into(stream, folder, category, source, table)
+            else:
+                with source.open("rb") as written:
+                    shutil.copyfileobj(written, stream, 1 << 20)
+        return
     if fmt in ("csv", "parquet"):
         with (folder / f"rankings_{category}.{fmt}").open("rb") as published:
             shutil.copyfileobj(published, stream, 1 << 20)
         return
+    _workbook_into(stream, folder, category, folder / f"rankings_{category}.csv", table)
+
+
+def _workbook_into(stream, folder: Path, category: str, source: Path, table: str) -> None:
     if stream.seekable():
-        write_workbook(folder, category, stream)
+        write_workbook(folder, category, stream, source, table)
         return
     with tempfile.TemporaryFile() as workbook:  # a zip is written with seeks, which a pipe has not
-        write_workbook(folder, category, workbook)
+        write_workbook(folder, category, workbook, source, table)
         workbook.seek(0)
         shutil.copyfileobj(workbook, stream, 1 << 20)
 
 
-def _number_format(column: str) -> str | None:
+# The basis mart each ranking comes from (publication.BASIS_MARTS).
+_BASIS_MART = {"pemda_provinsi": "pemda_indicators", "pemda_kabkota": "pemda_indicators",
+               "badan_usaha": "badan_usaha_indicators", "umk": "umk_indicators"}
+
+
+def indicator_table(folder: Path, category: str, out: Path) -> Path:
+    """The category's rows of the publication's basis mart, every column, written to `out`
+    (.csv with a header, or .parquet; a workbook is made from the .csv). Its rows and their
+    order are the published ranking's, by joining on its Parquet file's row numbers, so
+    that the two tables line up row for row without a second copy of the ranking's order."""
+    import duckdb
+
+    from ingestion.rules import sql_str
+
+    fmt = "parquet" if out.suffix == ".parquet" else "csv"
+    con = duckdb.connect()
+    try:
+        con.execute("set enable_progress_bar = false")  # `--out -` may stream it to stdout
+        basis = sql_str(str(folder / BASIS / f"{_BASIS_MART[category]}.parquet"))
+        ranking = sql_str(str(folder / f"rankings_{category}.parquet"))
+        con.execute(f"""copy (
+            select b.* from read_parquet({basis}) as b
+            join read_parquet({ranking}, file_row_number = true) as r on r.entity_code = b.entity_code
+            order by r.file_row_number
+        ) to {sql_str(str(out.with_suffix('.' + fmt)))} (format {fmt}{', header true' if fmt == 'csv' else ''})""")
+    finally:
+        con.close()
+    return out.with_suffix("." + fmt)
+
+
+def _number_format(column: str, kind: str = "") -> str | None:
+    """By the column's name, else by its type (`kind`, DuckDB's): the indicator table's
+    counts and shares would otherwise reach Excel as text."""
     if column.endswith("_score"):
         return "0.0000"
     if column.endswith("_value"):
@@ -90,6 +150,10 @@ def _number_format(column: str) -> str | None:
     if column.startswith(("rank_", "participants", "employers_", "claims_", "death_", "scholarship_")) \
             or column in ("reported_workforce", "arrears_months", "year"):
         return "#,##0" if column != "year" else "0"
+    if kind in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
+        return "#,##0"
+    if kind in ("FLOAT", "DOUBLE") or kind.startswith("DECIMAL"):
+        return "0.000000"
     return None
 
 
@@ -113,7 +177,7 @@ XLSX_MAX_ROWS = 1_048_576
 _TEMPLATE_ROW = 2
 
 
-def write_workbook(folder: Path, category: str, out) -> None:
+def write_workbook(folder: Path, category: str, out, source: Path | None = None, table: str = "rankings") -> None:
     """The workbook's small parts (styles, header, frozen panes, filter, the Indicators and
     Run sheets) come from openpyxl; the ranking's rows are written as sheet XML by DuckDB,
     set-based, and streamed into the zip: the national ranking of 678,000 micro enterprises
@@ -123,10 +187,10 @@ def write_workbook(folder: Path, category: str, out) -> None:
     from openpyxl.utils import get_column_letter
 
     manifest = json.loads((folder / "manifest.json").read_text())
-    source = folder / f"rankings_{category}.csv"
-    rows = {f["file"]: f["rows"] for f in manifest["files"]}[source.name]
+    source = source or folder / f"rankings_{category}.csv"
+    rows = {f["file"]: f["rows"] for f in manifest["files"]}[f"rankings_{category}.csv"]  # the table's too
     if rows + 1 > XLSX_MAX_ROWS:
-        raise ValueError(f"rankings_{category} has {rows:,} rows, more than an Excel sheet holds "
+        raise ValueError(f"{table}_{category} has {rows:,} rows, more than an Excel sheet holds "
                          f"({XLSX_MAX_ROWS - 1:,} below its header): export it as csv or parquet")
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(category[:31])
@@ -136,9 +200,11 @@ def write_workbook(folder: Path, category: str, out) -> None:
                  alignment=Alignment(wrap_text=True, vertical="top"))
     for i, column in enumerate(header, start=1):
         ws.column_dimensions[get_column_letter(i)].width = max(10, min(40, len(column) + 2))
-    ws.freeze_panes = "F2"
+    ws.freeze_panes = "F2" if table == "rankings" else "C2"  # the entity's code and name stay in sight
     ws.append([_styled(ws, column, **title) for column in header])
-    formats = [_number_format(c) for c in header]
+    kinds = _column_types(folder / (f"rankings_{category}.parquet" if table == "rankings"
+                                    else f"{BASIS}/{_BASIS_MART[category]}.parquet"))
+    formats = [_number_format(c, kinds.get(c, "")) for c in header]
     ws.append([_styled(ws, 0, number_format=fmt) if fmt else None for fmt in formats])  # the template row
     ws.auto_filter.ref = f"A1:{get_column_letter(len(header))}{rows + 1}"
     config = manifest["configuration"]["values"]
@@ -163,11 +229,25 @@ def write_workbook(folder: Path, category: str, out) -> None:
     for k in ("run_id", "year", "as_of", "created_at", "code_version"):
         about.append([k, manifest[k]])
     about.append(["configuration sha256", manifest["configuration"]["sha256"]])
-    about.append(["source file", f"rankings_{category}.csv in {folder}"])
+    about.append(["source file", f"rankings_{category}.csv in {folder}" if table == "rankings" else
+                  f"basis/{_BASIS_MART[category]}.parquet in {folder}, the rows of rankings_{category}.csv"])
     with tempfile.TemporaryFile() as small:
         wb.save(small)
         small.seek(0)
         _with_rows(small, out, source, header, formats)
+
+
+def _column_types(parquet: Path) -> dict[str, str]:
+    import duckdb
+
+    from ingestion.rules import sql_str
+
+    con = duckdb.connect()
+    try:
+        return dict(con.execute(f"select column_name, column_type from (describe select * from "
+                                f"read_parquet({sql_str(str(parquet))}))").fetchall())
+    finally:
+        con.close()
 
 
 def _with_rows(small, out, source: Path, header: list[str], formats: list[str | None]) -> None:

@@ -8,7 +8,10 @@ import json
 import shutil
 from dataclasses import replace
 
-from paritrana.explain import INDICATORS, _n, changes, explain, render
+import pytest
+
+from paritrana.explain import CANDIDATES_SHOWN, INDICATORS, AmbiguousEntity, _n, changes, explain, render, \
+    versus
 from paritrana.publication import BASIS_MARTS
 
 from conftest import paritrana
@@ -70,6 +73,87 @@ def test_explain_on_the_command_line(bengkulu):
         in unknown.stderr
     other_year = paritrana("explain", "--entity", "17", "--year", "2023", "--home", str(bengkulu.home_dir))
     assert other_year.returncode == 1 and "nothing published for 2023 under " in other_year.stderr
+
+
+def test_an_entity_is_found_by_its_name_or_part_of_it(bengkulu):
+    """Evaluators are asked about "Kota Bengkulu", not 17.71: a whole name in any case and
+    spacing, or the part of one that only it holds, finds the entity; a part that several
+    hold lists them, by code, and finds none."""
+    by_code = explain(bengkulu.paths, "17.71")
+    name = by_code.entity["entity_name"]
+    assert explain(bengkulu.paths, f"  {name.upper().replace(' ', '   ')} ").lines == by_code.lines
+    assert explain(bengkulu.paths, "rejang leb").entity["entity_code"] == "17.02"
+    rows = [r for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
+            for r in _published(bengkulu, ranking)]
+    for part, fits in (("bengkulu", 5), ("koperasi", None)):
+        holders = sorted((r["entity_code"], r["entity_name"]) for r in rows if part in r["entity_name"].lower())
+        assert fits is None or len(holders) == fits
+        with pytest.raises(AmbiguousEntity) as told:
+            explain(bengkulu.paths, part)
+        shown = "; ".join(f"{c} {n}" for c, n in holders[:CANDIDATES_SHOWN])
+        assert f"{len(holders):,} entities in publication " in str(told.value) and f": {shown}" in str(told.value)
+        assert (f"; and {len(holders) - CANDIDATES_SHOWN:,} more." in str(told.value)) == (
+            len(holders) > CANDIDATES_SHOWN)
+    out = paritrana("explain", "--entity", "Kabupaten", "--home", str(bengkulu.home_dir))
+    assert out.returncode == 1 and "9 entities in publication " in out.stderr and "Give one's code" in out.stderr
+    assert paritrana("explain", "--entity", "kota bengkulu", "--home", str(bengkulu.home_dir)).stdout == \
+        render(by_code) + "\n"
+
+
+def _parts(lines: list[str]) -> dict[str, float]:
+    return {line.split(" (")[0].strip(): float(line.rsplit("= ", 1)[1]) for line in lines if " ÷ " in line
+            and line.startswith("  ") and not line.startswith("  total")}
+
+
+def test_versus_splits_the_gap_between_two_totals_by_indicator(bengkulu):
+    """Why one regency ranks above another: each indicator's published value and score for
+    both, and weight × score difference ÷ Σ weight, which add up to the gap between the
+    totals; the ranks as published."""
+    kabkota = [r for r in _published(bengkulu, "pemda_kabkota") if r["eligible"] == "true"]
+    checked = 0
+    for first, second in zip(kabkota, kabkota[::-1]):
+        x, y = explain(bengkulu.paths, first["entity_code"]), explain(bengkulu.paths, second["entity_code"])
+        lines = versus(x, y)
+        assert lines[1] == f"against {second['entity_name']} ({second['entity_code']}), " \
+            f"{'city' if second['entity_name'].startswith('Kota') else 'regency'} in province 17:"
+        parts = _parts(lines)
+        for spec in INDICATORS["pemda"]:
+            line = next(li for li in lines if li.startswith(f"  {spec.name} ({spec.code}): "))
+            assert f"{first[spec.name + '_value']} against {second[spec.name + '_value']}; score " \
+                   f"{first[spec.name + '_score']} against {second[spec.name + '_score']}; " in line
+            weight = x.configuration["weights"]["pemda"][spec.name]
+            difference = float(first[spec.name + "_score"]) - float(second[spec.name + "_score"])
+            assert abs(parts[spec.name] - weight * difference / 100) <= 0.0001, (line, difference)
+        gap = x.entity["total_score"] - y.entity["total_score"]  # unrounded, as the marts keep them
+        total = next(li for li in lines if li.startswith("  total: "))
+        assert total.startswith(f"  total: {first['total_score']} against {second['total_score']} (")
+        assert f"add up to {gap:+.4f} before" in total and abs(sum(parts.values()) - gap) <= 0.0004
+        leader = first if float(first["total_score"]) > float(second["total_score"]) else second
+        if first is not second:
+            assert f"({leader['entity_code']} ahead by " in total
+            assert int(leader["rank_national"]) < int((second if leader is first else first)["rank_national"])
+        assert lines[-1] == f"  rank: {first['rank_national']} against {second['rank_national']} of " \
+            f"{len(kabkota)} in the country; {first['rank_province']} against {second['rank_province']} of " \
+            f"{len(kabkota)} in province 17"
+        checked += 1
+    assert checked == len(kabkota) >= 8
+
+    businesses = _published(bengkulu, "badan_usaha")
+    big = next(r for r in businesses if r["size_class"] == "BESAR" and r["eligible"] == "true")
+    small = next(r for r in businesses if r["size_class"] == "KECIL" and r["eligible"] == "true")
+    apart = versus(explain(bengkulu.paths, big["entity_code"]), explain(bengkulu.paths, small["entity_code"]))
+    assert apart[-1].startswith(f"  ranked apart (BESAR and KECIL): rank {big['rank_national']} of ")
+    unranked = next(r for r in businesses if r["eligible"] == "false")
+    told = versus(explain(bengkulu.paths, big["entity_code"]), explain(bengkulu.paths, unranked["entity_code"]))
+    assert told[-1] == f"  {unranked['entity_code']} is not eligible ({unranked['ineligible_reason']}): no total, " \
+        "no rank" and not any(li.startswith("  total: ") for li in told)
+    with pytest.raises(ValueError, match="compare entities of one category"):
+        versus(explain(bengkulu.paths, "17.02"), explain(bengkulu.paths, big["entity_code"]))
+    out = paritrana("explain", "--entity", first_code := kabkota[0]["entity_code"], "--versus", "kota bengkulu",
+                    "--home", str(bengkulu.home_dir))
+    x = explain(bengkulu.paths, first_code)
+    assert out.returncode == 0 and out.stdout == render(x) + "\n" + "\n".join(
+        versus(x, explain(bengkulu.paths, "17.71"))) + "\n", out.stderr
 
 
 def test_an_earlier_publication_is_explained_from_its_own_basis_after_the_warehouse_moved_on(demo, tmp_path):

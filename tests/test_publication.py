@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -19,6 +20,7 @@ import duckdb
 import pytest
 
 from ingestion.rules import sql_str
+from paritrana.methodology import INDICATORS
 
 from conftest import PARTICIPANT_HEADER, PYTHON, csv_text, paritrana, participant, write_control, write_delivery
 
@@ -127,6 +129,66 @@ def test_export_round_trips(bengkulu, tmp_path, fmt):
                            "contribution_timeliness": 20, "ecosystem_extension": 10}
 
 
+@pytest.mark.parametrize("ranking", ["pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"])
+def test_the_indicator_table_lines_up_with_its_ranking_row_for_row(bengkulu, tmp_path, ranking):
+    """`export --table indicators`: the publication's basis mart for the category, each
+    indicator's numerator and denominator with its unrounded value and score, in the
+    ranking's rows and order, each value rounding to the published one; the same table in
+    all three formats."""
+    home = ["--home", str(bengkulu.home_dir)]
+    outs = {}
+    for fmt in ("csv", "parquet", "xlsx"):
+        result = paritrana("export", "--category", ranking, "--year", "2024", "--format", fmt, "--table",
+                           "indicators", "--out", str(tmp_path / "sent") + "/", *home)
+        outs[fmt] = tmp_path / "sent" / f"indicators_{ranking}.{fmt}"
+        assert result.returncode == 0 and result.stdout.strip() == f"wrote {outs[fmt]}", result.stderr
+    with (_latest(bengkulu) / f"rankings_{ranking}.csv").open(newline="") as f:
+        published = list(csv.DictReader(f))
+    with outs["csv"].open(newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["entity_code"] for r in table] == [r["entity_code"] for r in published] and len(table) > 0
+    group = {"pemda_provinsi": "pemda", "pemda_kabkota": "pemda"}.get(ranking, ranking)
+    names = [i.name for i in INDICATORS[group]]
+    for row, shown in zip(table, published):
+        for name in names:
+            for part, places in (("value", 6), ("score", 4)):
+                column = f"{name}_{part}"
+                assert (row[column] == "") == (shown[column] == ""), column
+                if row[column]:
+                    assert abs(float(row[column]) - float(shown[column])) <= 0.5 * 10 ** -places + 1e-12, column
+        assert row["eligible"] == shown["eligible"] and row["rank_national"] == shown["rank_national"]
+        for i in INDICATORS[group]:  # the parts give the value back
+            if i.numerator and i.denominator and not i.denominator.isdigit() and row[f"{i.name}_value"] and \
+                    float(row[i.denominator]) > 0 and "at most 1" not in i.rule:
+                assert abs(float(row[i.numerator]) / float(row[i.denominator]) - float(row[f"{i.name}_value"])) \
+                    < 1e-12
+    basis = _latest(bengkulu) / "basis" / f"{'pemda' if group == 'pemda' else group}_indicators.parquet"
+    columns = duckdb.sql(f"select * from read_parquet({sql_str(str(basis))}) limit 0").columns
+    sent = f"read_parquet({sql_str(str(outs['parquet']))})"
+    assert list(table[0]) == columns and duckdb.sql(f"select * from {sent}").columns == columns
+    assert duckdb.sql(f"select count(*) from {sent}").fetchall() == [(len(table),)]
+
+    from openpyxl import load_workbook
+    ws = load_workbook(outs["xlsx"]).worksheets[0]
+    got = [[_cell_text(v) for v in row] for row in ws.iter_rows(values_only=True)]
+    assert got[0] == columns and len(got) == len(table) + 1 and ws.freeze_panes == "C2"
+    for g, row in zip(got[1:], table):
+        assert [_same(a, b) for a, b in zip(g, row.values())] == [True] * len(columns), (g, row)
+    for column, name in enumerate(columns, start=1):  # every count and share a number, not text
+        if name in ("participants", "bills_for_year", "employed", "total_score") or name.endswith("_value"):
+            kinds = {type(ws.cell(r, column).value).__name__ for r in range(2, len(got) + 1)} - {"NoneType"}
+            assert kinds and kinds <= {"int", "float"}, (name, kinds)
+
+
+def test_an_indicator_table_needs_a_publication_with_its_basis(demo, tmp_path):
+    work = demo.copy(tmp_path / "w")
+    shutil.rmtree(_latest(work) / "basis")
+    result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--table", "indicators",
+                       "--out", str(tmp_path / "x.csv"), "--home", str(work.home_dir))
+    assert result.returncode == 1 and "keeps no basis/ folder (it was published before 0.3.9)" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
 def test_a_ranking_longer_than_an_excel_sheet_is_refused_as_xlsx_before_writing(bengkulu, tmp_path, monkeypatch):
     """An Excel sheet holds 1,048,576 rows (the national micro enterprises are 678,000 at
     scale 1.0, more at larger scales): the export says so, and which formats hold it all."""
@@ -160,6 +222,11 @@ def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp
     out = tmp_path / "rankings_umk.csv"
     assert result.stdout.strip() == f"wrote {out}"
     assert out.read_bytes() == (_latest(bengkulu) / "rankings_umk.csv").read_bytes()
+    # a trailing slash names a folder, made if need be, never a file of that name
+    result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--out",
+                       str(tmp_path / "new" / "deep") + "/", "--home", str(bengkulu.home_dir))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "new" / "deep" / "rankings_umk.csv").read_bytes() == out.read_bytes()
 
 
 
