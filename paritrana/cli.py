@@ -66,10 +66,11 @@ def cmd_explain(args) -> int:
 
     paths = resolve_home(args.home)
     x = explain(paths, args.entity, args.year, args.run)
-    other = explain(paths, args.versus, args.year, args.run) if args.versus else None  # the same publication
+    # the same publication; refused (two categories) before anything is printed
+    against = versus(x, explain(paths, args.versus, args.year, args.run)) if args.versus else []
     print(render(x))
-    if other:
-        print("\n".join(versus(x, other)))
+    if against:
+        print("\n".join(against))
     if args.since:  # by code: a name found here may fit others there
         print("\n".join(changes(x, explain(paths, x.entity["entity_code"], run_id=args.since))))
     return 0

@@ -149,6 +149,9 @@ def test_versus_splits_the_gap_between_two_totals_by_indicator(bengkulu):
         "no rank" and not any(li.startswith("  total: ") for li in told)
     with pytest.raises(ValueError, match="compare entities of one category"):
         versus(explain(bengkulu.paths, "17.02"), explain(bengkulu.paths, big["entity_code"]))
+    refused = paritrana("explain", "--entity", "17.02", "--versus", big["entity_code"], "--home",
+                        str(bengkulu.home_dir))
+    assert refused.returncode == 1 and refused.stdout == "" and "compare entities of one category" in refused.stderr
     out = paritrana("explain", "--entity", first_code := kabkota[0]["entity_code"], "--versus", "kota bengkulu",
                     "--home", str(bengkulu.home_dir))
     x = explain(bengkulu.paths, first_code)
