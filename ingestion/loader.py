@@ -72,6 +72,8 @@ class FileResult:
     mistyped_columns: list[str] = field(default_factory=list)
     # Dates of a loaded file that lie after its load, said in words (ahead_notes)
     ahead: list[str] = field(default_factory=list)
+    # Why its rows were quarantined, the commonest first: [reason:column, rows] (quarantine_reasons)
+    quarantine_reasons: list[list] = field(default_factory=list)
 
 
 @dataclass
@@ -241,10 +243,34 @@ def describe(r: FileResult) -> str:
             s += f"; ignored unknown columns {', '.join(r.extra_columns)}"
         if r.mistyped_columns:
             s += f"; columns not of the contract's type, judged as their text: {'; '.join(r.mistyped_columns)}"
+        if r.rows_quarantined:
+            s += "; " + quarantine_note(r.rows_quarantined, r.rows_in_file, r.quarantine_reasons)
         for note in r.ahead:
             s += "; " + note
         return s + f" ({r.seconds:.1f} s)"
     return f"{r.status} {r.reason_code}: {r.reason_detail}"
+
+
+# Reasons named per file; the quarantine table has every row's.
+REASONS_SHOWN = 3
+
+
+def quarantine_note(quarantined: int, rows: int, reasons: list) -> str:
+    """A file's quarantine in words, its commonest reasons first: the counts alone hid a
+    file whose every row was quarantined (dates in another format, a shifted column)."""
+    shown = ", ".join(f"{reason} {count:,}" for reason, count in reasons[:REASONS_SHOWN])
+    more = f", {len(reasons) - REASONS_SHOWN} more" if len(reasons) > REASONS_SHOWN else ""
+    share = f"every row ({rows:,}) quarantined" if quarantined == rows else \
+        f"{quarantined:,} of {rows:,} rows quarantined ({quarantined / rows:.1%})"
+    return f"{share}: {shown}{more}"
+
+
+def quarantine_reasons(con, load_id: int) -> list[list]:
+    """[reason:column, rows] for one load's quarantined rows, the commonest first (a row
+    counts once under each of its reasons)."""
+    return [list(r) for r in con.execute(
+        f"select detail, count(*) as n from (select unnest(reason_details) as detail from {RAW}.quarantine "
+        "where load_id = ?) group by detail order by n desc, detail", [load_id]).fetchall()]
 
 
 def _already_processed(con, d: Delivery) -> bool:
@@ -341,6 +367,7 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
             result.superseded = current[1]
         if judged.quarantined:
             _insert_quarantine(con, extract, load_id, d, judged)
+            result.quarantine_reasons = quarantine_reasons(con, load_id)
         if becomes_table:
             _stage_becomes_table(con, extract, d, judged)
         else:

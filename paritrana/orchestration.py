@@ -97,7 +97,8 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
             "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
                                                                    "reason_detail", "rows_in_file", "rows_loaded",
                                                                    "rows_quarantined", "rows_duplicate",
-                                                                   "mistyped_columns", "ahead")}
+                                                                   "mistyped_columns", "ahead",
+                                                                   "quarantine_reasons")}
                       for f in report.results]}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ingestion.deliveries import looks_like_delivery, require_landing
-from ingestion.loader import IngestReport, ingest
+from ingestion.loader import IngestReport, ingest, quarantine_note
 from ingestion.personal_data import load_key, token_scheme
 from ingestion.raw_schema import ensure_raw_schema
 
@@ -230,17 +230,19 @@ def ingest_summary(r: IngestReport) -> list[str]:
     ]
     notes = delivery_notes([asdict(f) for f in r.results], r.not_ready, r.orphan_controls, r.broken_links,
                            r.ignored)
-    return lines + [f"  {label:<8} {name}: {text}" for label, name, text in notes]
+    return lines + [f"  {label:<11} {name}: {text}" for label, name, text in notes]
 
 
-DELIVERY_NOTE_LABELS = ("rejected", "stale", "ahead", "typed", "waiting", "orphan", "broken", "ignored")
+DELIVERY_NOTE_LABELS = ("rejected", "quarantined", "stale", "ahead", "typed", "waiting", "orphan", "broken",
+                        "ignored")
 
 
 def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
                    ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file
     rejected with its reason, each version skipped as stale and why, each loaded with a
-    produced_at or business date after its load, each with columns of the wrong type, what waits or leads
+    produced_at or business date after its load, each with quarantined rows and why, each with columns of the
+    wrong type, what waits or leads
     nowhere, and the ignored files that would be deliveries under their plain names. One
     wording for the run's summary and the DAG's."""
     notes = []
@@ -249,6 +251,9 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
             notes.append(("rejected", f["file_name"], f"{f['reason_code']} ({f['reason_detail']})"))
         elif f["status"] == "SKIPPED_STALE":
             notes.append(("stale", f["file_name"], f["reason_detail"]))
+        elif f["status"] == "LOADED" and f.get("rows_quarantined"):
+            notes.append(("quarantined", f["file_name"], quarantine_note(
+                f["rows_quarantined"], f["rows_in_file"], f.get("quarantine_reasons", []))))
         notes += [("ahead", f["file_name"], note) for note in f.get("ahead", [])]
         if f.get("mistyped_columns"):
             notes.append(("typed", f["file_name"], "columns not of the contract's type, judged as their text: "

@@ -205,7 +205,7 @@ def test_a_provider_folder_linked_into_the_landing_is_read_and_a_link_to_nothing
     report = load(landing)
     assert [(r.file_name, r.status) for r in report.results] == [("bpjs/participants__2024-12-31.csv", "LOADED")]
     assert report.broken_links == ["claims__2024-12-31.csv"]
-    assert "  broken   claims__2024-12-31.csv: a symbolic link to nothing" in ingest_summary(report)
+    assert "  broken      claims__2024-12-31.csv: a symbolic link to nothing" in ingest_summary(report)
 
 
 def test_hidden_and_partial_files_are_counted_and_those_that_would_be_deliveries_named(tmp_path, load):

@@ -143,7 +143,7 @@ def test_an_older_version_arriving_later_does_not_replace_the_newer(tmp_path, lo
     detail = ("produced 2024-12-31 18:00 UTC, before the loaded file participants__2024-12-31.csv.gz "
               "(2025-01-01 02:00 UTC), which stays")
     assert report.results[0].reason_detail == detail
-    assert f"  stale    participants__2024-12-31.csv: {detail}" in ingest_summary(report)
+    assert f"  stale       participants__2024-12-31.csv: {detail}" in ingest_summary(report)
     assert f"stale participants__2024-12-31.csv: {detail}" in _dag_summary(report)
 
 
@@ -168,7 +168,7 @@ def test_a_version_produced_in_the_future_is_loaded_flagged_and_its_remedy_told(
     ahead = ("participants__2024-12-31.csv: produced_at 2099-01-01 02:00 UTC is later than its load: a correction "
              "of this extract and date replaces it only with a later produced_at still")
     assert [(r.status, r.ahead) for r in first.results] == [("LOADED", [ahead.split(": ", 1)[1]])]
-    assert f"  ahead    {ahead}" in ingest_summary(first) and f"ahead {ahead}" in _dag_summary(first)
+    assert f"  ahead       {ahead}" in ingest_summary(first) and f"ahead {ahead}" in _dag_summary(first)
     assert "produced_at 2099-01-01 02:00 UTC is later than its load" in describe(first.results[0])
 
     fixed = csv_text(PARTICIPANT_HEADER, [participant(monthly_wage_idr="5000000")])
@@ -213,7 +213,7 @@ def test_a_business_date_to_come_is_loaded_and_flagged(tmp_path, load):
         ("participants__2099-01-01.csv", "LOADED", [f"business date 2099-01-01 is after its load ({today}): a file "
                                                     "named for a day to come? Its rows count from that day on"])]
     assert [line.split(":")[0] for line in ingest_summary(report) if line.startswith("  ahead")] == [
-        "  ahead    participants__2099-01-01.csv"]
+        "  ahead       participants__2099-01-01.csv"]
     assert "ahead participants__2099-01-01.csv: business date 2099-01-01 is after" in _dag_summary(report)
 
 

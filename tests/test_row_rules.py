@@ -1,13 +1,17 @@
 """Every row rule of extracts.md §2–3 quarantines with its reason code, and only it."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 
+from ingestion.loader import FileResult, ingest
 from ingestion.rules import sql_str
+from paritrana.settings import resolve_home
+from paritrana.warehouse import writer
 
-from conftest import PARTICIPANT_HEADER, csv_text, participant, write_control, write_delivery
+from conftest import KEY, PARTICIPANT_HEADER, csv_text, participant, write_control, write_delivery
 
 # (overrides of a valid participant, expected `CODE:column` details)
 PARTICIPANT_CASES = [
@@ -596,7 +600,6 @@ def test_a_plan_that_would_number_records_out_of_file_order_is_refused(tmp_path)
 def test_parquet_columns_not_of_the_contracts_type_are_named_once_for_the_file(tmp_path, load, sql):
     """pandas writes a date column as a timestamp and an integer column with a gap as
     doubles: every row is then BAD_TYPE, and the file's result says why, once."""
-    import datetime as dt
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -615,7 +618,7 @@ def test_parquet_columns_not_of_the_contracts_type_are_named_once_for_the_file(t
     r = report.results[0]
     assert (r.rows_loaded, r.rows_quarantined) == (0, 3)
     from paritrana.pipeline import ingest_summary
-    assert any(line.startswith("  typed    participants__2024-12-31.parquet: ") for line in ingest_summary(report))
+    assert any(line.startswith("  typed       participants__2024-12-31.parquet: ") for line in ingest_summary(report))
     assert r.mistyped_columns == ["birth_date TIMESTAMP, date expected", "monthly_wage_idr DOUBLE, int expected"]
     assert "columns not of the contract's type, judged as their text: birth_date TIMESTAMP, date expected; " \
            "monthly_wage_idr DOUBLE, int expected" in describe(r)
@@ -655,3 +658,45 @@ def test_a_parquet_double_is_judged_as_the_number_it_is_not_as_its_scientific_te
     assert got["parquet"] == {line - 1: codes for line, codes in got["csv"].items()} | {
         6: ["BAD_TYPE:innovation_score"], 7: ["BAD_TYPE:innovation_score"]}
     assert got["csv loaded"] == got["parquet loaded"] == [("17.01", 0.00005), ("17.02", 99.75)]
+
+
+def test_a_file_whose_rows_are_quarantined_is_named_with_its_commonest_reasons(tmp_path, home, sql):
+    """Dates in another format (DD/MM/YYYY) quarantine every row of a file, which the
+    contract still loads; the counts alone hid it. The file's line, the run's summary and
+    the DAG's name each file with quarantined rows, its share (or every row), and its
+    commonest reasons as the quarantine table counts them."""
+    from ingestion.loader import REASONS_SHOWN, describe
+    from paritrana.orchestration import ingest_group, summarize
+    from paritrana.pipeline import ingest_summary
+
+    rows = [claim(claim_id=f"C2024{i:08d}", submitted_date="01/11/2024",
+                  paid_date="20/11/2024" if i < 8 else "2024-11-20", program="JKN" if i < 3 else "JKM",
+                  amount_idr="4.2e7" if i == 0 else "42000000") for i in range(12)]
+    write_delivery(tmp_path / "in", "claims__2024-12-31.csv", csv_text(CLAIM_HEADER, rows))
+    fine = [participant(kpj=f"170000000{i:02d}") for i in range(9)] + [participant(kpj="1700", gender="X")]
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, fine))
+    groups = [ingest_group(home, tmp_path / "in", extract, "night") for extract in ("claims", "participants")]
+
+    counted = sql("select file_name, detail, count(*) from (select file_name, unnest(reason_details) as detail "
+                  "from raw.quarantine) group by all order by file_name, count(*) desc, detail")
+    assert [(d, n) for f, d, n in counted if f.startswith("claims")] == [
+        ("BAD_TYPE:submitted_date", 12), ("BAD_TYPE:paid_date", 8), ("NOT_IN_SET:program", 3),
+        ("BAD_TYPE:amount_idr", 1)]
+    claims = groups[0]["files"][0]
+    assert claims["rows_quarantined"] == 12 and claims["quarantine_reasons"] == [
+        [d, n] for f, d, n in counted if f.startswith("claims")]
+    told = ("every row (12) quarantined: BAD_TYPE:submitted_date 12, BAD_TYPE:paid_date 8, NOT_IN_SET:program 3, "
+            "1 more")
+    assert REASONS_SHOWN == 3
+    partly = "1 of 10 rows quarantined (10.0%): BAD_FORMAT:kpj 1, NOT_IN_SET:gender 1"
+    assert told in describe(FileResult(**{**claims, "status": "LOADED"}))
+    dag = summarize("night", 2024, dt.date(2024, 12, 31), groups, None, None, None)
+    assert f"quarantined claims__2024-12-31.csv: {told}" in dag.splitlines()
+    assert f"quarantined participants__2024-12-31.csv: {partly}" in dag.splitlines()
+
+    # the same lines in `paritrana run`'s summary, from the loader's own results
+    again = resolve_home(tmp_path / "again")
+    with writer(again) as con:
+        report = ingest(con, tmp_path / "in", KEY, "run")
+    assert f"  quarantined claims__2024-12-31.csv: {told}" in ingest_summary(report)
+    assert f"  quarantined participants__2024-12-31.csv: {partly}" in ingest_summary(report)
