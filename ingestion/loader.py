@@ -30,7 +30,7 @@ from .deliveries import (
     read_control, scan_landing, extract_group,
 )
 from .file_order import NO_JOIN_REWRITE, read
-from .personal_data import MASK, Tokeniser, key_check, mask_nik_shaped, token_scheme
+from .personal_data import MASK, Tokeniser, key_check, mask_nik_shaped, token_scheme, token_text_sql
 from .physical_lines import record_start_lines
 from .raw_schema import RAW, declared_columns, ensure_raw_schema, loaded_columns
 from .rules import quote_ident, sql_str, validation_sql
@@ -522,7 +522,7 @@ def _content_sql(extract: Extract, source: Source, alias: str, token: str | None
         pairs.append(f"{sql_str(c)}, case when {q} is not null then '{MASK}' end" if _is_personal(extract, c)
                      else f"{sql_str(c)}, {mask_nik_shaped(source.text_of(c, q))}")
     if token:
-        pairs.append(f"'nik_token', cast({token} as varchar)")
+        pairs.append(f"'nik_token', {token_text_sql(token)}")
     return f"json_object({', '.join(pairs)})"
 
 

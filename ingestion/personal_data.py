@@ -142,3 +142,27 @@ def token(key: bytes, value: str, scheme: str = DEFAULT_SCHEME) -> int:
 def mask_nik_shaped(text_sql: str) -> str:
     """SQL for a quarantined value's delivered text, NIK-shaped runs of digits masked."""
     return f"case when regexp_matches({text_sql}, '[0-9]{{16}}') then '{NIK_SHAPED}' else {text_sql} end"
+
+
+def token_text_sql(x: str) -> str:
+    """SQL for a token's decimal digits, what `cast(x as varchar)` gives. DuckDB's own cast
+    of a UHUGEINT to text takes about 15 µs a value (31 s for 2 M on two cores), and so does
+    each 128-bit unsigned division: the quarantine of a 5 M-row file whose every row failed
+    took 108 s where its sound twin loaded in 6 s, and the PostgreSQL copy of 2.6 M tokens
+    42 s. Here one signed division (five times cheaper) of x >> 1 by 10^19, comparisons and
+    64-bit casts give the three 19-digit parts: 0.9 s for 2 M. Each intermediate value is a
+    lambda's parameter over a one-element list, which DuckDB computes once, where a plain
+    expression would repeat it in every place it is used."""
+    d = "10000000000000000000::hugeint"
+    # x = 2h + b; h = 10^19 hq + hr; t = 2 hr + b = 10^19 k + r; x = 10^19 q + r with q = 2 hq + k,
+    # and q (below 3.5 * 10^19) = 10^19 m + its low part.
+    digits = (f"cast(m as varchar) || lpad(cast(cast(q - m * {d} as ubigint) as varchar), 19, '0') "
+              f"|| lpad(cast(cast(t - k * {d} as ubigint) as varchar), 19, '0')")
+    steps = [("h", f"(({x}) >> 1)::hugeint"), ("hq", f"h // {d}"), ("b", f"(({x}) & 1)::hugeint"),
+             ("t", f"2 * (h - hq * {d}) + b"), ("k", f"case when t >= 2 * {d} then 2 when t >= {d} then 1 else 0 end"),
+             ("q", "2 * hq + k"),
+             ("m", f"case when q >= 3 * {d} then 3 when q >= 2 * {d} then 2 when q >= {d} then 1 else 0 end")]
+    expr = digits
+    for name, value in reversed(steps):
+        expr = f"list_transform([{value}], lambda {name}: {expr})[1]"
+    return f"case when ({x}) = 0 then '0' else ltrim({expr}, '0') end"

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import duckdb
 
+from ingestion.personal_data import token_text_sql
+
 from .methodology import DBT_PROJECT_DIR
 from .warehouse import DEFAULT_MEMORY_LIMIT, held_elsewhere
 
@@ -50,23 +52,11 @@ def _as_text(column: str, duckdb_type: str) -> str:
     literal, each element double-quoted."""
     quoted = f'"{column}"'
     if duckdb_type.upper() == "UHUGEINT":
-        return f"{_uhugeint_text(quoted)} as {quoted}"
+        return f"{token_text_sql(quoted)} as {quoted}"
     if not duckdb_type.endswith("[]"):
         return quoted
     element = """'"' || replace(replace(x, '\\', '\\\\'), '"', '\\"') || '"'"""
     return f"'{{' || array_to_string(list_transform({quoted}, lambda x: {element}), ',') || '}}' as {quoted}"
-
-
-def _uhugeint_text(x: str) -> str:
-    """A 128-bit unsigned integer's decimal digits, built from three parts of 19 digits at
-    most, each cast from a 64-bit integer: DuckDB's own cast of a UHUGEINT to text took 17 µs
-    a value, 42 of the 50 s of a national 0.05 copy (the NIK token of 2.6 M participants),
-    and this takes a sixth of that."""
-    p = "10000000000000000000::uhugeint"
-    digits = (f"cast(cast({x} // ({p} * {p}) as utinyint) as varchar) "
-              f"|| lpad(cast(cast(({x} // {p}) % {p} as ubigint) as varchar), 19, '0') "
-              f"|| lpad(cast(cast({x} % {p} as ubigint) as varchar), 19, '0')")
-    return f"case when {x} = 0 then '0' else ltrim({digits}, '0') end"
 
 
 def connect_params() -> dict:
