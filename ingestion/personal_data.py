@@ -141,7 +141,8 @@ def token(key: bytes, value: str, scheme: str = DEFAULT_SCHEME) -> int:
 
 def mask_nik_shaped(text_sql: str) -> str:
     """SQL for a quarantined value's delivered text, NIK-shaped runs of digits masked."""
-    return f"case when regexp_matches({text_sql}, '[0-9]{{16}}') then '{NIK_SHAPED}' else {text_sql} end"
+    return (f"case when length({text_sql}) >= 16 and regexp_matches({text_sql}, '[0-9]{{16}}') then '{NIK_SHAPED}' "
+            f"else {text_sql} end")
 
 
 def token_text_sql(x: str) -> str:
