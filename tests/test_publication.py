@@ -387,6 +387,29 @@ def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_pat
     assert json.loads(reports[-1].read_text())["passed"] is False
 
 
+def test_a_file_mostly_quarantined_is_a_warning_that_names_it_and_publishes(demo, tmp_path):
+    """The contract loads a file whose every row fails (dates in DD/MM/YYYY): the gate warns,
+    without blocking, and the summary names the file with its reasons."""
+    work = demo.copy(tmp_path / "w")
+    rows = [participant(kpj=f"{17100000000 + i:011d}", birth_date="05/08/1990", effective_date="01/06/2024")
+            for i in range(40)]
+    write_delivery(work.landing, "participants__2025-01-06.csv", csv_text(PARTICIPANT_HEADER, rows),
+                   produced_at="2025-01-06T01:00:00+07:00")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "  quarantined participants__2025-01-06.csv: every row (40) quarantined: BAD_TYPE:birth_date 40, " \
+           "BAD_TYPE:effective_date 40" in result.stdout
+    warned = [line for line in result.stdout.splitlines() if line.startswith("  warning ")]
+    assert len(warned) == 1 and warned[0].startswith(
+        "  warning raw.files_mostly_quarantined.expect_column_values_to_be_between(quarantined_share): ")
+    assert "'unexpected_count': 1" in warned[0]
+    manifest = json.loads((_latest(work) / "manifest.json").read_text())
+    check = next(c for c in manifest["quality_checks"] if "files_mostly_quarantined" in c["name"])
+    assert check["passed"] is False and check["severity"] == "warning"
+    assert all(c["passed"] for c in json.loads((_latest(demo) / "manifest.json").read_text())["quality_checks"]
+               if "files_mostly_quarantined" in c["name"])
+
+
 def test_referential_orphans_over_the_gate_exit_2(demo, tmp_path):
     work = demo.copy(tmp_path / "w")
     before = _latest(work)
@@ -707,7 +730,7 @@ def test_a_gx_project_that_cannot_be_read_is_named_and_made_anew_once_moved_asid
     config.rename(tmp_path / "great_expectations.yml.bad")
     again = paritrana(*run)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert config.is_file() and "checks: 56 passed" in again.stdout
+    assert config.is_file() and "checks: 57 passed" in again.stdout
 
 
 def _dag_task(task_id: str, monkeypatch, work, run_id: str, logical_date, params: dict | None = None):
