@@ -116,6 +116,10 @@ def _print_outcome(paths, year: int, published_now: bool = True) -> None:
         paritrana = Path(sys.executable).parent / "paritrana"
         print(f"evaluators:  {shlex.quote(str(paritrana))} explain --entity {top} "
               f"--home {shlex.quote(str(paths.home))}")
+        pair = next((rows[:2] for rows in tops.values() if len(rows) > 1), None)
+        if pair:  # and why the first of a ranking is ahead of the second
+            print(f"             {shlex.quote(str(paritrana))} explain --entity {pair[0][1]} --versus {pair[1][1]} "
+                  f"--home {shlex.quote(str(paths.home))}")
 
 
 def cmd_demo(args) -> int:

@@ -239,6 +239,11 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
                              .removeprefix("evaluators:"))
     explained = subprocess.run(evaluators, capture_output=True, text=True, timeout=120)
     assert explained.returncode == 0 and f"({evaluators[3]})" in explained.stdout.splitlines()[0], explained.stderr
+    lines = first.stdout.splitlines()
+    versus = shlex.split(lines[lines.index(next(line for line in lines if line.startswith("evaluators:"))) + 1])
+    compared = subprocess.run(versus, capture_output=True, text=True, timeout=120)
+    assert (versus[2], versus[4]) == ("--entity", "--versus") and compared.returncode == 0, compared.stderr
+    assert "\nagainst " in compared.stdout and f"({versus[3]} ahead by " in compared.stdout
     latest = home / "published" / "2024" / "latest"
     run1 = latest.resolve()
     manifest1 = json.loads((run1 / "manifest.json").read_text())
