@@ -68,6 +68,9 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
     # the generator checks what it is given before writing anything
     for flag, value, message in [("--days", "-2", "--days must be 0 or more"),
                                  ("--seed", "-5", "--seed must be 0 or more"),
+                                 ("--year", "1999", "--year must be from 2017, the award's first year, to 9998 "
+                                                    "(got 1999)"),
+                                 ("--year", "9999", "--year must be from 2017"),
                                  ("--scale", "inf", "--scale must be a positive number (got inf)"),
                                  ("--scale", "nan", "--scale must be a positive number (got nan)")]:
         out = paritrana("generate", "--landing", str(tmp_path / "g"), "--profile", "demo", flag, value)
