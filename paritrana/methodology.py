@@ -92,6 +92,18 @@ class Methodology:
         return hashlib.sha256(canonical_json(self.values).encode()).hexdigest()
 
 
+# The award's first year; the last leaves room for the days after Y-12-31 (deltas, nights).
+FIRST_YEAR, LAST_YEAR = 2017, 9998
+
+
+def require_award_year(year: int) -> None:
+    """An assessment year the award has: `run --year 1999` loaded everything, then failed
+    its gate on empty rankings; `--year 0` and `generate --year 1999` failed with Python's
+    and numpy's words."""
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"--year must be from {FIRST_YEAR}, the award's first year, to {LAST_YEAR} (got {year})")
+
+
 def require_as_of_in_year(year: int, as_of: dt.date) -> None:
     """methodology.md §1: D is Y-12-31, or for a provisional run a date in Y. Any other date
     would publish year Y's ranking judged on another year's states and payments."""

@@ -166,8 +166,9 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     """Raises GateFailed (exit 2) when blocking checks fail; nothing is published then."""
     from .quality.gate import GateFailed
 
+    methodology_config.require_award_year(year)  # refused before any work
     as_of = as_of or dt.date(year, 12, 31)
-    methodology_config.require_as_of_in_year(year, as_of)  # refused before any work
+    methodology_config.require_as_of_in_year(year, as_of)  # likewise
     methodology = methodology_config.load(config_file, paths.home, year)  # likewise
     check_settings(paths, year)  # likewise
     run_id = run_id or new_run_id()

@@ -1,6 +1,7 @@
 """The `paritrana` command as a user runs it: generate, run, summary, exit codes."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -76,6 +77,14 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
         out = paritrana("generate", "--landing", str(tmp_path / "g"), "--profile", "demo", flag, value)
         assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
         assert not (tmp_path / "g").exists()
+    # so does a run, and the DAG's param year: no award before 2017
+    for year in ("1999", "0"):
+        early = paritrana("run", "--landing", str(tmp_path), "--year", year, "--home", str(tmp_path / "h"))
+        assert early.returncode == 1 and f"--year must be from 2017, the award's first year, to 9998 (got {year})" \
+            in early.stderr and not (tmp_path / "h" / "warehouse.duckdb").exists(), early.stderr
+    from paritrana.orchestration import run_dates
+    with pytest.raises(ValueError, match=r"--year must be from 2017"):
+        run_dates(dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc), "2016")
     into_file = paritrana("generate", "--landing", str(tmp_path / "a_file"), "--profile", "demo")
     assert into_file.returncode == 1 and "a_file is a file, not a folder" in into_file.stderr
 

@@ -24,6 +24,8 @@ import pyarrow as pa
 
 from ingestion.deliveries import GENERATOR_MANIFEST
 
+from ..methodology import require_award_year
+
 from .facts import build_bills, build_claims, nonasn_headcount, reference_tables
 from .geography import regions_for
 from .population import FUND, SEG, Population, build_employers, build_geography, build_population, days
@@ -39,16 +41,11 @@ def _produced(business_date: dt.date, hours: int = 0) -> dt.datetime:
     return dt.datetime.combine(business_date + dt.timedelta(days=1), dt.time(1, 10), JAKARTA) + dt.timedelta(hours=hours)
 
 
-FIRST_YEAR, LAST_YEAR = 2017, 9998
-
-
 def generate(landing: Path, profile: str, year: int | None = None, scale: float = 1.0, seed: int = 42,
              days_after: int = 0, progress: Callable[[str], None] = lambda _: None) -> dict:
     prof = get_profile(profile)
-    if year is not None and not FIRST_YEAR <= year <= LAST_YEAR:
-        # checked here: numpy's "low >= high" (histories start in 2005) and Python's "year
-        # 10000 is out of range" (deltas run into the next year) said nothing of the year
-        raise ValueError(f"--year must be from {FIRST_YEAR}, the award's first year, to {LAST_YEAR} (got {year})")
+    if year is not None:  # histories start in 2005, deltas run into the next year
+        require_award_year(year)
     if year is not None and year != prof.year:
         from dataclasses import replace
         prof = replace(prof, year=year, claims_target=None, ump={k: {year - 1: v[min(v)], year: v[max(v)]}
