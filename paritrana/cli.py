@@ -142,6 +142,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_dag_test(args) -> int:
+    from .methodology import require_award_year
+
+    if args.year is not None:  # before Airflow starts, as `run` does
+        require_award_year(args.year)
     paths = resolve_home(args.home)
     logical = dt.datetime.combine(args.date, dt.time(1, 0), tzinfo=dt.timezone(dt.timedelta(hours=7)))
     conf = {"year": args.year, "full_refresh": args.full_refresh, "config": str(args.config) if args.config else None}

@@ -82,6 +82,9 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
         early = paritrana("run", "--landing", str(tmp_path), "--year", year, "--home", str(tmp_path / "h"))
         assert early.returncode == 1 and f"--year must be from 2017, the award's first year, to 9998 (got {year})" \
             in early.stderr and not (tmp_path / "h" / "warehouse.duckdb").exists(), early.stderr
+    early = paritrana("dag-test", "--landing", str(tmp_path), "--date", "2025-01-04", "--year", "1999", "--home",
+                      str(tmp_path / "h"))
+    assert early.returncode == 1 and "--year must be from 2017" in early.stderr and "Traceback" not in early.stderr
     from paritrana.orchestration import run_dates
     with pytest.raises(ValueError, match=r"--year must be from 2017"):
         run_dates(dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc), "2016")
