@@ -46,6 +46,12 @@ from .sources import (
 # A file whose stage fits comfortably in memory (about 300 bytes a row) is staged in a
 # temporary table instead, written without compression: twice as fast.
 TEMP_STAGE_MAX_ROWS_ENV, TEMP_STAGE_MAX_ROWS_DEFAULT = "PARITRANA_TEMP_STAGE_MAX_ROWS", 3_000_000
+# What a correction does with the quarantined rows of the file it replaces. "drop" (the
+# default): the quarantine holds the current versions' rows only, as the raw tables do,
+# whatever the order in which the versions arrived (a version that arrives after its
+# correction is skipped, and never quarantined), and a bad national snapshot's 15 GB goes
+# with it. "keep": they stay as the record of what was wrong with it (before 0.3.10).
+SUPERSEDED_QUARANTINE_ENV, SUPERSEDED_QUARANTINE = "PARITRANA_SUPERSEDED_QUARANTINE", ("drop", "keep")
 TEMP_STAGE, PERSISTENT_STAGE = "_ingest_stage", f"{RAW}._ingest_stage"
 # Columns of the stage that only judging needs, after the raw table's own columns.
 JUDGING = ("_nl", "_details", "_h1", "_content")
@@ -107,6 +113,7 @@ def ingest(con, landing: Path, key: bytes, run_id: str, progress: Progress = lam
     scheme = token_scheme()
     tokeniser = Tokeniser.for_key(key, scheme)  # an unknown scheme fails before anything is written
     temp_stage_max_rows()  # so does a bad PARITRANA_TEMP_STAGE_MAX_ROWS
+    superseded_quarantine()  # and PARITRANA_SUPERSEDED_QUARANTINE
     ensure_raw_schema(con, scheme, key_check(key))
     _drop_temp(con)  # a stage left by a killed load
     previous_optimizers = con.execute("select current_setting('disabled_optimizers')").fetchone()[0]
@@ -364,6 +371,8 @@ def _load_one(con, d: Delivery, run_id: str, started, tokeniser: Tokeniser) -> F
             con.execute(f"delete from {RAW}.{extract.name} where _load_id = ?", [current[0]])
             con.execute(f"update {RAW}.load_ledger set status = 'SUPERSEDED', superseded_by = ? where load_id = ?",
                         [load_id, current[0]])
+            if superseded_quarantine() == "drop":  # its count stays in the ledger
+                con.execute(f"delete from {RAW}.quarantine where load_id = ?", [current[0]])
             result.superseded = current[1]
         if judged.quarantined:
             _insert_quarantine(con, extract, load_id, d, judged)
@@ -407,6 +416,15 @@ def _record(con, d: Delivery, run_id: str, started, r: FileResult, load_id: int 
          r.rows_duplicate, r.extra_columns, started, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)],
     )
     return load_id
+
+
+def superseded_quarantine() -> str:
+    """$PARITRANA_SUPERSEDED_QUARANTINE: "drop" (the default) or "keep"."""
+    value = os.environ.get(SUPERSEDED_QUARANTINE_ENV, "").strip() or SUPERSEDED_QUARANTINE[0]
+    if value not in SUPERSEDED_QUARANTINE:
+        raise ValueError(f"{SUPERSEDED_QUARANTINE_ENV} must be one of {', '.join(SUPERSEDED_QUARANTINE)} "
+                         f"(got {value!r})")
+    return value
 
 
 def temp_stage_max_rows() -> int:

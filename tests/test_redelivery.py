@@ -253,3 +253,53 @@ def test_arrival_order_does_not_change_the_tables(tmp_path, home, load, sql):
         finally:
             con.close()
     assert _contents(sql2) == all_at_once
+
+
+@pytest.mark.parametrize("setting", ["", "keep"])
+def test_a_corrections_quarantine_replaces_the_superseded_files_whatever_the_arrival(tmp_path, monkeypatch, setting):
+    """A correction replaces every row the earlier file contributed (extracts.md §1), its
+    quarantined rows too, so the quarantine, like the raw tables, depends on versions and
+    not on arrival: a version that arrives after its correction is skipped and never
+    quarantined. PARITRANA_SUPERSEDED_QUARANTINE=keep keeps them, as before 0.3.10."""
+    import duckdb
+
+    from conftest import KEY
+    from ingestion.loader import ingest
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import writer
+
+    monkeypatch.setenv("PARITRANA_SUPERSEDED_QUARANTINE", setting)
+    files = {"original": ("participants__2024-12-31.csv", [participant(kpj="17000000001", gender="X"),
+                                                            participant(kpj="17000000002", gender="X"),
+                                                            participant(kpj="17000000003")], "2025-01-01T01:00:00+07:00"),
+             "correction": ("participants__2024-12-31.csv.gz", [participant(kpj="17000000001"),
+                                                                participant(kpj="17000000002", segment="ASN"),
+                                                                participant(kpj="17000000003")],
+                            "2025-01-02T01:00:00+07:00")}
+    kept = {}
+    for order in (("original", "correction"), ("correction", "original")):
+        home = resolve_home(tmp_path / "-".join(order))
+        for n, which in enumerate(order):
+            name, rows, produced_at = files[which]
+            write_delivery(tmp_path / "-".join(order) / "in", name, csv_text(PARTICIPANT_HEADER, rows),
+                           produced_at=produced_at)
+            with writer(home) as con:
+                ingest(con, tmp_path / "-".join(order) / "in", KEY, f"night-{n}")
+        with duckdb.connect(str(home.warehouse), read_only=True) as con:
+            kept[order] = sorted(con.execute("select file_name, line, reason_details from raw.quarantine").fetchall())
+            assert con.execute("select count(*) from raw.participants").fetchall() == [(2,)]
+    correction = [("participants__2024-12-31.csv.gz", 3, ["NOT_IN_SET:segment"])]
+    assert kept[("correction", "original")] == correction
+    if setting == "keep":
+        assert kept[("original", "correction")] == sorted(correction + [
+            ("participants__2024-12-31.csv", 2, ["NOT_IN_SET:gender"]),
+            ("participants__2024-12-31.csv", 3, ["NOT_IN_SET:gender"])])
+    else:
+        assert kept[("original", "correction")] == correction
+
+
+def test_an_unknown_superseded_quarantine_setting_is_refused_before_loading(tmp_path, load, sql, monkeypatch):
+    monkeypatch.setenv("PARITRANA_SUPERSEDED_QUARANTINE", "archive")
+    write_delivery(tmp_path / "in", "participants__2024-12-31.csv", csv_text(PARTICIPANT_HEADER, [participant()]))
+    with pytest.raises(ValueError, match="PARITRANA_SUPERSEDED_QUARANTINE must be one of drop, keep"):
+        load(tmp_path / "in")
