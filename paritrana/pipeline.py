@@ -241,11 +241,11 @@ DELIVERY_NOTE_LABELS = ("rejected", "quarantined", "stale", "ahead", "typed", "w
 def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
                    ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file
-    rejected with its reason, each version skipped as stale and why, each loaded with a
-    produced_at or business date after its load, each with quarantined rows and why, each with columns of the
-    wrong type, what waits or leads
-    nowhere, and the ignored files that would be deliveries under their plain names. One
-    wording for the run's summary and the DAG's."""
+    rejected with its reason, each loaded with quarantined rows and why, each version
+    skipped as stale and why, each loaded with a produced_at or business date after its
+    load, each with columns of the wrong type, what waits or leads nowhere, and the ignored
+    files that would be deliveries under their plain names. One wording for the run's
+    summary and the DAG's."""
     notes = []
     for f in files:
         if f["status"] == "REJECTED":
