@@ -21,7 +21,7 @@ from typing import Callable, Collection
 import numpy as np
 import pyarrow as pa
 
-from paritrana.settings import count_setting
+from paritrana.settings import choice_setting, count_setting
 from paritrana.warehouse import machine_failure, machine_stop
 
 from .contracts import EXTRACTS, NIK, Extract
@@ -420,11 +420,7 @@ def _record(con, d: Delivery, run_id: str, started, r: FileResult, load_id: int 
 
 def superseded_quarantine() -> str:
     """$PARITRANA_SUPERSEDED_QUARANTINE: "drop" (the default) or "keep"."""
-    value = os.environ.get(SUPERSEDED_QUARANTINE_ENV, "").strip() or SUPERSEDED_QUARANTINE[0]
-    if value not in SUPERSEDED_QUARANTINE:
-        raise ValueError(f"{SUPERSEDED_QUARANTINE_ENV} must be one of {', '.join(SUPERSEDED_QUARANTINE)} "
-                         f"(got {value!r})")
-    return value
+    return choice_setting(SUPERSEDED_QUARANTINE_ENV, SUPERSEDED_QUARANTINE)
 
 
 def temp_stage_max_rows() -> int:

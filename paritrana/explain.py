@@ -24,6 +24,8 @@ from .settings import Paths
 
 
 MARTS = dict(zip(("pemda", "badan_usaha", "umk"), BASIS_MARTS))
+# The column whose value each category's entities are ranked within (none: all together).
+RANKING_GROUP = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}
 
 
 @dataclass
@@ -166,7 +168,7 @@ def _lookup(con, entity_code: str, where: str) -> tuple[str, dict, tuple[int, in
         raise ValueError(f"no province, regency/city, business or micro enterprise {entity_code!r} in {where}; "
                          "give a code (17, 17.71 or BK000123) or a name, or part of one")
     category, e = found
-    group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[category]
+    group = RANKING_GROUP[category]
     peers = con.execute(
         f"select count(*) filter (where eligible), count(*) filter (where eligible and province_code = ?) "
         f"from marts.{MARTS[category]} where {f'{group} = ?' if group else 'true'}",
@@ -350,7 +352,7 @@ def versus(x: Explanation, y: Explanation) -> list[str]:
     ahead = f"{code_a} ahead by {gap}" if gap > 0 else f"{code_b} ahead by {-gap}" if gap < 0 else "equal"
     lines.append(f"  total: {a['shown__total_score']} against {b['shown__total_score']} ({ahead}; the indicators' "
                  f"parts above add up to {lead:+.4f} before the totals are rounded)")
-    group = {"pemda": "ranking_group", "badan_usaha": "size_class", "umk": None}[x.category]
+    group = RANKING_GROUP[x.category]
     if group and a[group] != b[group]:
         lines.append(f"  ranked apart ({a[group]} and {b[group]}): rank {a['rank_national']} of {x.peers[0]} and "
                      f"{b['rank_national']} of {y.peers[0]} in the country; their totals compare, their ranks do not")

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .methodology import INDICATORS
-from .publication import BASIS, RANKINGS, NothingPublished, find_publication, latest
+from .publication import BASIS, BASIS_MARTS, RANKINGS, NothingPublished, find_publication, latest
 from .settings import Paths
 
 FORMATS = ("csv", "parquet", "xlsx")
@@ -108,9 +108,11 @@ def _workbook_into(stream, folder: Path, category: str, source: Path, table: str
         shutil.copyfileobj(workbook, stream, 1 << 20)
 
 
-# The basis mart each ranking comes from (publication.BASIS_MARTS).
-_BASIS_MART = {"pemda_provinsi": "pemda_indicators", "pemda_kabkota": "pemda_indicators",
-               "badan_usaha": "badan_usaha_indicators", "umk": "umk_indicators"}
+def _basis_mart(category: str) -> str:
+    """The basis mart (publication.BASIS_MARTS) a ranking comes from: its group's."""
+    mart = f"{GROUP[category]}_indicators"
+    assert mart in BASIS_MARTS, mart
+    return mart
 
 
 def indicator_table(folder: Path, category: str, out: Path) -> Path:
@@ -126,7 +128,7 @@ def indicator_table(folder: Path, category: str, out: Path) -> Path:
     con = duckdb.connect()
     try:
         con.execute("set enable_progress_bar = false")  # `--out -` may stream it to stdout
-        basis = sql_str(str(folder / BASIS / f"{_BASIS_MART[category]}.parquet"))
+        basis = sql_str(str(folder / BASIS / f"{_basis_mart(category)}.parquet"))
         ranking = sql_str(str(folder / f"rankings_{category}.parquet"))
         con.execute(f"""copy (
             select b.* from read_parquet({basis}) as b
@@ -203,7 +205,7 @@ def write_workbook(folder: Path, category: str, out, source: Path | None = None,
     ws.freeze_panes = "F2" if table == "rankings" else "C2"  # the entity's code and name stay in sight
     ws.append([_styled(ws, column, **title) for column in header])
     kinds = _column_types(folder / (f"rankings_{category}.parquet" if table == "rankings"
-                                    else f"{BASIS}/{_BASIS_MART[category]}.parquet"))
+                                    else f"{BASIS}/{_basis_mart(category)}.parquet"))
     formats = [_number_format(c, kinds.get(c, "")) for c in header]
     ws.append([_styled(ws, 0, number_format=fmt) if fmt else None for fmt in formats])  # the template row
     ws.auto_filter.ref = f"A1:{get_column_letter(len(header))}{rows + 1}"
@@ -230,7 +232,7 @@ def write_workbook(folder: Path, category: str, out, source: Path | None = None,
         about.append([k, manifest[k]])
     about.append(["configuration sha256", manifest["configuration"]["sha256"]])
     about.append(["source file", f"rankings_{category}.csv in {folder}" if table == "rankings" else
-                  f"basis/{_BASIS_MART[category]}.parquet in {folder}, the rows of rankings_{category}.csv"])
+                  f"basis/{_basis_mart(category)}.parquet in {folder}, the rows of rankings_{category}.csv"])
     with tempfile.TemporaryFile() as small:
         wb.save(small)
         small.seek(0)

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import duckdb
 from ingestion.personal_data import token_text_sql
 
 from .methodology import DBT_PROJECT_DIR
-from .warehouse import DEFAULT_MEMORY_LIMIT, held_elsewhere
+from .warehouse import DEFAULT_MEMORY_LIMIT, held_elsewhere, lock_holder
 
 RAW = "raw"
 PGOPTIONS = "-c work_mem=256MB"
@@ -198,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except duckdb.IOException as e:
         if not held_elsewhere(e):
             raise
-        holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+        holder = lock_holder(e)
         parser.exit(1, f"{warehouse} is open for writing in another process"
-                       + (f" ({holder.group(1)}, PID {holder.group(2)})" if holder else "")
+                       + (f" ({holder})" if holder else "")
                        + (": a run writing the warehouse? Copy from the analysts' copy, the default without --from, "
                           "or wait for it to end\n" if warehouse != paths.reader_copy else
                           ": a session that opened it without read-only? Close it, or open it read-only\n"))

@@ -23,7 +23,7 @@ from pathlib import Path
 from ingestion.rules import sql_str
 
 from .methodology import Methodology
-from .settings import Paths, count_setting
+from .settings import Paths, choice_setting, count_setting
 from .warehouse import connect
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
@@ -145,10 +145,7 @@ def inputs_used(con) -> list[dict]:
 
 def latest_policy() -> str:
     """$PARITRANA_LATEST: "run" (the default) or "as-of"; see LATEST_ENV."""
-    value = os.environ.get(LATEST_ENV, "").strip() or LATEST_POLICIES[0]
-    if value not in LATEST_POLICIES:
-        raise ValueError(f"{LATEST_ENV} must be one of {', '.join(LATEST_POLICIES)} (got {value!r})")
-    return value
+    return choice_setting(LATEST_ENV, LATEST_POLICIES)
 
 
 def require_latest_link(paths: Paths, year: int) -> None:

@@ -52,6 +52,15 @@ def resolve_home(home: str | Path | None = None) -> Paths:
     return Paths(chosen)
 
 
+def choice_setting(name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` from the environment, the first by default. Raises ValueError
+    naming the variable, so callers refuse a bad value before any work."""
+    value = os.environ.get(name, "").strip() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
 def count_setting(name: str, default: str, what: str, allow_all: bool = False, minimum: int = 1) -> int | None:
     """A count from the environment: a whole number, at least `minimum`, or, where
     `allow_all`, "all" (None: no limit). Raises ValueError naming the variable, so

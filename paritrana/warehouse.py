@@ -94,13 +94,17 @@ def held_elsewhere(e: BaseException) -> bool:
     return _LOCKED in str(e)
 
 
+def lock_holder(e: BaseException) -> str | None:
+    """The process DuckDB names as holding a file's lock ("python3, PID 123"), if it does."""
+    holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(e))
+    return f"{holder.group(1)}, PID {holder.group(2)}" if holder else None
+
+
 def held_elsewhere_stop(e: BaseException, paths: Paths) -> WarehouseBusy:
     """Who holds which file, as DuckDB names them, and the way on. DuckDB's own advice (open
     it read-only) is for the other session, not for a run, which must write."""
-    text = str(e)
-    held = re.search(r'lock on file "(.*?)"', text)
-    holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", text)
-    who = f"{holder.group(1)}, PID {holder.group(2)}" if holder else "another process"
+    held = re.search(r'lock on file "(.*?)"', str(e))
+    who = lock_holder(e) or "another process"
     if held and Path(held.group(1)) != paths.warehouse:  # the analysts' copy, opened read-write by a session
         return WarehouseBusy(
             f"{held.group(1)} is open for writing in another process ({who}): a session that opened it without "
