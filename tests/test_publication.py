@@ -374,8 +374,9 @@ def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_pat
                    produced_at="2025-01-05T01:00:00+07:00")
     result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr)" in result.stderr
-    assert "25070790" in result.stderr  # the observed value
+    # the check, and the row it failed on by the asset's identifying columns, with its value
+    assert "FAILED raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr) on region_code=17 " \
+        "year=2024 (minimum_wage_idr 25070790): observed {'unexpected_count': 1," in result.stderr
     # the report's address opens as it is printed, a space and an apostrophe in HOME included
     report = next(line.split("report: ", 1)[1] for line in result.stderr.splitlines() if "report: " in line)
     assert report.startswith("file:///") and " " not in report
@@ -401,13 +402,41 @@ def test_a_file_mostly_quarantined_is_a_warning_that_names_it_and_publishes(demo
            "BAD_TYPE:effective_date 40" in result.stdout
     warned = [line for line in result.stdout.splitlines() if line.startswith("  warning ")]
     assert len(warned) == 1 and warned[0].startswith(
-        "  warning raw.files_mostly_quarantined.expect_column_values_to_be_between(quarantined_share): ")
-    assert "'unexpected_count': 1" in warned[0]
+        "  warning raw.files_mostly_quarantined.expect_column_values_to_be_between(quarantined_share) "
+        "on file_name=participants__2025-01-06.csv (quarantined_share 1.0): observed {'unexpected_count': 1,")
     manifest = json.loads((_latest(work) / "manifest.json").read_text())
     check = next(c for c in manifest["quality_checks"] if "files_mostly_quarantined" in c["name"])
     assert check["passed"] is False and check["severity"] == "warning"
+    assert check["observed"]["rows"] == [{"file_name": "participants__2025-01-06.csv", "quarantined_share": 1.0}]
     assert all(c["passed"] for c in json.loads((_latest(demo) / "manifest.json").read_text())["quality_checks"]
                if "files_mostly_quarantined" in c["name"])
+
+
+def test_a_failed_check_names_its_first_rows_and_counts_the_rest(tmp_path):
+    """An asset `identified_by` columns has its failing rows named by them (the first
+    ROWS_SHOWN, then how many more); an asset without them is named by its check alone, and
+    a malformed `identified_by` is refused with the suite's file and asset."""
+    from paritrana.quality.gate import ROWS_SHOWN, failed_check_line, load_suites
+
+    rows = [{"region_code": f"17.0{i}", "year": 2024, "minimum_wage_idr": 20000000 + i} for i in range(ROWS_SHOWN)]
+    check = {"name": "raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr)",
+             "column": "minimum_wage_idr", "threshold": {"max_value": 15000000},
+             "observed": {"unexpected_count": ROWS_SHOWN + 7, "sample": [20000000], "rows": rows}}
+    line = failed_check_line(check)
+    assert line.startswith("FAILED raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr) on "
+                           "region_code=17.00 year=2024 (minimum_wage_idr 20000000); region_code=17.01 year=2024 "
+                           "(minimum_wage_idr 20000001); ")
+    assert f"(minimum_wage_idr {20000000 + ROWS_SHOWN - 1}) and 7 more: observed " \
+           "{'unexpected_count': 12, 'sample': [20000000]}, expected {'max_value': 15000000}" in line
+    aggregate = {"name": "marts.referential_checks.expect_column_max_to_be_between(orphan_share)",
+                 "column": "orphan_share", "threshold": {"max_value": 0.01}, "observed": 0.2}
+    assert failed_check_line(aggregate) == "FAILED marts.referential_checks.expect_column_max_to_be_between" \
+        "(orphan_share): observed 0.2, expected {'max_value': 0.01}"
+
+    (tmp_path / "bad.yml").write_text("suite: bad\nassets:\n  files:\n    identified_by: file_name\n"
+                                      "    query: select 1\n    expectations: []\n")
+    with pytest.raises(ValueError, match=r"bad\.yml: files: identified_by must be a list of column names"):
+        load_suites(tmp_path)
 
 
 def test_referential_orphans_over_the_gate_exit_2(demo, tmp_path):

@@ -121,6 +121,9 @@ def load_suites(directory: Path = EXPECTATIONS_DIR) -> list[dict]:
             for e in body["expectations"]:
                 if e.get("severity") not in SEVERITIES:
                     raise ValueError(f"{path}: {asset} {e.get('type')}: severity must be one of {SEVERITIES}")
+            named = body.get("identified_by", [])
+            if not (isinstance(named, list) and all(isinstance(c, str) and c for c in named)):
+                raise ValueError(f"{path}: {asset}: identified_by must be a list of column names")
         spec["path"] = str(path)
         suites.append(spec)
     return suites
@@ -140,14 +143,20 @@ def _expectation(gx, spec: dict, params: dict):
     return cls(**kwargs, meta={"severity": spec["severity"]})
 
 
+ROWS_SHOWN = 5
+
+
 def _observed(result) -> object:
     r = result.result or {}
     if "observed_value" in r:
         return r["observed_value"]
     if "unexpected_count" in r:
-        return {"unexpected_count": r.get("unexpected_count"), "unexpected_percent": r.get("unexpected_percent"),
-                "element_count": r.get("element_count"),
-                "sample": (r.get("partial_unexpected_list") or [])[:5]}
+        observed = {"unexpected_count": r.get("unexpected_count"), "unexpected_percent": r.get("unexpected_percent"),
+                    "element_count": r.get("element_count"),
+                    "sample": (r.get("partial_unexpected_list") or [])[:ROWS_SHOWN]}
+        if r.get("partial_unexpected_index_list"):  # the asset is `identified_by` some columns
+            observed["rows"] = r["partial_unexpected_index_list"][:ROWS_SHOWN]
+        return observed
     return None
 
 
@@ -253,7 +262,11 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
             # Same configuration as every other connection of the process (dbt's stays open):
             # DuckDB refuses a second connection to one file with a different configuration.
             kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
-        validations, by_suite_asset = [], {}
+        # GX names the failing rows by the columns a checkpoint's result format lists, so the
+        # assets that have identifying columns (a file, an entity, a total) are validated by a
+        # checkpoint of their own per set of columns.
+        validations: dict[tuple[str, ...], list] = {}
+        by_suite_asset = {}
         for spec in suites:
             for asset_name, body in spec["assets"].items():
                 key = f"{spec['suite']}.{asset_name}"
@@ -265,19 +278,25 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
                 batch = asset.add_batch_definition_whole_table("all")
                 suite = context.suites.add_or_update(gx.ExpectationSuite(
                     name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
-                validations.append(context.validation_definitions.add_or_update(
-                    gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+                validations.setdefault(tuple(body.get("identified_by", [])), []).append(
+                    context.validation_definitions.add_or_update(
+                        gx.ValidationDefinition(name=name, data=batch, suite=suite)))
                 by_suite_asset[key] = (spec["suite"], asset_name)
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=f"paritrana_gate_{selection}", validation_definitions=validations,
-            actions=[], result_format={"result_format": "SUMMARY"}))
         started = time.perf_counter()
         # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
         # out-of-range UTC offset): the prefix makes it plainly not a date.
-        outcome = checkpoint.run(run_id=gx.RunIdentifier(run_name=f"paritrana_{run_id}",
-                                                         run_time=dt.datetime.now(dt.timezone.utc)))
+        gx_run = gx.RunIdentifier(run_name=f"paritrana_{run_id}", run_time=dt.datetime.now(dt.timezone.utc))
+        run_results = {}
+        for columns, definitions in validations.items():
+            result_format = {"result_format": "SUMMARY", "partial_unexpected_count": ROWS_SHOWN}
+            if columns:
+                result_format["unexpected_index_column_names"] = list(columns)
+            checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+                name=f"paritrana_gate_{selection}" + "".join(f"__{c}" for c in columns),
+                validation_definitions=definitions, actions=[], result_format=result_format))
+            run_results.update(checkpoint.run(run_id=gx_run).run_results)
         gate = GateResult(run_id, build=validated)
-        for identifier, validation in outcome.run_results.items():
+        for identifier, validation in run_results.items():
             suite_name, asset_name = by_suite_asset[validation.suite_name]
             for r in validation.results:
                 config = r.expectation_config
@@ -294,7 +313,7 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
         # its index of every kept run) after each of the assets, half the gate's time.
         archive_old_results(paths.home / "gx", keep)
-        context.build_data_docs(resource_identifiers=list(outcome.run_results.keys()))
+        context.build_data_docs(resource_identifiers=list(run_results.keys()))
         urls = context.get_docs_sites_urls()
         gate.data_docs = _clickable(urls[0]["site_url"]) if urls else None
     finally:
@@ -317,10 +336,32 @@ def report_path(paths: Paths, run_id: str) -> Path:
     return paths.home / "reports" / run_id / "gate.json"
 
 
+def failed_rows(check: dict) -> str:
+    """` on file_name=claims__2025-01-03.csv (quarantined_share 1.0)`: the rows that failed, by
+    the asset's identifying columns, when it has them; empty otherwise."""
+    observed = check.get("observed")
+    rows = observed.get("rows") if isinstance(observed, dict) else None
+    if not rows:
+        return ""
+    column = check.get("column")
+    shown = "; ".join(" ".join(f"{k}={v}" for k, v in row.items() if k != column)
+                      + (f" ({column} {row[column]!r})" if column in row else "") for row in rows)
+    more = (observed.get("unexpected_count") or len(rows)) - len(rows)
+    return f" on {shown}" + (f" and {more:,} more" if more > 0 else "")
+
+
+def observed_text(check: dict) -> str:
+    """The observed value without the rows that `failed_rows` names."""
+    observed = check.get("observed")
+    if isinstance(observed, dict) and "rows" in observed:
+        observed = {k: v for k, v in observed.items() if k != "rows"}
+    return repr(observed)
+
+
 def failed_check_line(check: dict) -> str:
     """One failed check, as the gate's message and the DAG's summary (from gate.json) say it."""
-    return (f"FAILED {check['name']}: observed {check['observed']!r}, expected {check['threshold']}"
-            + (f" (error: {check['error']})" if check.get("error") else ""))
+    return (f"FAILED {check['name']}{failed_rows(check)}: observed {observed_text(check)}, "
+            f"expected {check['threshold']}" + (f" (error: {check['error']})" if check.get("error") else ""))
 
 
 def _clickable(url: str) -> str:
