@@ -96,12 +96,12 @@ class Methodology:
 FIRST_YEAR, LAST_YEAR = 2017, 9998
 
 
-def require_award_year(year: int) -> None:
+def require_award_year(year: int, given_as: str = "--year") -> None:
     """An assessment year the award has: `run --year 1999` loaded everything, then failed
     its gate on empty rankings; `--year 0` and `generate --year 1999` failed with Python's
-    and numpy's words."""
+    and numpy's words. `given_as` names the year as its user gave it (an option, a DAG param)."""
     if not FIRST_YEAR <= year <= LAST_YEAR:
-        raise ValueError(f"--year must be from {FIRST_YEAR}, the award's first year, to {LAST_YEAR} (got {year})")
+        raise ValueError(f"{given_as} must be from {FIRST_YEAR}, the award's first year, to {LAST_YEAR} (got {year})")
 
 
 def require_as_of_in_year(year: int, as_of: dt.date) -> None:

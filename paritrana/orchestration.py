@@ -42,7 +42,7 @@ def run_dates(logical_date: dt.datetime, year: int | None = None) -> tuple[int, 
         year = int(year)
     except (TypeError, ValueError):
         raise ValueError(f"the DAG's param year must be a year such as 2024 (or empty), not {year!r}") from None
-    methodology_config.require_award_year(year)
+    methodology_config.require_award_year(year, "the DAG's param year")
     as_of = min(business_date, dt.date(year, 12, 31))
     methodology_config.require_as_of_in_year(year, as_of)
     return year, as_of

@@ -86,6 +86,10 @@ def test_run_dates_follow_the_logical_date():
     assert run_dates(night, year=" ") == (2025, dt.date(2025, 3, 4))
     with pytest.raises(ValueError, match="param year must be a year such as 2024 \\(or empty\\), not '20x4'"):
         run_dates(night, year="20x4")
+    # the param is named as the trigger form names it, not as the command line's option
+    with pytest.raises(ValueError, match="^the DAG's param year must be from 2017, the award's first year, "
+                                         "to 9998 \\(got 1999\\)$"):
+        run_dates(night, year="1999")
     assert safe_run_id("scheduled__2025-01-01T18:00:00+00:00") == "scheduled__2025-01-01T18-00-00-00-00"
 
 
