@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
+        from .pipeline import ReaderCopyNotUpdated
+        from .warehouse import MachineFailure, machine_failure, machine_stop
+        # a full disk, wherever it was met, unless the error already says what to do
+        if machine_failure(e) and not isinstance(e, (MachineFailure, ReaderCopyNotUpdated)):
+            e = machine_stop(e, None, loading=args.command in ("run", "dag-test"))
         print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if interrupted(e):  # DuckDB reports Ctrl-C during a query as an error of its own
             return _interrupted(args.command)
         if machine_failure(e):
-            e = machine_stop(e, args.command)
+            e = machine_stop(e, None, loading=args.command in ("run", "dag-test"))
         elif damaged(e):
             e = damage_stop(e, resolve_home(getattr(args, "home", None)).warehouse)
         elif held_elsewhere(e):  # GX's own connection, and the analysts' copy that explain opens

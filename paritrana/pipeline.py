@@ -97,9 +97,25 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
     with ThreadPoolExecutor(1) as pool:
         prepared = pool.submit(prepare_reader_copy, paths)
         publication = publish(paths, run_id, year, as_of, methodology, checks, plan)
-        copy = prepared.result()
+        try:
+            copy = prepared.result()
+        except Exception as e:  # noqa: BLE001 - said with what did happen: the publication
+            raise ReaderCopyNotUpdated(paths, publication.folder, e) from e
     publication.reader_copies = serve_reader_copy(paths, copy)
     return publication
+
+
+class ReaderCopyNotUpdated(OSError):
+    """The run published, but the analysts' copy could not be brought up to date (a full
+    disk): the error must not read as if nothing had been published."""
+
+    def __init__(self, paths: Paths, folder: Path, cause: BaseException):
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        held = (f"{paths.reader_copy} still holds the previous publication's build" if paths.reader_copy.exists()
+                else f"there is no {paths.reader_copy} yet")
+        super().__init__(f"published {folder} (the year's latest), but the analysts' copy could not be brought up "
+                         f"to date ({first}): {held}. Free disk space and run the same command again: it loads "
+                         "nothing twice, publishes the same figures anew and brings the copy up to date")
 
 
 def highlights(paths: Paths) -> dict:

@@ -19,7 +19,7 @@ from typing import Callable
 
 from .methodology import DBT_PROJECT_DIR, Methodology
 from .settings import Paths
-from .warehouse import held_elsewhere, held_elsewhere_stop
+from .warehouse import held_elsewhere, held_elsewhere_stop, machine_failure, machine_stop, machine_text
 
 
 class BuildFailed(RuntimeError):
@@ -122,6 +122,16 @@ def _release_duckdb() -> None:
     gc.collect()
 
 
+def _stop_if_machine(exception: BaseException | None, node_messages: list[str], doing: str) -> None:
+    """A disk that filled (dbt writing its target files, or a node DuckDB could not write)
+    is said as the machine's stop, with what to do, not as a failed build."""
+    if exception is not None and machine_failure(exception):
+        raise machine_stop(exception, doing) from exception
+    for message in node_messages:
+        if machine_text(message):
+            raise machine_stop(RuntimeError(message), doing)
+
+
 def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
           progress: Callable[[str], None] = print, full_refresh: bool = False,
           select: str | None = None, unit_tests: bool = False) -> BuildResult:
@@ -144,6 +154,7 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
             raise held_elsewhere_stop(res.exception, paths)
         failed = [n for n in result.nodes if n.status in ("error", "fail", "runtime error")]
         detail = "; ".join(f"{n.resource_type} {n.name}: {n.status} ({n.message})" for n in failed[:10])
+        _stop_if_machine(res.exception, [n.message or "" for n in failed], "dbt build")
         cause = detail or (str(res.exception) if res.exception else "see the dbt log")
         raise BuildFailed(f"dbt build failed: {cause}. Log: {paths.home / 'dbt' / 'logs' / 'dbt.log'}")
     return result
@@ -156,6 +167,7 @@ def generate_docs(paths: Paths, year: int, as_of: dt.date, methodology: Methodol
     res = _invoke(paths, ["docs", "generate", "--static", "--no-compile",
                           "--vars", json.dumps(dbt_vars(year, as_of, methodology))])
     if not res.success:
+        _stop_if_machine(res.exception, [], "dbt docs generate")
         raise BuildFailed(f"dbt docs generate failed: {res.exception}")
     site = paths.home / "docs" / "dbt" / "index.html"
     site.parent.mkdir(parents=True, exist_ok=True)

@@ -43,16 +43,24 @@ def machine_failure(e: BaseException) -> bool:
         return True
     if isinstance(e, OSError) and e.errno in _MACHINE_ERRNOS:
         return True
-    return isinstance(e, duckdb.Error) and any(t in str(e) for t in _MACHINE_TEXTS)
+    return isinstance(e, duckdb.Error) and machine_text(str(e))
 
 
-def machine_stop(e: BaseException, doing: str) -> MachineFailure:
-    """The error to raise for a machine failure met while `doing`: DuckDB's first line
-    (paths and sizes, never a row), what it means, and what to do."""
+def machine_text(text: str) -> bool:
+    """Whether an error's text (DuckDB's, or a dbt node's message) is the machine's refusal."""
+    return any(t in text for t in _MACHINE_TEXTS)
+
+
+def machine_stop(e: BaseException, doing: str | None, loading: bool = True) -> MachineFailure:
+    """The error to raise for a machine failure met while `doing`: the error's first line
+    (paths and sizes, never a row), what it means, and what to do. `loading`: a run's,
+    whose loaded files stay loaded and whose memory limits are settings."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return MachineFailure(f"{doing}: {first}. The machine stopped the run, not the data: free disk space or "
-                          "memory (or raise PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT) and run the "
-                          "same command again; what was loaded stays loaded")
+    advice = ("free disk space or memory (or raise PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT) and run "
+              "the same command again; what was loaded stays loaded" if loading
+              else "free disk space or memory and run the same command again")
+    return MachineFailure(f"{doing + ': ' if doing else ''}{first}. The machine stopped the "
+                          f"{'run' if loading else 'command'}, not the data: {advice}")
 
 
 class WarehouseDamaged(OSError):

@@ -245,3 +245,50 @@ def test_a_landing_file_the_run_may_not_read_or_that_goes_away_stops_the_run_and
         report = loader.ingest(con, landing, load_key(home.home), "after")
     assert {r.file_name: r.status for r in report.results}[moved.name] == "LOADED"
     assert private.name in report.already_processed
+
+
+def test_a_disk_that_fills_during_the_dbt_build_is_said_as_the_machines_stop(demo, tmp_path):
+    """dbt failing to write its own files (a full disk: here the run's results file leads to
+    /dev/full, which refuses every write with ENOSPC) was reported as a failed build. It is
+    the machine's stop, said with what to do; the latest publication stays; the same
+    command with room publishes."""
+    work = demo.copy(tmp_path / "w")
+    before = os.readlink(work.home_dir / "published" / "2024" / "latest")
+    results = work.home_dir / "dbt" / "target" / "run_results.json"
+    results.unlink()
+    results.symlink_to("/dev/full")
+    full = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert full.returncode == 1, full.stdout[-2000:] + full.stderr[-2000:]
+    assert "paritrana run: error: dbt build: [Errno 28] No space left on device. The machine stopped the run, " \
+           "not the data: free disk space" in full.stderr
+    assert "dbt build failed" not in full.stderr and "Traceback" not in full.stderr
+    assert os.readlink(work.home_dir / "published" / "2024" / "latest") == before
+
+    results.unlink()
+    again = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert os.readlink(work.home_dir / "published" / "2024" / "latest") != before
+
+
+def test_an_analysts_copy_that_cannot_be_written_does_not_hide_the_publication(demo, tmp_path):
+    """The analysts' copy is written after the publication: when the disk refuses it, the
+    run used to exit 1 with only `[Errno 27] File too large`, as if nothing had been
+    published. It now says what was published and what the analysts still see, and the same
+    command with room brings the copy up to date."""
+    work = demo.copy(tmp_path / "w")
+    home = work.home_dir
+    for generation in home.glob(".analytics-*"):  # the next copy is then written whole, past the limit
+        generation.unlink()
+    served = (home / "analytics.duckdb").read_bytes()
+    limited = _limited_run(work.landing, home, file_size_limit=(home / "warehouse.duckdb").stat().st_size // 2)
+    assert limited.returncode == 1, limited.stdout[-2000:] + limited.stderr[-2000:]
+    latest = home / "published" / "2024" / "latest"
+    assert f"paritrana run: error: published {home / 'published' / '2024' / os.readlink(latest)} (the year's " \
+           "latest), but the analysts' copy could not be brought up to date ([Errno 27] File too large): " \
+           f"{home / 'analytics.duckdb'} still holds the previous publication's build. Free disk space and run " \
+           "the same command again" in limited.stderr
+    assert (home / "analytics.duckdb").read_bytes() == served
+
+    again = _limited_run(work.landing, home)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert (home / "analytics.duckdb").read_bytes() == (home / "warehouse.duckdb").read_bytes()

@@ -303,6 +303,23 @@ def test_export_to_the_standard_output_a_pipe_or_a_link_writes_into_it_and_a_mis
     assert "names a .csv file, but --format is parquet: name it umk.parquet" in refused.stderr.decode()
 
 
+def test_an_export_the_disk_refuses_names_the_file_and_what_to_do(demo):
+    """/dev/full refuses every write with ENOSPC, as a full disk does: the error names what
+    was being written (Python's names no file for a stream) and says what to do, without a
+    run's words about loaded files."""
+    for out in ("/dev/full", "-"):
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run([PYTHON, "-m", "paritrana.cli", "export", "--category", "umk", "--year", "2024",
+                                     "--format", "csv", "--out", out, "--home", str(demo.home_dir)],
+                                    stdout=full, stderr=subprocess.PIPE, text=True)
+        target = "/dev/full" if out != "-" else "the standard output"
+        assert result.returncode == 1, result.stderr
+        assert f"paritrana export: error: [Errno 28] No space left on device (writing {target}). The machine " \
+               "stopped the command, not the data: free disk space or memory and run the same command again" \
+               in result.stderr
+        assert "loaded" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_export_of_an_earlier_publication_by_its_run_id(demo, tmp_path, monkeypatch):
     """`--run RUN_ID` exports a publication other than the latest (the one an award was
     announced on, say); an unknown one, or one whose files were pruned, is told so."""
