@@ -116,14 +116,17 @@ def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refr
 
 def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
     """Raises GateFailed (the task fails, with the check names) when a blocking check fails."""
+    from dataclasses import asdict
+
     from .pipeline import gate_step
-    from .quality.gate import GateFailed
+    from .quality.gate import GateFailed, warning_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
     with exclusive(paths):
         result = gate_step(paths, run_id, m)
-    summary = {"passed": result.passed, "checks": len(result.checks), "warnings": [c.name for c in result.warnings],
+    summary = {"passed": result.passed, "checks": len(result.checks),
+               "warnings": [warning_line(asdict(c)) for c in result.warnings],
                "failed": [c.name for c in result.blocking_failures], "data_docs": result.data_docs,
                "report": result.report}
     if not result.passed:
@@ -208,6 +211,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
                      f"docs {built['dbt_docs']}")
     if checked:
         lines.append(f"checks: {checked['checks']} run, {len(checked['warnings'])} warnings; {checked['data_docs']}")
+        lines += checked["warnings"]  # each said as `paritrana run` says it, with the rows it is about
     elif states.get("quality_gate", "failed") == "failed" and gate_report and not gate_report.get("passed", True):
         failed = [c for c in gate_report["checks"] if not c["passed"] and c["severity"] == "blocking"]
         lines.append(f"checks: {len(gate_report['checks'])} run, {len(failed)} blocking failed; "
@@ -260,14 +264,16 @@ NOTE_LIMIT = 1000  # characters: Airflow's dag_run_note.content
 
 def fit_note(text: str, limit: int = NOTE_LIMIT) -> str:
     """The summary as a run note within Airflow's limit: the per-file lines give way, last
-    first, then the failed checks' own, so the counts, the failed tasks and what was
-    published stay."""
+    first, then the checks' warnings, then the failed checks' own, so the counts, the failed
+    tasks and what was published stay."""
     from .pipeline import DELIVERY_NOTE_LABELS
 
     lines = text.splitlines()
-    detail = re.compile(rf"({'|'.join(DELIVERY_NOTE_LABELS)}|FAILED) ")  # delivery_notes' and failed checks' lines
+    # delivery_notes' lines and the checks' (warnings, then failed ones)
+    detail = re.compile(rf"({'|'.join(DELIVERY_NOTE_LABELS)}|warning|FAILED) ")
     details = sorted((i for i, line in enumerate(lines) if detail.match(line)),
-                     key=lambda i: (not lines[i].startswith("FAILED"), i))  # a failed check's line goes last
+                     # files' lines go first, then warnings, a failed check's line last
+                     key=lambda i: (not lines[i].startswith("FAILED"), not lines[i].startswith("warning "), i))
     dropped: list[int] = []
     while len(text) > limit and details:
         dropped.append(details.pop())

@@ -287,12 +287,12 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
 
 
 def gate_summary(gate) -> list[str]:
-    from .quality.gate import failed_rows, observed_text
+    from .quality.gate import warning_line
 
     lines = [f"  checks: {sum(c.passed for c in gate.checks)} passed, {len(gate.blocking_failures)} blocking failed, "
              f"{len(gate.warnings)} warnings; Data Docs {gate.data_docs}"]
     for c in gate.warnings:
-        lines.append(f"  warning {c.name}{failed_rows(asdict(c))}: observed {observed_text(asdict(c))}")
+        lines.append("  " + warning_line(asdict(c)))
     return lines
 
 

@@ -153,15 +153,21 @@ def test_a_long_summary_keeps_its_counts_and_outcome_in_the_run_note():
                         + [f"rejected claims__2025-01-{d:02}.csv: MISSING_COLUMN (required column(s) absent)"
                            for d in range(1, 31)]
                         + ["checks: 56 run, 1 blocking failed; file:///home/gx/index.html",
+                           "warning raw.files_mostly_quarantined.expect_column_values_to_be_between(quarantined_share)"
+                           " on file_name=claims__2025-01-31.csv (quarantined_share 1.0): observed {}",
                            "FAILED marts.umk_indicators.expect_table_row_count_to_be_between: observed 0",
                            "published: nothing; 2024 has no publication yet"])
     note = fit_note(summary)
     assert len(summary) > NOTE_LIMIT >= len(note)
     lines = note.splitlines()
-    assert lines[:3] == summary.splitlines()[:3] and lines[-3:] == summary.splitlines()[-3:]
+    assert lines[:3] == summary.splitlines()[:3] and lines[-4:] == summary.splitlines()[-4:]
     assert lines[3] == "rejected claims__2025-01-01.csv: MISSING_COLUMN (required column(s) absent)"
     dropped = 30 - sum(line.startswith("rejected ") for line in lines)
     assert dropped > 0 and f"… {dropped} more lines (files, checks) in the summary task's log" in lines
+    # past the files' lines, the warning gives way before the failed check
+    many = summary.replace("observed {}", "observed {}" + " ." * 400)
+    kept = fit_note(many).splitlines()
+    assert not any(line.startswith("warning ") for line in kept) and kept[-2:] == many.splitlines()[-2:]
     assert fit_note("short\nsummary") == "short\nsummary"
 
 
@@ -274,7 +280,16 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     # with a file that is refused and one whose control file is still to come
     write_delivery(landing, "participants__2025-01-02.csv", "kpj,nik\n17000000001,1771014508900003\n")
     (landing / "claims__2025-01-02.csv").write_text("claim_id\n")
+    # and one whose every row is quarantined (dates in DD/MM/YYYY): loaded, warned about
+    write_delivery(landing, "employers__2025-01-02.csv",
+                   "npp,name,size_class,sector,region_code,reported_workforce,status,effective_date\n"
+                   + "".join(f"BK90000{i},Usaha {i},MIKRO,G,17.71,3,ACTIVE,0{i}/01/2025\n" for i in range(1, 4)))
     third, _ = night("2025-01-02")
+    # the engineer reads which file the gate's warning is about, as `paritrana run` says it
+    assert "\nwarning raw.files_mostly_quarantined.expect_column_values_to_be_between(quarantined_share) on " \
+           "file_name=employers__2025-01-02.csv (quarantined_share 1.0): observed {'unexpected_count': 1," \
+           in third.stdout
+    assert "employers__2025-01-02.csv: every row (3) quarantined: BAD_TYPE:effective_date 3" in third.stdout
     # the engineer reads in the run's summary which file was refused and why, and what waits
     assert ("rejected participants__2025-01-02.csv: MISSING_COLUMN (required column(s) absent from the header: "
             "full_name,") in third.stdout
@@ -285,7 +300,8 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     run3 = latest.resolve()
     manifest3 = json.loads((run3 / "manifest.json").read_text())
     dates = {i["business_date"] for i in manifest3["inputs"]}
-    assert dates == {"2024-12-31", "2025-01-01"} and manifest3["as_of"] == "2024-12-31"  # not the refused file
+    assert dates == {"2024-12-31", "2025-01-01", "2025-01-02"} and manifest3["as_of"] == "2024-12-31"
+    assert "participants__2025-01-02.csv" not in {i["file_name"] for i in manifest3["inputs"]}  # the refused file
     assert _published_digests(run3) != _published_digests(run1)  # re-versioned claims change results
     with duckdb.connect(str(home / "analytics.duckdb"), read_only=True) as con:
         assert con.execute("select count(distinct run_id) from raw.load_ledger").fetchone()[0] == 2

@@ -358,6 +358,11 @@ def observed_text(check: dict) -> str:
     return repr(observed)
 
 
+def warning_line(check: dict) -> str:
+    """A failed check of severity warning, as the run's and the DAG's summaries say it."""
+    return f"warning {check['name']}{failed_rows(check)}: observed {observed_text(check)}"
+
+
 def failed_check_line(check: dict) -> str:
     """One failed check, as the gate's message and the DAG's summary (from gate.json) say it."""
     return (f"FAILED {check['name']}{failed_rows(check)}: observed {observed_text(check)}, "
