@@ -853,7 +853,9 @@ def test_a_cleared_publish_publishes_only_the_build_its_gate_validated(demo, tmp
     by_hand = subprocess.run([str(Path(sys.executable).parent / "dbt"), "run", "--select", "rankings_umk",
                               "--project-dir", "dbt_project", "--profiles-dir", "dbt_project"],
                              capture_output=True, text=True, cwd=Path(__file__).parent.parent,
-                             env={**os.environ, "PARITRANA_WAREHOUSE": str(work.paths.warehouse)})
+                             # its files in the test's folder, not the checkout's dbt_project/target
+                             env={**os.environ, "PARITRANA_WAREHOUSE": str(work.paths.warehouse),
+                                  "DBT_TARGET_PATH": str(tmp_path / "target"), "DBT_LOG_PATH": str(tmp_path / "logs")})
     assert by_hand.returncode == 0, by_hand.stdout[-2000:]
     with pytest.raises(builds.StaleBuild, match="now holds no finished build: dbt has run on it since"):
         orchestration.publish(work.paths, "by-hand", 2024, night, None)
