@@ -30,6 +30,26 @@ def test_run_reports_bengkulu_figures(bengkulu):
     assert kab == (15_908, 10)
 
 
+def test_analysts_read_each_marts_description_beside_its_data(bengkulu):
+    """An analyst in the DuckDB shell finds what each published table and column means in
+    the catalog (duckdb_tables/duckdb_views/duckdb_columns), as the model's YAML says it."""
+    described = {}
+    for path in sorted((methodology.DBT_PROJECT_DIR / "models" / "marts").glob("*.yml")):
+        for model in yaml.safe_load(path.read_text()).get("models", []):
+            described[model["name"]] = model
+    assert set(described) == {p.stem for p in (methodology.DBT_PROJECT_DIR / "models" / "marts").glob("*.sql")}
+    with duckdb.connect(str(bengkulu.paths.reader_copy), read_only=True) as con:
+        relations = dict(con.execute("select table_name, comment from duckdb_tables() where schema_name = 'marts' "
+                                     "union all select view_name, comment from duckdb_views() "
+                                     "where schema_name = 'marts'").fetchall())
+        columns = {(t, c): comment for t, c, comment in con.execute(
+            "select table_name, column_name, comment from duckdb_columns() where schema_name = 'marts'").fetchall()}
+    for name, model in described.items():
+        assert relations[name] == model["description"], name
+        for column in model.get("columns", []):
+            assert columns[(name, column["name"])] == column["description"], (name, column["name"])
+
+
 def test_dbt_unit_tests_pin_the_formulas(bengkulu):
     """Every `unit_tests:` of the project runs and passes (they also fail: see the YAML)."""
     res = _invoke(bengkulu.paths, ["test", "--select", "test_type:unit"])
