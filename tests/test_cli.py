@@ -86,7 +86,7 @@ def test_user_errors_name_the_cause_without_a_traceback(tmp_path):
                       str(tmp_path / "h"))
     assert early.returncode == 1 and "--year must be from 2017" in early.stderr and "Traceback" not in early.stderr
     from paritrana.orchestration import run_dates
-    with pytest.raises(ValueError, match=r"--year must be from 2017"):
+    with pytest.raises(ValueError, match=r"^the DAG's param year must be from 2017"):
         run_dates(dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc), "2016")
     into_file = paritrana("generate", "--landing", str(tmp_path / "a_file"), "--profile", "demo")
     assert into_file.returncode == 1 and "a_file is a file, not a folder" in into_file.stderr
