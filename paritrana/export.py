@@ -10,7 +10,6 @@ from (from the manifest).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -19,7 +18,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from .methodology import INDICATORS
 from .publication import BASIS, BASIS_MARTS, RANKINGS, NothingPublished, find_publication, latest
@@ -35,6 +33,8 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
            table: str = "rankings") -> Path:
     """The latest publication's ranking (or indicator table), or that of the publication
     `run_id` of the year."""
+    from .warehouse import writing_to
+
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; one of {', '.join(TABLES)}")
     if category not in RANKINGS:
@@ -53,7 +53,7 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
                                "so no indicator table: export its rankings, or query marts.*_indicators in the "
                                "analysts' copy while it holds that build")
     if str(out) == "-":  # as in most tools: the standard output, for a pipe
-        with _naming("the standard output"):
+        with writing_to("the standard output"):
             _write(folder, category, fmt, sys.stdout.buffer, table)
         return Path("-")
     # `out/` names a folder, made if need be (a file named `out` was written before 0.3.10)
@@ -65,7 +65,7 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
         raise ValueError(f"--out {out} names a {out.suffix} file, but --format is {fmt}: name it "
                          f"{out.with_suffix('.' + fmt).name}, or choose --format {out.suffix.lower()[1:]}")
     if out.exists() and not out.is_file():  # a device or a pipe (/dev/stdout): written into, never replaced
-        with _naming(str(out)), out.open("wb") as stream:
+        with writing_to(str(out)), out.open("wb") as stream:
             _write(folder, category, fmt, stream, table)
         return out
     if out.is_symlink():  # the file the link names is replaced, not the link
@@ -75,26 +75,12 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
     # previous file or the new one whole, and a failed export leaves no half file.
     tmp = out.with_name(f".{out.name}.tmp")
     try:
-        with _naming(str(tmp)), tmp.open("wb") as stream:
+        with writing_to(str(tmp)), tmp.open("wb") as stream:
             _write(folder, category, fmt, stream, table)
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
-
-
-@contextlib.contextmanager
-def _naming(target: str) -> Iterator[None]:
-    """A write that the disk refused (full, too large) says which file it was writing:
-    Python's error on a stream names none."""
-    try:
-        yield
-    except BrokenPipeError:  # the reader went away: the command line stops quietly
-        raise
-    except OSError as e:
-        if e.filename is None and e.errno is not None:
-            raise OSError(e.errno, f"{e.strerror} (writing {target})") from e
-        raise
 
 
 def _write(folder: Path, category: str, fmt: str, stream, table: str = "rankings") -> None:

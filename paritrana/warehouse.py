@@ -51,6 +51,20 @@ def machine_text(text: str) -> bool:
     return any(t in text for t in _MACHINE_TEXTS)
 
 
+@contextlib.contextmanager
+def writing_to(target: str) -> Iterator[None]:
+    """A write that the disk refused (full, too large) says what it was writing: Python's
+    error on a stream, and GX's on its stores, name no file."""
+    try:
+        yield
+    except BrokenPipeError:  # the reader went away: the command line stops quietly
+        raise
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, f"{e.strerror} (writing {target})") from e
+        raise
+
+
 def machine_stop(e: BaseException, doing: str | None, loading: bool = True) -> MachineFailure:
     """The error to raise for a machine failure met while `doing`: the error's first line
     (paths and sizes, never a row), what it means, and what to do. `loading`: a run's,

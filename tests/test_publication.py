@@ -320,6 +320,24 @@ def test_an_export_the_disk_refuses_names_the_file_and_what_to_do(demo):
         assert "loaded" not in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_write_the_disk_refuses_says_what_it_was_writing(tmp_path):
+    """GX's stores and Python's streams name no file when the disk refuses a write: the
+    gate and export say what they were writing; errors that name their file, and a reader
+    gone away, pass unchanged."""
+    from paritrana.warehouse import machine_failure, writing_to
+
+    with pytest.raises(OSError, match=r"^\[Errno 28\] No space left on device \(writing the gate's results\)$") as e:
+        with writing_to("the gate's results"), open("/dev/full", "wb") as full:
+            full.write(b"x" * 100)
+            full.flush()
+    assert machine_failure(e.value)  # still the machine's stop, said as such
+    with pytest.raises(FileNotFoundError) as named, writing_to("elsewhere"):
+        (tmp_path / "no" / "such").write_text("x")
+    assert named.value.filename == str(tmp_path / "no" / "such") and "writing elsewhere" not in str(named.value)
+    with pytest.raises(BrokenPipeError), writing_to("a pipe"):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
 def test_export_of_an_earlier_publication_by_its_run_id(demo, tmp_path, monkeypatch):
     """`--run RUN_ID` exports a publication other than the latest (the one an award was
     announced on, say); an unknown one, or one whose files were pruned, is told so."""

@@ -22,7 +22,7 @@ import yaml
 from ..builds import current
 from ..methodology import Methodology
 from ..settings import Paths, count_setting
-from ..warehouse import STORAGE_VERSION, connect
+from ..warehouse import STORAGE_VERSION, connect, writing_to
 
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[2] / "expectations"
 SEVERITIES = ("blocking", "warning")
@@ -219,6 +219,83 @@ def _drop_computed(paths: Paths) -> None:
         con.execute(f"drop schema if exists {COMPUTED_SCHEMA} cascade")
 
 
+def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, suites: list[dict],
+                      computed: dict[str, str], keep: int, validated: dict | None) -> tuple["GateResult", float]:
+    """The suites as GX validations, their results as checks, and Data Docs; returns the
+    gate and when validation started."""
+    params = {"config_sha256": methodology.sha256,
+              "referential_gate": float(methodology.values["referential_gate"])}
+    # One datasource and checkpoint per set of suites: a stored checkpoint must only
+    # reference assets its datasource still has.
+    selection = "_".join(s["suite"] for s in suites)
+    context = _context(paths)
+    bars = context.variables.progress_bars
+    if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+        context.variables.save()
+    datasource = context.data_sources.add_or_update_sql(
+        f"warehouse_{selection}", connection_string=f"duckdb:///{paths.warehouse}",
+        # Same configuration as every other connection of the process (dbt's stays open):
+        # DuckDB refuses a second connection to one file with a different configuration.
+        kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
+    # GX names the failing rows by the columns a checkpoint's result format lists, so the
+    # assets that have identifying columns (a file, an entity, a total) are validated by a
+    # checkpoint of their own per set of columns.
+    validations: dict[tuple[str, ...], list] = {}
+    by_suite_asset = {}
+    for spec in suites:
+        for asset_name, body in spec["assets"].items():
+            key = f"{spec['suite']}.{asset_name}"
+            name = f"{selection}:{key}"
+            query = computed.get(key) or " ".join(body["query"].split())
+            if not query.lower().startswith("select "):
+                query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
+            asset = datasource.add_query_asset(key, query=query)
+            batch = asset.add_batch_definition_whole_table("all")
+            suite = context.suites.add_or_update(gx.ExpectationSuite(
+                name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
+            validations.setdefault(tuple(body.get("identified_by", [])), []).append(
+                context.validation_definitions.add_or_update(
+                    gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+            by_suite_asset[key] = (spec["suite"], asset_name)
+    started = time.perf_counter()
+    # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
+    # out-of-range UTC offset): the prefix makes it plainly not a date.
+    gx_run = gx.RunIdentifier(run_name=f"paritrana_{run_id}", run_time=dt.datetime.now(dt.timezone.utc))
+    run_results = {}
+    for columns, definitions in validations.items():
+        result_format = {"result_format": "SUMMARY", "partial_unexpected_count": ROWS_SHOWN}
+        if columns:
+            result_format["unexpected_index_column_names"] = list(columns)
+        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+            name=f"paritrana_gate_{selection}" + "".join(f"__{c}" for c in columns),
+            validation_definitions=definitions, actions=[], result_format=result_format))
+        run_results.update(checkpoint.run(run_id=gx_run).run_results)
+    gate = GateResult(run_id, build=validated)
+    for identifier, validation in run_results.items():
+        suite_name, asset_name = by_suite_asset[validation.suite_name]
+        for r in validation.results:
+            config = r.expectation_config
+            kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+            error = None
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                error = str(r.exception_info.get("exception_message"))[:300]
+            column = config.kwargs.get("column")
+            gate.checks.append(CheckResult(
+                name=f"{suite_name}.{asset_name}.{config.type}" + (f"({column})" if column else ""),
+                suite=suite_name, asset=asset_name, expectation=config.type, column=column,
+                severity=(config.meta or {}).get("severity", "blocking"), passed=bool(r.success),
+                observed=_observed(r), threshold=kwargs, error=error))
+    # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
+    # its index of every kept run) after each of the assets, half the gate's time.
+    archive_old_results(paths.home / "gx", keep)
+    context.build_data_docs(resource_identifiers=list(run_results.keys()))
+    urls = context.get_docs_sites_urls()
+    gate.data_docs = _clickable(urls[0]["site_url"]) if urls else None
+    return gate, started
+
+
 def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: list[str] | None = None) -> GateResult:
     """Run the suites (all, or those named) and write the run's report. Does not raise on
     failure: the caller decides (pipeline raises GateFailed when blocking checks fail)."""
@@ -246,76 +323,8 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         computed = computing.result()
     computed_by = time.perf_counter()
     try:
-        params = {"config_sha256": methodology.sha256,
-                  "referential_gate": float(methodology.values["referential_gate"])}
-        # One datasource and checkpoint per set of suites: a stored checkpoint must only
-        # reference assets its datasource still has.
-        selection = "_".join(s["suite"] for s in suites)
-        context = _context(paths)
-        bars = context.variables.progress_bars
-        if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
-            from great_expectations.data_context.types.base import ProgressBarsConfig
-            context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
-            context.variables.save()
-        datasource = context.data_sources.add_or_update_sql(
-            f"warehouse_{selection}", connection_string=f"duckdb:///{paths.warehouse}",
-            # Same configuration as every other connection of the process (dbt's stays open):
-            # DuckDB refuses a second connection to one file with a different configuration.
-            kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}})
-        # GX names the failing rows by the columns a checkpoint's result format lists, so the
-        # assets that have identifying columns (a file, an entity, a total) are validated by a
-        # checkpoint of their own per set of columns.
-        validations: dict[tuple[str, ...], list] = {}
-        by_suite_asset = {}
-        for spec in suites:
-            for asset_name, body in spec["assets"].items():
-                key = f"{spec['suite']}.{asset_name}"
-                name = f"{selection}:{key}"
-                query = computed.get(key) or " ".join(body["query"].split())
-                if not query.lower().startswith("select "):
-                    query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
-                asset = datasource.add_query_asset(key, query=query)
-                batch = asset.add_batch_definition_whole_table("all")
-                suite = context.suites.add_or_update(gx.ExpectationSuite(
-                    name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
-                validations.setdefault(tuple(body.get("identified_by", [])), []).append(
-                    context.validation_definitions.add_or_update(
-                        gx.ValidationDefinition(name=name, data=batch, suite=suite)))
-                by_suite_asset[key] = (spec["suite"], asset_name)
-        started = time.perf_counter()
-        # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
-        # out-of-range UTC offset): the prefix makes it plainly not a date.
-        gx_run = gx.RunIdentifier(run_name=f"paritrana_{run_id}", run_time=dt.datetime.now(dt.timezone.utc))
-        run_results = {}
-        for columns, definitions in validations.items():
-            result_format = {"result_format": "SUMMARY", "partial_unexpected_count": ROWS_SHOWN}
-            if columns:
-                result_format["unexpected_index_column_names"] = list(columns)
-            checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-                name=f"paritrana_gate_{selection}" + "".join(f"__{c}" for c in columns),
-                validation_definitions=definitions, actions=[], result_format=result_format))
-            run_results.update(checkpoint.run(run_id=gx_run).run_results)
-        gate = GateResult(run_id, build=validated)
-        for identifier, validation in run_results.items():
-            suite_name, asset_name = by_suite_asset[validation.suite_name]
-            for r in validation.results:
-                config = r.expectation_config
-                kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
-                error = None
-                if r.exception_info and r.exception_info.get("raised_exception"):
-                    error = str(r.exception_info.get("exception_message"))[:300]
-                column = config.kwargs.get("column")
-                gate.checks.append(CheckResult(
-                    name=f"{suite_name}.{asset_name}.{config.type}" + (f"({column})" if column else ""),
-                    suite=suite_name, asset=asset_name, expectation=config.type, column=column,
-                    severity=(config.meta or {}).get("severity", "blocking"), passed=bool(r.success),
-                    observed=_observed(r), threshold=kwargs, error=error))
-        # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
-        # its index of every kept run) after each of the assets, half the gate's time.
-        archive_old_results(paths.home / "gx", keep)
-        context.build_data_docs(resource_identifiers=list(run_results.keys()))
-        urls = context.get_docs_sites_urls()
-        gate.data_docs = _clickable(urls[0]["site_url"]) if urls else None
+        with writing_to(f"the quality gate's results and Data Docs under {paths.home / 'gx'}"):
+            gate, started = _validate_with_gx(gx, paths, run_id, methodology, suites, computed, keep, validated)
     finally:
         # Also when GX raises: the aggregates belong to this gate only and must not stay
         # in the warehouse.
@@ -327,7 +336,8 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
                     "validate": round(time.perf_counter() - started, 2), "total": round(time.perf_counter() - t0, 2)}
     report = report_path(paths, run_id)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(gate.to_json(), indent=1, default=str) + "\n")
+    with writing_to(str(report)):
+        report.write_text(json.dumps(gate.to_json(), indent=1, default=str) + "\n")
     gate.report = str(report)
     return gate
 
