@@ -122,14 +122,16 @@ def _release_duckdb() -> None:
     gc.collect()
 
 
-def _stop_if_machine(exception: BaseException | None, node_messages: list[str], doing: str) -> None:
-    """A disk that filled (dbt writing its target files, or a node DuckDB could not write)
-    is said as the machine's stop, with what to do, not as a failed build."""
+def _stop_if_machine(exception: BaseException | None, failed: list[NodeResult], doing: str) -> None:
+    """A disk that filled or memory that ran out (dbt writing its target files, a node that
+    DuckDB could not write or compute) is said as the machine's stop, with what to do, not
+    as a failed build: the node and DuckDB's line that says why."""
     if exception is not None and machine_failure(exception):
         raise machine_stop(exception, doing) from exception
-    for message in node_messages:
-        if machine_text(message):
-            raise machine_stop(RuntimeError(message), doing)
+    for node in failed:
+        said = next((line.strip() for line in (node.message or "").splitlines() if machine_text(line)), None)
+        if said:
+            raise machine_stop(RuntimeError(f"{node.resource_type} {node.name}: {said}"), doing)
 
 
 def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
@@ -154,7 +156,7 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
             raise held_elsewhere_stop(res.exception, paths)
         failed = [n for n in result.nodes if n.status in ("error", "fail", "runtime error")]
         detail = "; ".join(f"{n.resource_type} {n.name}: {n.status} ({n.message})" for n in failed[:10])
-        _stop_if_machine(res.exception, [n.message or "" for n in failed], "dbt build")
+        _stop_if_machine(res.exception, failed, "dbt build")
         cause = detail or (str(res.exception) if res.exception else "see the dbt log")
         raise BuildFailed(f"dbt build failed: {cause}. Log: {paths.home / 'dbt' / 'logs' / 'dbt.log'}")
     return result

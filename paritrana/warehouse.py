@@ -31,7 +31,7 @@ class MachineFailure(OSError):
 
 # DuckDB reports the operating system's refusals inside its own errors' text.
 _MACHINE_TEXTS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "File too large",
-                  "Could not write file")
+                  "Could not write file", "Out of Memory Error")
 _MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 

@@ -3,6 +3,7 @@ run finishes the job."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -292,3 +293,19 @@ def test_an_analysts_copy_that_cannot_be_written_does_not_hide_the_publication(d
     again = _limited_run(work.landing, home)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert (home / "analytics.duckdb").read_bytes() == (home / "warehouse.duckdb").read_bytes()
+
+
+def test_memory_running_out_in_the_dbt_build_is_said_as_the_machines_stop(demo, tmp_path):
+    """A model that DuckDB cannot compute within PARITRANA_MEMORY_LIMIT was reported as a
+    failed build, with the node's whole message; it is the machine's stop, said with the
+    node, DuckDB's line and what to do, and the same command with room publishes."""
+    work = demo.copy(tmp_path / "w")
+    command = ("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir), "--full-refresh")
+    short = paritrana(*command, env={"PARITRANA_MEMORY_LIMIT": "30MB"})
+    assert short.returncode == 1, short.stdout[-2000:] + short.stderr[-2000:]
+    assert re.search(r"paritrana run: error: dbt build: (model \w+: )?Out of Memory Error: [^\n]*\. The machine "
+                     r"stopped the run, not the data: free disk space or memory \(or raise "
+                     r"PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT\)", short.stderr), short.stderr
+    assert "dbt build failed" not in short.stderr and "Possible solutions" not in short.stderr
+    again = paritrana(*command)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
