@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import code_version
 from .settings import resolve_home
 
 
@@ -167,6 +168,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="paritrana", description="Paritrana Warehouse: ingest, build, validate, publish.")
+    # the version (and commit) every manifest records as code_version: what a bug report starts with
+    p.add_argument("--version", action="version", version=f"paritrana {code_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write synthetic deliveries (data + control files)",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ingestion.rules import sql_str
 
+from . import code_version
 from .methodology import Methodology
 from .settings import Paths, choice_setting, count_setting
 from .warehouse import connect
@@ -87,19 +88,6 @@ class Publication:
     manifest: dict
     plan: LatestPlan | None = None
     reader_copies: list = field(default_factory=list)  # readers.CopyOutcome, set by the run
-
-
-def code_version() -> str:
-    from importlib.metadata import version
-    root = Path(__file__).resolve().parent.parent
-    head = root / ".git" / "HEAD"
-    commit = ""
-    try:
-        ref = head.read_text().strip()
-        commit = (root / ".git" / ref[5:]).read_text().strip() if ref.startswith("ref: ") else ref
-    except OSError:
-        pass
-    return f"{version('paritrana-warehouse')}" + (f"+{commit[:12]}" if commit else "")
 
 
 def _rounded_select(con, ranking: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -209,3 +210,14 @@ def test_a_bad_setting_is_refused_by_name_before_anything_is_loaded(tmp_path):
         assert out.returncode == 1, (name, out.returncode, out.stderr[-2000:])
         assert name in out.stderr and repr(value) in out.stderr and "Traceback" not in out.stderr
         assert "loaded" not in out.stdout
+
+
+def test_the_version_is_the_one_every_manifest_records(demo):
+    import paritrana as package
+
+    shown = paritrana("--version")
+    assert shown.returncode == 0, shown.stderr
+    manifest = json.loads((demo.home_dir / "published" / "2024" / "latest" / "manifest.json").read_text())
+    assert shown.stdout == f"paritrana {manifest['code_version']}\n"
+    # the package's version, and the commit of a checkout (CI runs one)
+    assert re.fullmatch(re.escape(package.__version__) + r"(\+[0-9a-f]{12})?", manifest["code_version"])
