@@ -21,7 +21,7 @@ from ingestion.raw_schema import ensure_raw_schema
 from . import methodology as methodology_config
 from .methodology import Methodology
 from .settings import Paths
-from .warehouse import connect, exclusive, ingest_memory_limit
+from .warehouse import connect, exclusive, ingest_memory_limit, writing_to
 
 Progress = Callable[[str], None]
 
@@ -223,8 +223,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
 
 def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
     r = result.ingest
-    paths.runs.mkdir(parents=True, exist_ok=True)
-    result.record.write_text(json.dumps({
+    record = {
         "run_id": result.run_id, "year": result.year, "as_of": result.as_of.isoformat(), "landing": str(landing),
         "files": [asdict(f) for f in r.results], "already_processed": r.already_processed,
         "not_ready": r.not_ready, "orphan_controls": r.orphan_controls, "ignored": r.ignored,
@@ -234,7 +233,10 @@ def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
         "published": str(result.published) if result.published else None,
         "latest_note": result.latest_note,
         "deliveries_until": result.deliveries_until.isoformat() if result.deliveries_until else None,
-    }, indent=1, default=str) + "\n")
+    }
+    paths.runs.mkdir(parents=True, exist_ok=True)
+    with writing_to(str(result.record)):
+        result.record.write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
 def ingest_summary(r: IngestReport) -> list[str]:
