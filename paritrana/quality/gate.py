@@ -2,9 +2,10 @@
 
 Suites are read from expectations/*.yml (reviewable, with a severity per expectation),
 turned into GX suites in a file data context under HOME/gx, and validated through GX's
-SQL data source on the warehouse. One checkpoint per run writes Data
-Docs, which keep the most recent gates (PARITRANA_DATA_DOCS_RUNS, default 30; older results
-move to HOME/gx/archive); every run keeps HOME/reports/<run_id>/gate.json.
+SQL data source on the warehouse: one checkpoint per set of identifying columns
+(`identified_by`, which name a failed check's rows), then Data Docs once per run, which
+keep the most recent gates (PARITRANA_DATA_DOCS_RUNS, default 30; older results move to
+HOME/gx/archive); every run keeps HOME/reports/<run_id>/gate.json.
 """
 from __future__ import annotations
 
@@ -225,7 +226,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     gate and when validation started."""
     params = {"config_sha256": methodology.sha256,
               "referential_gate": float(methodology.values["referential_gate"])}
-    # One datasource and checkpoint per set of suites: a stored checkpoint must only
+    # One datasource (and its checkpoints) per set of suites: a stored checkpoint must only
     # reference assets its datasource still has.
     selection = "_".join(s["suite"] for s in suites)
     context = _context(paths)
