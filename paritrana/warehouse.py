@@ -70,9 +70,16 @@ def machine_stop(e: BaseException, doing: str | None, loading: bool = True) -> M
     (paths and sizes, never a row), what it means, and what to do. `loading`: a run's,
     whose loaded files stay loaded and whose memory limits are settings."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    advice = ("free disk space or memory (or raise PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT) and run "
-              "the same command again; what was loaded stays loaded" if loading
-              else "free disk space or memory and run the same command again")
+    if getattr(e, "errno", None) == errno.EROFS or "Read-only file system" in first:
+        # more room would not help: the folder cannot be written at all
+        advice = "make that file system writable (or give another --home) and run the same command again"
+    elif loading:
+        advice = ("free disk space or memory (or raise PARITRANA_INGEST_MEMORY_LIMIT / PARITRANA_MEMORY_LIMIT) and "
+                  "run the same command again")
+    else:
+        advice = "free disk space or memory and run the same command again"
+    if loading:
+        advice += "; what was loaded stays loaded"
     return MachineFailure(f"{doing + ': ' if doing else ''}{first}. The machine stopped the "
                           f"{'run' if loading else 'command'}, not the data: {advice}")
 

@@ -309,3 +309,21 @@ def test_memory_running_out_in_the_dbt_build_is_said_as_the_machines_stop(demo, 
     assert "dbt build failed" not in short.stderr and "Possible solutions" not in short.stderr
     again = paritrana(*command)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+def test_a_read_only_home_is_told_to_be_made_writable_not_to_free_space():
+    """A HOME on a read-only file system (mounting one needs root, so the error is made
+    here) is the machine's stop too, but more room would not help: said so."""
+    import errno
+
+    from paritrana.warehouse import machine_failure, machine_stop
+
+    read_only = OSError(errno.EROFS, "Read-only file system", "/mnt/home/.writer.lock")
+    assert machine_failure(read_only)
+    assert str(machine_stop(read_only, None)) == (
+        "[Errno 30] Read-only file system: '/mnt/home/.writer.lock'. The machine stopped the run, not the data: "
+        "make that file system writable (or give another --home) and run the same command again; what was loaded "
+        "stays loaded")
+    full = str(machine_stop(OSError(errno.ENOSPC, "No space left on device"), "exporting", loading=False))
+    assert full == ("exporting: [Errno 28] No space left on device. The machine stopped the command, not the data: "
+                    "free disk space or memory and run the same command again")
