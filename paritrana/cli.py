@@ -77,6 +77,13 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def cmd_changes(args) -> int:
+    from .ranking_changes import changes
+
+    print("\n".join(changes(resolve_home(args.home), args.category, args.since, args.year, args.run, args.top)))
+    return 0
+
+
 def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
     from .airflow_local import run_dag
 
@@ -166,6 +173,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
+# publication.RANKINGS, spelled here so that parsing arguments imports nothing heavy (a
+# test holds them equal)
+CATEGORIES = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="paritrana", description="Paritrana Warehouse: ingest, build, validate, publish.")
     # the version (and commit) every manifest records as code_version: what a bug report starts with
@@ -199,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the latest published ranking of a category (or of the publication "
                                    "--run), or with --table indicators the table it comes from, as CSV, Parquet "
                                    "or XLSX.")
-    e.add_argument("--category", required=True, choices=["pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"])
+    e.add_argument("--category", required=True, choices=CATEGORIES)
     e.add_argument("--year", type=int, required=True)
     e.add_argument("--format", required=True, choices=["csv", "parquet", "xlsx"])
     e.add_argument("--out", required=True, help="file or folder to write; - for the standard output")
@@ -229,6 +241,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "one ranks above the other, indicator by indicator")
     x.add_argument("--home")
     x.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("changes", help="what moved in a ranking between two publications",
+                       description="Compare a category's ranking with an earlier publication's: entities new and "
+                                   "gone, who became eligible or not and why, who rose and fell most in the "
+                                   "national rank, and whether the top is the same. Reads the publications' files.")
+    c.add_argument("--category", required=True, choices=CATEGORIES)
+    c.add_argument("--since", required=True, metavar="RUN_ID", help="the earlier publication (a folder name under "
+                                                                     "HOME/published/YEAR)")
+    c.add_argument("--year", type=int, help="compare the latest publication of this year (default: the year of "
+                                            "--since)")
+    c.add_argument("--run", metavar="RUN_ID", help="compare this publication instead of the latest")
+    c.add_argument("--top", type=int, default=10, help="how many movers to list each way (default 10)")
+    c.add_argument("--home")
+    c.set_defaults(func=cmd_changes)
 
     d = sub.add_parser("demo", help="from nothing to published rankings on bengkulu-2024, through the real DAG",
                        description="Generate bengkulu-2024 and run the real Airflow DAG in-process on it "
