@@ -25,7 +25,8 @@ TOP = 10
 def changes(paths: Paths, category: str, since: str, year: int | None = None, run_id: str | None = None,
             top: int = TOP) -> list[str]:
     """The lines that say what moved in `category`'s ranking from publication `since` to
-    publication `run_id`, else the latest of `year`, else the latest of `since`'s year."""
+    publication `run_id` (of any year, or of `year`), else the latest of `year`, else the
+    latest of `since`'s year."""
     import duckdb
 
     from ingestion.rules import sql_str
@@ -36,10 +37,13 @@ def changes(paths: Paths, category: str, since: str, year: int | None = None, ru
         raise ValueError(f"--top must be 1 or more (got {top})")
     before = find_publication(paths, since)
     before_manifest = _manifest(before)
-    year = year if year is not None else before_manifest["year"]
-    after = find_publication(paths, run_id, year) if run_id else latest(paths, year)
-    if after is None:
-        raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
+    if run_id:
+        after = find_publication(paths, run_id, year)
+    else:
+        year = year if year is not None else before_manifest["year"]
+        after = latest(paths, year)
+        if after is None:
+            raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
     after_manifest = _manifest(after)
     group = GROUP[category]
     same_group = f"a.{group} = b.{group}" if group else "true"

@@ -85,6 +85,20 @@ def test_changes_refuse_what_they_cannot_compare(two):
     none = paritrana("changes", "--category", "umk", "--since", before.name, "--top", "0", "--home",
                      str(work.home_dir))
     assert none.returncode == 1 and "--top must be 1 or more (got 0)" in none.stderr
+    other_year = paritrana("changes", "--category", "umk", "--since", before.name, "--year", "2023", "--home",
+                           str(work.home_dir))
+    assert other_year.returncode == 1 and "nothing published for 2023 under" in other_year.stderr
+
+
+def test_changes_between_two_named_publications_need_no_year(two):
+    """`--run` names the later publication wherever it is; the same one twice moves nothing."""
+    work, before, after = two
+    same = paritrana("changes", "--category", "pemda_kabkota", "--since", after.name, "--run", after.name,
+                     "--home", str(work.home_dir))
+    assert same.returncode == 0, same.stderr
+    ranked = sum(r["eligible"] == "true" for r in _ranking(after, "pemda_kabkota").values())
+    assert f"national rank: {ranked} of {ranked} ranked in both kept it, 0 rose, 0 fell" in same.stdout
+    assert "\n  the first 10: unchanged\n" in same.stdout and "rose most" not in same.stdout
 
 
 def test_the_command_lines_categories_are_the_published_rankings():
