@@ -173,6 +173,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
+# The commands that load files: a machine's stop leaves what they loaded loaded.
+LOADING_COMMANDS = ("run", "dag-test")
 # publication.RANKINGS, spelled here so that parsing arguments imports nothing heavy (a
 # test holds them equal)
 CATEGORIES = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
@@ -295,11 +297,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, PermissionError, OSError) as e:
-        from .pipeline import ReaderCopyNotUpdated
-        from .warehouse import MachineFailure, machine_failure, machine_stop
-        # a full disk, wherever it was met, unless the error already says what to do
-        if machine_failure(e) and not isinstance(e, (MachineFailure, ReaderCopyNotUpdated)):
-            e = machine_stop(e, None, loading=args.command in ("run", "dag-test"))
+        from .warehouse import machine_failure, machine_stop
+        # a full disk, wherever it was met (errors that already say what to do carry no errno)
+        if machine_failure(e):
+            e = machine_stop(e, None, loading=args.command in LOADING_COMMANDS)
         print(f"paritrana {args.command}: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a user sees a cause, not a traceback
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if interrupted(e):  # DuckDB reports Ctrl-C during a query as an error of its own
             return _interrupted(args.command)
         if machine_failure(e):
-            e = machine_stop(e, None, loading=args.command in ("run", "dag-test"))
+            e = machine_stop(e, None, loading=args.command in LOADING_COMMANDS)
         elif damaged(e):
             e = damage_stop(e, resolve_home(getattr(args, "home", None)).warehouse)
         elif held_elsewhere(e):  # GX's own connection, and the analysts' copy that explain opens

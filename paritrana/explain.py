@@ -10,7 +10,6 @@ made before basis/ existed, the analysts' copy, which matches the latest publica
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import duckdb
 from ingestion.rules import sql_str
 
 from .methodology import INDICATORS
-from .publication import BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest
+from .publication import BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest, read_manifest
 from .settings import Paths
 
 
@@ -80,14 +79,14 @@ def _last_published_year(paths: Paths) -> int:
     made = []
     for link in (paths.home / "published").glob("*/latest"):
         if (link / "manifest.json").is_file() and link.parent.name.isdigit():
-            made.append((json.loads((link / "manifest.json").read_text())["created_at"], int(link.parent.name)))
+            made.append((read_manifest(link)["created_at"], int(link.parent.name)))
     if not made:
         raise FileNotFoundError(f"nothing published under {paths.home} yet: run paritrana run first")
     return max(made)[1]
 
 
 def _from_basis(folder: Path, entity_code: str) -> Explanation:
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     con = duckdb.connect()  # in memory: the publication's own files, read where they are
     try:
         con.execute("create schema marts")
@@ -119,7 +118,7 @@ def _from_analysts_copy(paths: Paths, entity_code: str, year: int) -> Explanatio
         raise ValueError(f"the latest publication of {year} keeps no basis/ (it was made before 0.3.9), and the "
                          f"analysts' copy {copy} holds a build of {e['year']}: {again}")
     folder = latest(paths, e["year"])
-    manifest = json.loads((folder / "manifest.json").read_text()) if folder else None
+    manifest = read_manifest(folder) if folder else None
     matches = manifest is not None and manifest["as_of"] == e["as_of"].isoformat() and \
         manifest["configuration"]["sha256"] == e["config_sha256"]
     if not matches:

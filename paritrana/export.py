@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from .methodology import INDICATORS
-from .publication import BASIS, BASIS_MARTS, RANKINGS, NothingPublished, find_publication, latest
+from .publication import BASIS, BASIS_MARTS, RANKINGS, NothingPublished, find_publication, latest, read_manifest
 from .settings import Paths
 
 FORMATS = ("csv", "parquet", "xlsx")
@@ -191,7 +191,7 @@ def write_workbook(folder: Path, category: str, out, source: Path | None = None,
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
 
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     source = source or folder / f"rankings_{category}.csv"
     rows = {f["file"]: f["rows"] for f in manifest["files"]}[f"rankings_{category}.csv"]  # the table's too
     if rows + 1 > XLSX_MAX_ROWS:

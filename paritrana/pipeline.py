@@ -21,7 +21,7 @@ from ingestion.raw_schema import ensure_raw_schema
 from . import methodology as methodology_config
 from .methodology import Methodology
 from .settings import Paths
-from .warehouse import connect, exclusive, ingest_memory_limit, writing_to
+from .warehouse import connect, exclusive, first_line, ingest_memory_limit, writing_to
 
 Progress = Callable[[str], None]
 
@@ -110,7 +110,7 @@ class ReaderCopyNotUpdated(OSError):
     disk): the error must not read as if nothing had been published."""
 
     def __init__(self, paths: Paths, folder: Path, cause: BaseException):
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        first = first_line(cause)
         held = (f"{paths.reader_copy} still holds the previous publication's build" if paths.reader_copy.exists()
                 else f"there is no {paths.reader_copy} yet")
         super().__init__(f"published {folder} (the year's latest), but the analysts' copy could not be brought up "

@@ -306,6 +306,11 @@ def find_publication(paths: Paths, run_id: str, year: int | None = None) -> Path
     return folder
 
 
+def read_manifest(folder: Path) -> dict:
+    """A publication's manifest.json (outputs.md §2)."""
+    return json.loads((folder / "manifest.json").read_text())
+
+
 def latest(paths: Paths, year: int) -> Path | None:
     link = paths.home / "published" / str(year) / "latest"
     return link.resolve() if link.exists() else None

@@ -9,15 +9,15 @@ tells one entity's move number by number.
 """
 from __future__ import annotations
 
-import json
 import shlex
-from pathlib import Path
 
-from .publication import RANKINGS, NothingPublished, find_publication, latest
+from .publication import RANKINGS, NothingPublished, find_publication, latest, read_manifest
 from .settings import Paths
 
-# The column whose value a rank is counted within (businesses are ranked per size class):
-# a rank compares with an earlier one only in the same group.
+# The column of a rankings file whose value a rank is counted within (businesses are ranked
+# per size class): a rank compares with an earlier one only in the same group. Not
+# explain.RANKING_GROUP, which names the marts' columns: each pemda rankings file is one
+# ranking group already.
 GROUP = {"pemda_provinsi": None, "pemda_kabkota": None, "badan_usaha": "size_class", "umk": None}
 TOP = 10
 
@@ -36,7 +36,7 @@ def changes(paths: Paths, category: str, since: str, year: int | None = None, ru
     if top < 1:
         raise ValueError(f"--top must be 1 or more (got {top})")
     before = find_publication(paths, since)
-    before_manifest = _manifest(before)
+    before_manifest = read_manifest(before)
     if run_id:
         after = find_publication(paths, run_id, year)
     else:
@@ -44,12 +44,13 @@ def changes(paths: Paths, category: str, since: str, year: int | None = None, ru
         after = latest(paths, year)
         if after is None:
             raise NothingPublished(f"nothing published for {year} under {paths.home / 'published' / str(year)}")
-    after_manifest = _manifest(after)
+    after_manifest = read_manifest(after)
     group = GROUP[category]
     same_group = f"a.{group} = b.{group}" if group else "true"
     con = duckdb.connect()
     try:
-        con.execute(f"""create temp view joined as
+        # materialised once: the counts, movers and tops below each read it
+        con.execute(f"""create temp table joined as
             select coalesce(b.entity_code, a.entity_code) as entity_code,
                    coalesce(b.entity_name, a.entity_name) as entity_name,
                    a.entity_code is not null as was_there, b.entity_code is not null as is_there,
@@ -115,10 +116,6 @@ def changes(paths: Paths, category: str, since: str, year: int | None = None, ru
     lines.append(f"  one entity, number by number: paritrana explain --entity CODE --run {after.name} "
                  f"--since {before.name} --home {shlex.quote(str(paths.home))}")
     return lines
-
-
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / "manifest.json").read_text())
 
 
 def _mover(row: tuple) -> str:

@@ -65,11 +65,16 @@ def writing_to(target: str) -> Iterator[None]:
         raise
 
 
+def first_line(e: BaseException) -> str:
+    """An error's first line (DuckDB's: paths and sizes, never a row), or its kind."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def machine_stop(e: BaseException, doing: str | None, loading: bool = True) -> MachineFailure:
     """The error to raise for a machine failure met while `doing`: the error's first line
     (paths and sizes, never a row), what it means, and what to do. `loading`: a run's,
     whose loaded files stay loaded and whose memory limits are settings."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    first = first_line(e)
     if getattr(e, "errno", None) == errno.EROFS or "Read-only file system" in first:
         # more room would not help: the folder cannot be written at all
         advice = "make that file system writable (or give another --home) and run the same command again"
