@@ -1,8 +1,8 @@
 """
 ### Paritrana nightly
 
-Every night at 01:00 Asia/Jakarta: find ready deliveries (control files) in the landing
-folder → ingest, one mapped task per extract → dbt build (+ dbt docs) → Great
+Every night at 01:00 Asia/Jakarta: wait for the warehouse's turn → find ready deliveries
+(control files) in the landing folder → ingest, one mapped task per extract → dbt build (+ dbt docs) → Great
 Expectations gate → publish → run summary (task log and DAG run note).
 
 * **As-of date**: the business date before the logical date (Jakarta time); a backfill
@@ -13,7 +13,9 @@ Expectations gate → publish → run summary (task log and DAG run note).
 * **One writer**: `max_active_runs=1`, the ingest task maps with
   `max_active_tis_per_dag=1`, the other steps depend on each other, and every step takes
   the warehouse's writer lock (a manual `paritrana run` makes a task retry, not corrupt).
-  Put the tasks in a one-slot pool too if several DAGs share the warehouse.
+  Runs take turns: a backfill's runs (up to its own `--max-active-runs`, 10 by default)
+  and the scheduled night wait in `wait_for_turn` while another live run holds the
+  warehouse, from its first write to its summary (`HOME/.run_turn.json`).
 * **Idempotent**: clearing any task and re-running it gives the same result.
 * **Gate**: a blocking failure fails the `quality_gate` task with the check names; the
   year's latest publication (if any) stays the latest and `summary` fails the run visibly.
@@ -24,6 +26,7 @@ Locations: `$PARITRANA_HOME` (warehouse, publications, reports) and `$PARITRANA_
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pendulum
 from airflow.sdk import dag, get_current_context, task
@@ -35,6 +38,8 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": True,
     "max_retry_delay": dt.timedelta(minutes=20),
 }
+# How often a waiting run asks for the warehouse's turn; each ask starts a task process.
+TURN_POKE_SECONDS = int(os.environ.get("PARITRANA_TURN_POKE_SECONDS", "60"))
 
 
 def _dates():
@@ -63,6 +68,16 @@ def _run_id():
     doc_md=__doc__,
 )
 def paritrana_nightly():
+    # Rescheduled between pokes, so a waiting run holds no worker slot; a run still waiting
+    # after a day fails, naming the run that held the turn. It retries: Airflow 3.3 can fail
+    # a rescheduled sensor when one poke's end reaches the scheduler after the next poke
+    # began (apache/airflow#71172; seen here with pokes 3 s apart).
+    @task.sensor(poke_interval=TURN_POKE_SECONDS, timeout=24 * 3600, mode="reschedule")
+    def wait_for_turn() -> bool:
+        from paritrana.orchestration import locations, wait_for_turn
+
+        return wait_for_turn(locations()[0], get_current_context())
+
     @task(retries=0)
     def find_deliveries() -> list[str]:
         from paritrana.orchestration import find_deliveries, full_refresh_param, load_methodology, locations
@@ -80,37 +95,47 @@ def paritrana_nightly():
 
     @task(max_active_tis_per_dag=1, map_index_template="{{ extract }}")
     def ingest(extract: str) -> dict:
-        from paritrana.orchestration import ingest_group, locations
+        from paritrana.orchestration import hold_turn, ingest_group, locations
 
         get_current_context()["extract"] = extract  # the UI shows ingest[participants], not ingest[3]
         paths, landing = locations()
+        hold_turn(paths, get_current_context())
         return ingest_group(paths, landing, extract, _run_id())
 
     @task(trigger_rule="none_failed")
     def dbt_build() -> dict:
-        from paritrana.orchestration import build, full_refresh_param, locations
+        from paritrana.orchestration import build, full_refresh_param, hold_turn, locations
 
         paths, _ = locations()
+        hold_turn(paths, get_current_context())
         year, as_of = _dates()
         params = get_current_context()["params"]
         return build(paths, year, as_of, params.get("config"), full_refresh_param(params.get("full_refresh")))
 
-    @task(retries=0)
+    @task
     def quality_gate() -> dict:
-        from paritrana.orchestration import gate, locations
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from paritrana.orchestration import gate, hold_turn, locations
+        from paritrana.quality.gate import GateFailed
 
         paths, _ = locations()
+        hold_turn(paths, get_current_context())
         year, _ = _dates()
-        return gate(paths, _run_id(), year, get_current_context()["params"].get("config"))
+        try:
+            return gate(paths, _run_id(), year, get_current_context()["params"].get("config"))
+        except GateFailed as e:  # a failed check is not transient: no retry (a busy warehouse is)
+            raise AirflowFailException(str(e)) from e
 
     @task
     def publish() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
         from paritrana.builds import StaleBuild
-        from paritrana.orchestration import locations, publish
+        from paritrana.orchestration import hold_turn, locations, publish
 
         paths, _ = locations()
+        hold_turn(paths, get_current_context())
         year, as_of = _dates()
         try:
             return publish(paths, _run_id(), year, as_of, get_current_context()["params"].get("config"))
@@ -121,29 +146,36 @@ def paritrana_nightly():
     def summary(ingested) -> str:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from paritrana.orchestration import gate_report, latest_name, locations, log, set_run_note, summarize
+        from paritrana.orchestration import (gate_report, give_back_turn, latest_name, locations, log, set_run_note,
+                                             summarize)
 
-        context = get_current_context()
-        # Pulled, not passed: a failed gate leaves no XCom and must not stop the summary.
-        built, checked, published = (context["ti"].xcom_pull(task_ids=t) for t in
-                                     ("dbt_build", "quality_gate", "publish"))
-        year, as_of = _dates()
         paths, _ = locations()
-        groups = [ingested[i] for i in range(len(ingested))] if ingested else []
-        states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
-        text = summarize(_run_id(), year, as_of, groups, built, checked, published,
-                         states.get(context["run_id"], {}), context["ti"].xcom_pull(task_ids="find_deliveries"),
-                         context["ti"].xcom_pull(task_ids="find_deliveries", key="landing"),
-                         None if checked else gate_report(paths, _run_id()),
-                         None if published else latest_name(paths, year))
-        log.info("run summary\n%s", text)
-        context["ti"].xcom_push(key="summary", value=text)  # whole: the run note is cut at 1,000 characters
-        set_run_note(context["dag"].dag_id, context["run_id"], text)
-        if not published:
-            raise AirflowFailException("nothing was published this run:\n" + text)
-        return text
+        try:
+            context = get_current_context()
+            # Pulled, not passed: a failed gate leaves no XCom and must not stop the summary.
+            built, checked, published = (context["ti"].xcom_pull(task_ids=t) for t in
+                                         ("dbt_build", "quality_gate", "publish"))
+            year, as_of = _dates()
+            groups = [ingested[i] for i in range(len(ingested))] if ingested else []
+            states = context["ti"].get_task_states(dag_id=context["dag"].dag_id, run_ids=[context["run_id"]])
+            text = summarize(_run_id(), year, as_of, groups, built, checked, published,
+                             states.get(context["run_id"], {}), context["ti"].xcom_pull(task_ids="find_deliveries"),
+                             context["ti"].xcom_pull(task_ids="find_deliveries", key="landing"),
+                             None if checked else gate_report(paths, _run_id()),
+                             None if published else latest_name(paths, year))
+            log.info("run summary\n%s", text)
+            context["ti"].xcom_push(key="summary", value=text)  # whole: the run note is cut at 1,000 characters
+            set_run_note(context["dag"].dag_id, context["run_id"], text)
+            if not published:
+                raise AirflowFailException("nothing was published this run:\n" + text)
+            return text
+        finally:  # the next run may write, whatever this summary says
+            give_back_turn(paths, get_current_context())
 
-    ingested = ingest.expand(extract=find_deliveries())
+    turn = wait_for_turn()
+    found = find_deliveries()
+    turn >> found
+    ingested = ingest.expand(extract=found)
     built = dbt_build()
     checked = quality_gate()
     published = publish()

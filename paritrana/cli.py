@@ -94,8 +94,13 @@ def _dag_report(paths, landing, logical: dt.datetime, conf: dict) -> int:
     print("\n" + (note or "(no run summary)"))
     if state == "success":
         return 0
-    # As `run` exits: 2 when the quality gate stopped publication, 1 for any other failure.
-    return 2 if timings.get("quality_gate", ("",))[0] == "failed" else 1
+    # As `run` exits: 2 when the quality gate stopped publication, 1 for any other failure
+    # (a gate task that failed before its verdict, on a busy warehouse say, included).
+    from .orchestration import gate_report, safe_run_id
+
+    report = gate_report(paths, safe_run_id(airflow_run_id)) or {}
+    gate_failed = timings.get("quality_gate", ("",))[0] == "failed" and report.get("passed") is False
+    return 2 if gate_failed else 1
 
 
 def _print_outcome(paths, year: int, published_now: bool = True) -> None:

@@ -27,6 +27,12 @@ class Paths:
         return self.home / ".writer.lock"
 
     @property
+    def turn(self) -> Path:
+        """Which DAG run holds the warehouse between its first write and its summary
+        (run_turns)."""
+        return self.home / ".run_turn.json"
+
+    @property
     def tmp(self) -> Path:
         return self.home / "tmp"
 

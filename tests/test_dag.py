@@ -46,9 +46,11 @@ def test_dags_import_fast_with_owners_tags_and_retries():
         assert d["tags"] and d["max_active_runs"] == 1
         for task_id, t in d["tasks"].items():
             assert t["owner"] == "paritrana-data-engineering", task_id
-            assert t["retries"] >= (0 if task_id in ("quality_gate", "summary", "find_deliveries") else 1), task_id
+            # a failed check fails the gate for good (AirflowFailException), a busy warehouse retries
+            assert t["retries"] >= (0 if task_id in ("summary", "find_deliveries") else 1), task_id
     tasks = report["dags"]["paritrana_nightly"]["tasks"]
-    assert set(tasks) == {"find_deliveries", "ingest", "dbt_build", "quality_gate", "publish", "summary"}
+    assert set(tasks) == {"wait_for_turn", "find_deliveries", "ingest", "dbt_build", "quality_gate", "publish",
+                          "summary"}
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
@@ -66,7 +68,7 @@ def test_dag_files_do_no_work_at_parse_time(path):
                 isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)), ast.unparse(node)
         elif isinstance(node, ast.Assign):
             for call in (n for n in ast.walk(node.value) if isinstance(n, ast.Call)):
-                assert ast.unparse(call.func) in ("dt.timedelta",), ast.unparse(call)
+                assert ast.unparse(call.func) in ("dt.timedelta", "int", "os.environ.get"), ast.unparse(call)
         else:
             assert isinstance(node, ast.FunctionDef), ast.unparse(node)[:80]
 
@@ -233,12 +235,20 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
         return result, time.time() - t0
 
+    # a turn left by a scheduler's run that no longer exists (a crashed machine, a deleted
+    # run) holds nobody: Airflow knows no such live run
+    home.mkdir()
+    (home / ".run_turn.json").write_text(json.dumps({"holder": {
+        "dag_id": "paritrana_nightly", "run_id": "scheduled__2024-12-30T18:00:00+00:00",
+        "started": "2024-12-30T18:00:01+00:00"}, "since": "2024-12-30T18:00:02+00:00", "waiting": []}))
     first, _ = night("2025-01-01")
     assert "DAG paritrana_nightly" in first.stdout and ": success in" in first.stdout
+    assert not (home / ".run_turn.json").exists()  # taken, then given back by the summary
     # the run's own output, without upstream warnings a user cannot act on
     assert "starlette.testclient" not in first.stdout + first.stderr and "leaked" not in first.stderr
+    assert "determine_kwargs" not in first.stdout + first.stderr  # the sensor module's upstream deprecation
     # the tasks in the order they run, a mapped ingest named by its extract
-    at = [first.stdout.index(f"  {task} ") for task in ("find_deliveries", "ingest[claims]", "ingest[participants]",
+    at = [first.stdout.index(f"  {task} ") for task in ("wait_for_turn", "find_deliveries", "ingest[claims]", "ingest[participants]",
                                                          "dbt_build", "quality_gate", "publish", "summary")]
     assert at == sorted(at), first.stdout[:3000]
     # the analysts' command is printed ready to paste into a shell

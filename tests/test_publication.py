@@ -423,6 +423,39 @@ def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_pat
     assert json.loads(reports[-1].read_text())["passed"] is False
 
 
+def test_the_gate_task_fails_for_good_on_a_failed_check_and_retries_on_a_busy_warehouse(demo, tmp_path,
+                                                                                       monkeypatch):
+    """Under a scheduler a failed check is not retried (it would fail again, later), while
+    a warehouse busy with another writer, or another run's turn, is: before 0.3.12 the gate
+    had no retries at all, and a backfill's runs failed their gates on each other's locks."""
+    import datetime as dt
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from paritrana import run_turns
+    from paritrana.warehouse import WarehouseBusy, exclusive
+
+    work = demo.copy(tmp_path / "g")
+    write_delivery(work.landing, "minimum_wages__2025-01-05.csv",
+                   "region_code,year,minimum_wage_idr\n17,2024,25070790\n18,2024,2893070\n19,2024,3640000\n",
+                   produced_at="2025-01-05T01:00:00+07:00")
+    assert paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home",
+                     str(work.home_dir)).returncode == 2
+    gate = _dag_task("quality_gate", monkeypatch, work, run_id="night",
+                     logical_date=dt.datetime(2025, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=7))))
+    with pytest.raises(AirflowFailException, match=r"FAILED raw\.minimum_wages\.expect_column_values_to_be_between"):
+        gate()
+    with exclusive(work.paths), pytest.raises(WarehouseBusy, match="another run is writing") as busy:
+        gate()
+    assert not isinstance(busy.value, AirflowFailException)
+    other = run_turns.Run("paritrana_nightly", "backfill__other", "2026-12-06T00:00:00+00:00")
+    run_turns.hold(work.paths, other, lambda run: False)  # "night" ended; the other run's task writes now
+    monkeypatch.setattr("paritrana.orchestration._this_run", lambda context: (
+        run_turns.Run("paritrana_nightly", "night", "2026-12-06T00:00:01+00:00"), lambda run: True))
+    with pytest.raises(run_turns.NotYourTurn, match="run backfill__other of paritrana_nightly"):
+        gate()
+
+
 def test_a_file_mostly_quarantined_is_a_warning_that_names_it_and_publishes(demo, tmp_path):
     """The contract loads a file whose every row fails (dates in DD/MM/YYYY): the gate warns,
     without blocking, and the summary names the file with its reasons."""
@@ -805,7 +838,13 @@ def _dag_task(task_id: str, monkeypatch, work, run_id: str, logical_date, params
                                                   Path(__file__).parent.parent / "dags" / "paritrana_nightly.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    context = {"run_id": run_id, "logical_date": logical_date, "params": {"year": 2024, **(params or {})}}
+    from types import SimpleNamespace
+
+    context = {"run_id": run_id, "logical_date": logical_date, "params": {"year": 2024, **(params or {})},
+               "dag": SimpleNamespace(dag_id="paritrana_nightly"),
+               "dag_run": SimpleNamespace(start_date=logical_date, run_after=logical_date),
+               # Airflow's answer to "is that run live?": no other run is
+               "ti": SimpleNamespace(get_dr_count=lambda **kw: 0)}
     monkeypatch.setattr(module, "get_current_context", lambda: context)
     monkeypatch.setenv("PARITRANA_HOME", str(work.home_dir))
     monkeypatch.setenv("PARITRANA_LANDING", str(work.landing))
