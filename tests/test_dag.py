@@ -173,6 +173,26 @@ def test_a_long_summary_keeps_its_counts_and_outcome_in_the_run_note():
     assert fit_note("short\nsummary") == "short\nsummary"
 
 
+def test_a_gate_that_stopped_before_its_verdict_is_not_said_to_have_failed_its_checks():
+    """A gate task that failed on a busy warehouse (a backfill's other run held it) was
+    summed up as "the quality gate did not pass", as if checks had failed."""
+    import datetime as dt
+
+    from paritrana.orchestration import summarize
+
+    states = {"wait_for_turn": "success", "find_deliveries": "success", "dbt_build": "success",
+              "quality_gate": "failed", "publish": "upstream_failed"}
+    text = summarize("night", 2024, dt.date(2024, 12, 31), [], {"models": 32, "data_tests": 70, "seconds": 6.0,
+                                                                 "dbt_docs": "docs"}, None, None, states)
+    assert "\nchecks: the quality gate stopped before it judged the checks (its log says why)\n" in text
+    assert "did not pass" not in text and "\nfailed: quality_gate (each task's log says why); not run: publish\n" in text
+    failed = {"passed": False, "data_docs": "file:///gx", "checks": [
+        {"name": "marts.umk_indicators.expect_table_row_count_to_be_between", "severity": "blocking",
+         "passed": False, "observed": 0, "threshold": {"min_value": 1}}]}
+    judged = summarize("night", 2024, dt.date(2024, 12, 31), [], None, None, None, states, gate_report=failed)
+    assert "\nchecks: 1 run, 1 blocking failed; file:///gx\n" in judged and "stopped before" not in judged
+
+
 def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_path):
     """dag-test and the demo run one night in-process: a task that fails is not retried with
     back-off (dag.test() waited 2, then 4 minutes, logging a warning every second). The run
