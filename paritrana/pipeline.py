@@ -19,6 +19,7 @@ from ingestion.personal_data import load_key, token_scheme
 from ingestion.raw_schema import ensure_raw_schema
 
 from . import methodology as methodology_config
+from . import run_turns
 from .methodology import Methodology
 from .settings import Paths
 from .warehouse import connect, exclusive, first_line, ingest_memory_limit, writing_to
@@ -194,6 +195,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")
     progress(f"methodology configuration: {methodology.source} (sha256 {methodology.sha256[:12]}…)")
     with exclusive(paths):
+        run_turns.refuse_if_held(paths)  # an Airflow run's tasks take the lock one by one
         report = ingest_step(paths, landing, run_id, progress)
         result = RunResult(run_id, year, as_of, report, paths.runs / f"{run_id}.json")
         result.deliveries_until = deliveries_until(paths)

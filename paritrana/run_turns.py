@@ -134,3 +134,17 @@ def give_back(paths: Paths, me: Run) -> bool:
         queue = [w for w in state.waiting if not me.same(w)]
         _write(paths, _State(None if held else state.holder, None if held else state.since, queue))
         return held
+
+
+def refuse_if_held(paths: Paths) -> None:
+    """For `paritrana run`, which Airflow cannot see: it would write between an Airflow
+    run's tasks (its build and its gate, say), and that run would then fail to publish.
+    Without Airflow at hand it cannot tell a live holder from one that ended without its
+    summary, so it says how to tell and what to do."""
+    with _guarded(paths):
+        held = _read(paths).holder
+    if held:
+        raise NotYourTurn(f"{held.text()} holds the warehouse's turn ({paths.turn}): an Airflow run is between its "
+                          "first write and its summary, and this run would come between its steps. Run again when "
+                          "it has ended; if Airflow shows it ended without its summary (marked failed by hand, "
+                          f"deleted, its scheduler gone), delete {paths.turn} first")

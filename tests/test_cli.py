@@ -137,6 +137,35 @@ def test_a_second_writer_fails_fast_and_says_who_holds_the_warehouse(tmp_path):
     assert "Traceback" not in out.stderr and not paths.warehouse.exists()
 
 
+def test_a_run_by_hand_waits_for_no_airflow_run_and_says_whose_turn_it_is(tmp_path):
+    """An Airflow run takes the lock task by task, so between two of its tasks the lock is
+    free: a `paritrana run` then came between its build and its gate, and that run failed
+    to publish. It now stops, exit 1, touching nothing, naming the run that holds the turn
+    and what to do if that run is over; a queue of waiting runs alone does not stop it."""
+    import json
+
+    from paritrana import run_turns
+    from paritrana.settings import resolve_home
+
+    home, landing = tmp_path / "home", tmp_path / "landing"
+    landing.mkdir()
+    paths = resolve_home(home)
+    holder = run_turns.Run("paritrana_nightly", "scheduled__2025-01-03T18:00:00+00:00",
+                           "2025-01-03T18:00:02.123456+00:00")
+    run_turns.take(paths, holder, lambda run: True)
+    out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert ("run scheduled__2025-01-03T18:00:00+00:00 of paritrana_nightly (started "
+            "2025-01-03T18:00:02.123456+00:00) holds the warehouse's turn") in out.stderr
+    assert f"delete {paths.turn} first" in out.stderr and "Traceback" not in out.stderr
+    assert not paths.warehouse.exists()
+    # only waiters: nobody is between two writes
+    paths.turn.write_text(json.dumps({"holder": None, "since": None, "waiting": [
+        {"dag_id": "paritrana_nightly", "run_id": "backfill__x", "started": "2025-01-03T18:00:03+00:00"}]}))
+    out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    assert "holds the warehouse's turn" not in out.stderr and paths.warehouse.exists(), out.stderr[-2000:]
+
+
 def test_a_session_holding_the_working_file_stops_a_run_with_who_and_what_to_do(tmp_path):
     """DuckDB lets no process write a file that another holds open, read-only included: an
     analyst's session on warehouse.duckdb instead of analytics.duckdb made the run end in
