@@ -2,8 +2,9 @@
 ### Paritrana nightly
 
 Every night at 01:00 Asia/Jakarta: wait for the warehouse's turn → find ready deliveries
-(control files) in the landing folder → ingest, one mapped task per extract → dbt build (+ dbt docs) → Great
-Expectations gate → publish → run summary (task log and DAG run note).
+(control files) in the landing folder → ingest, one mapped task per extract → dbt build
+(+ dbt docs) → Great Expectations gate → publish → run summary (task log and XCom
+`summary`; the DAG run note when run in-process).
 
 * **As-of date**: the business date before the logical date (Jakarta time); a backfill
   over past dates recomputes those dates. Param `year` makes it the final run of that
@@ -69,9 +70,9 @@ def _run_id():
 )
 def paritrana_nightly():
     # Rescheduled between pokes, so a waiting run holds no worker slot; a run still waiting
-    # after a day fails, naming the run that held the turn. It retries: Airflow 3.3 can fail
-    # a rescheduled sensor when one poke's end reaches the scheduler after the next poke
-    # began (apache/airflow#71172; seen here with pokes 3 s apart).
+    # after a day fails (each poke's log names the run it waits for). It retries: Airflow
+    # 3.3 can fail a rescheduled sensor when one poke's end reaches the scheduler after the
+    # next poke began (apache/airflow#71172; seen here with pokes 3 s apart).
     @task.sensor(poke_interval=TURN_POKE_SECONDS, timeout=24 * 3600, mode="reschedule")
     def wait_for_turn() -> bool:
         from paritrana.orchestration import locations, wait_for_turn
