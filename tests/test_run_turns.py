@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from pathlib import Path
 
 import pytest
 
@@ -97,8 +98,7 @@ def test_a_turn_file_cut_short_by_a_crash_holds_nobody(tmp_path):
 
 
 def _ask(home: str, name: str, started: str, answers) -> None:
-    answers.put((name, run_turns.take(Paths(__import__("pathlib").Path(home)), run(name, started),
-                                      lambda r: True) is None))
+    answers.put((name, run_turns.take(Paths(Path(home)), run(name, started), lambda r: True) is None))
 
 
 def test_runs_asking_at_the_same_moment_get_one_turn(tmp_path):
