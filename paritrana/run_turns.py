@@ -91,20 +91,27 @@ def waiting(paths: Paths) -> list[Run]:
     return _read(paths).waiting
 
 
-def take(paths: Paths, me: Run, live: Callable[[Run], bool]) -> Run | None:
+def take(paths: Paths, me: Run, live: Callable[[Run], bool], alone: bool = True) -> Run | None:
     """Takes the turn for `me` when nobody live holds it and no live run that started
     before `me` waits for it; else queues `me` and returns the run it waits for (the
     holder, or the waiter ahead). None when `me` holds the turn now. `live(run)` asks
-    Airflow whether that run is still queued or running."""
+    Airflow whether that run is still queued or running; `alone` whether `me` is the
+    DAG's only live run. If not, a first ask only queues `me` (and returns `me`): runs
+    started together (a backfill's) ask in any order, and the one that started first
+    must find the others queued behind it, not ahead."""
     with _guarded(paths):
         state = _read(paths)
         if me.same(state.holder):
             return None
         holding = state.holder if state.holder and live(state.holder) else None
         queue = [w for w in state.waiting if me.same(w) or live(w)]
-        if not any(me.same(w) for w in queue):
+        first_ask = not any(me.same(w) for w in queue)
+        if first_ask:
             queue.append(me)
         queue.sort(key=lambda w: (w.started, w.run_id))
+        if first_ask and not alone and holding is None:
+            _write(paths, _State(None, None, queue))
+            return me
         if holding is None and me.same(queue[0]):
             _write(paths, _State(me, _now(), queue[1:]))
             return None

@@ -48,6 +48,23 @@ def test_waiters_take_it_in_the_order_their_runs_started(tmp_path):
     assert not paths.turn.exists()  # nobody holds it, nobody waits: no file left behind
 
 
+def test_runs_started_together_take_it_in_their_order_whoever_asks_first(tmp_path):
+    """A backfill's runs start together and ask in any order: the first to ask took the
+    free turn (with --run-backwards, the night of 2025-01-01 went first of three). A first
+    ask beside other live runs now only queues, so the run that started first goes first."""
+    paths, live = Paths(tmp_path), {A, B, C}.__contains__
+    assert run_turns.take(paths, C, live, alone=False) == C  # queued, not taken
+    assert run_turns.take(paths, B, live, alone=False) == B
+    assert run_turns.holder(paths) is None and run_turns.waiting(paths) == [B, C]
+    assert run_turns.take(paths, C, live, alone=False) == B  # asked again: B started first
+    assert run_turns.take(paths, A, live, alone=False) == A  # A, started first of all, asks last
+    assert run_turns.take(paths, B, live, alone=False) == A
+    assert run_turns.take(paths, A, live, alone=False) is None
+    assert run_turns.waiting(paths) == [B, C]
+    # a first ask while a live run holds the turn queues as before, behind whoever started first
+    assert run_turns.take(paths, run("d", "999999"), {A, B, C, run("d", "999999")}.__contains__, alone=False) == A
+
+
 def test_a_run_that_is_no_longer_live_loses_the_turn_and_its_place(tmp_path):
     """A holder marked failed by hand, or deleted, never gives the turn back: Airflow's
     run state is what frees it, with no timeout to wait out."""
