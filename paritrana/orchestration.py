@@ -137,12 +137,16 @@ def ingest_group(paths: Paths, landing: Path, group: str, run_id: str) -> dict:
     return {"group": group, "rows": report.rows, "already_processed": len(report.already_processed),
             "not_ready": report.not_ready, "orphan_controls": report.orphan_controls,
             "broken_links": report.broken_links, "ignored": report.ignored,
-            "files": [{k: v for k, v in asdict(f).items() if k in ("file_name", "status", "reason_code",
-                                                                   "reason_detail", "rows_in_file", "rows_loaded",
-                                                                   "rows_quarantined", "rows_duplicate",
-                                                                   "mistyped_columns", "ahead",
-                                                                   "quarantine_reasons")}
-                      for f in report.results]}
+            "files": [file_outcome(f) for f in report.results]}
+
+
+# What the ingest task's XCom keeps of each file: what the summary tells (delivery_notes)
+FILE_OUTCOME = ("file_name", "status", "reason_code", "reason_detail", "rows_in_file", "rows_loaded",
+                "rows_quarantined", "rows_duplicate", "mistyped_columns", "ahead", "quarantine_reasons", "superseded")
+
+
+def file_outcome(result) -> dict:
+    return {k: v for k, v in asdict(result).items() if k in FILE_OUTCOME}
 
 
 def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refresh: bool = False) -> dict:

@@ -257,14 +257,15 @@ def ingest_summary(r: IngestReport) -> list[str]:
     return lines + [f"  {label:<11} {name}: {text}" for label, name, text in notes]
 
 
-DELIVERY_NOTE_LABELS = ("rejected", "quarantined", "stale", "ahead", "typed", "waiting", "orphan", "broken",
+DELIVERY_NOTE_LABELS = ("rejected", "corrected", "quarantined", "stale", "ahead", "typed", "waiting", "orphan", "broken",
                         "ignored")
 
 
 def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
                    ignored=()) -> list[tuple[str, str, str]]:
     """What a data engineer must look at after a load, as (label, file, what): each file
-    rejected with its reason, each loaded with quarantined rows and why, each version
+    rejected with its reason, each correction and the file whose rows it replaced (a
+    night's history changed), each loaded with quarantined rows and why, each version
     skipped as stale and why, each loaded with a produced_at or business date after its
     load, each with columns of the wrong type, what waits or leads nowhere, and the ignored
     files that would be deliveries under their plain names. One wording for the run's
@@ -275,7 +276,10 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
             notes.append(("rejected", f["file_name"], f"{f['reason_code']} ({f['reason_detail']})"))
         elif f["status"] == "SKIPPED_STALE":
             notes.append(("stale", f["file_name"], f["reason_detail"]))
-        elif f["status"] == "LOADED" and f.get("rows_quarantined"):
+        if f["status"] == "LOADED" and f.get("superseded"):
+            notes.append(("corrected", f["file_name"], f"its rows replace those loaded from {f['superseded']} "
+                          "for the same extract and business date (raw.load_ledger: SUPERSEDED)"))
+        if f["status"] == "LOADED" and f.get("rows_quarantined"):
             notes.append(("quarantined", f["file_name"], quarantine_note(
                 f["rows_quarantined"], f["rows_in_file"], f.get("quarantine_reasons", []))))
         notes += [("ahead", f["file_name"], note) for note in f.get("ahead", [])]

@@ -400,14 +400,23 @@ def test_unknown_category_or_nothing_published_is_a_clear_error(tmp_path):
     assert result.returncode == 1 and "nothing published for 2031" in result.stderr
 
 
+def _minimum_wages(work, bengkulu: int, produced_at: str = "2025-01-05T01:00:00+07:00") -> None:
+    """A delivery of 2024's provincial minimum wages whose Bengkulu wage is `bengkulu`."""
+    write_delivery(work.landing, "minimum_wages__2025-01-05.csv",
+                   f"region_code,year,minimum_wage_idr\n17,2024,{bengkulu}\n18,2024,2893070\n19,2024,3640000\n",
+                   produced_at=produced_at)
+
+
+def _run(work):
+    return paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+
+
 def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_path):
     """A UMP keyed with a digit too many passes ingestion but is implausible: blocking."""
     work = demo.copy(tmp_path / "the team's copy")
     before = _latest(work)
-    write_delivery(work.landing, "minimum_wages__2025-01-05.csv",
-                   "region_code,year,minimum_wage_idr\n17,2024,25070790\n18,2024,2893070\n19,2024,3640000\n",
-                   produced_at="2025-01-05T01:00:00+07:00")
-    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    _minimum_wages(work, 25070790)  # a digit too many
+    result = _run(work)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     # the check, and the row it failed on by the asset's identifying columns, with its value
     assert "FAILED raw.minimum_wages.expect_column_values_to_be_between(minimum_wage_idr) on region_code=17 " \
@@ -421,6 +430,15 @@ def test_blocking_failure_exits_2_names_the_check_and_keeps_latest(demo, tmp_pat
     _assert_publication_intact(before)
     reports = sorted((work.home_dir / "reports").glob("*/gate.json"), key=os.path.getmtime)
     assert json.loads(reports[-1].read_text())["passed"] is False
+
+    # the way back: the provider's correction, the same name with a later produced_at; the
+    # next run loads it in place of the bad file, says so, and publishes
+    _minimum_wages(work, 2507079, produced_at="2025-01-05T09:00:00+07:00")
+    fixed = _run(work)
+    assert fixed.returncode == 0, fixed.stdout[-2000:] + fixed.stderr[-2000:]
+    assert "  corrected   minimum_wages__2025-01-05.csv: its rows replace those loaded from " \
+           "minimum_wages__2025-01-05.csv for the same extract and business date" in fixed.stdout
+    assert _latest(work) != before
 
 
 def test_the_gate_task_fails_for_good_on_a_failed_check_and_retries_on_a_busy_warehouse(demo, tmp_path,
@@ -436,11 +454,8 @@ def test_the_gate_task_fails_for_good_on_a_failed_check_and_retries_on_a_busy_wa
     from paritrana.warehouse import WarehouseBusy, exclusive
 
     work = demo.copy(tmp_path / "g")
-    write_delivery(work.landing, "minimum_wages__2025-01-05.csv",
-                   "region_code,year,minimum_wage_idr\n17,2024,25070790\n18,2024,2893070\n19,2024,3640000\n",
-                   produced_at="2025-01-05T01:00:00+07:00")
-    assert paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home",
-                     str(work.home_dir)).returncode == 2
+    _minimum_wages(work, 25070790)
+    assert _run(work).returncode == 2
     gate = _dag_task("quality_gate", monkeypatch, work, run_id="night",
                      logical_date=dt.datetime(2025, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=7))))
     with pytest.raises(AirflowFailException, match=r"FAILED raw\.minimum_wages\.expect_column_values_to_be_between"):

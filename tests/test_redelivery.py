@@ -52,8 +52,13 @@ def test_correction_replaces_the_rows_of_that_date_only(tmp_path, load, sql):
     load(landing)
     write_delivery(landing, "participants__2024-12-31.csv.gz", csv_text(PARTICIPANT_HEADER, [
         participant(kpj="17000000001", monthly_wage_idr="4000000")]), produced_at="2025-01-02T08:00:00+07:00")
-    r = load(landing).results
+    report = load(landing)
+    r = report.results
     assert [(x.status, x.superseded) for x in r] == [("LOADED", "participants__2024-12-31.csv")]
+    # both summaries name it: a correction changes what earlier nights were built from
+    said = ("participants__2024-12-31.csv.gz: its rows replace those loaded from participants__2024-12-31.csv "
+            "for the same extract and business date (raw.load_ledger: SUPERSEDED)")
+    assert f"  corrected   {said}" in ingest_summary(report) and f"\ncorrected {said}\n" in _dag_summary(report)
     assert sorted(sql("select kpj, monthly_wage_idr from raw.participants")) == [
         ("17000000001", 4_000_000), ("17000000009", 3_000_000)]
     assert sorted(sql("select file_name, status, superseded_by is not null from raw.load_ledger")) == [
@@ -149,10 +154,8 @@ def test_an_older_version_arriving_later_does_not_replace_the_newer(tmp_path, lo
 
 def _dag_summary(report) -> str:
     """The DAG's summary of a load, from what its ingest task returns."""
-    from paritrana.orchestration import summarize
-    files = [{"file_name": r.file_name, "status": r.status, "reason_code": r.reason_code,
-              "reason_detail": r.reason_detail, "rows_in_file": r.rows_in_file,
-              "ahead": r.ahead} for r in report.results]
+    from paritrana.orchestration import file_outcome, summarize
+    files = [file_outcome(r) for r in report.results]
     return summarize("night", 2024, dt.date(2024, 12, 31), [{"files": files, "rows": {}}], None, None, None)
 
 
