@@ -170,10 +170,11 @@ def check_settings(paths: Paths | None = None, year: int | None = None) -> None:
     from ingestion.loader import superseded_quarantine
 
     from .publication import keep_publications, latest_policy, require_latest_link
-    from .quality.gate import keep_gates
+    from .quality.gate import keep_gates, stale_after_days
 
     superseded_quarantine()
     keep_gates()
+    stale_after_days()
     keep_publications()
     latest_policy()
     if paths is not None and year is not None:

@@ -187,7 +187,7 @@ def test_memory_or_disk_running_out_is_never_a_files_fault_and_the_same_command_
 
     done = _limited_run(landing, home)
     assert done.returncode == 0, done.stderr
-    assert "0 rejected" in done.stdout and "checks: 57 passed" in done.stdout
+    assert "0 rejected" in done.stdout and "checks: 59 passed" in done.stdout
     assert _ledger(home).get("REJECTED", 0) == 0
 
 

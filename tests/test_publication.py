@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -495,6 +496,38 @@ def test_a_file_mostly_quarantined_is_a_warning_that_names_it_and_publishes(demo
                if "files_mostly_quarantined" in c["name"])
 
 
+def test_a_daily_extract_that_stopped_arriving_is_a_warning_that_names_it(demo, tmp_path):
+    """The contract loads what arrives, so a provider that stopped sending claims left the
+    night's indicators built on old data without a word. The gate now warns, naming each
+    daily extract whose latest business date lies more than PARITRANA_STALE_AFTER_DAYS (2)
+    before the as-of date, and publishes; the demo's own run (as of 2024-12-31, with files
+    up to 2025-01-02) is current."""
+    manifest = json.loads((_latest(demo) / "manifest.json").read_text())
+    freshness = [c for c in manifest["quality_checks"] if c["name"].startswith("marts.delivery_freshness.")]
+    assert len(freshness) == 2 and all(c["passed"] for c in freshness), freshness
+
+    work = demo.copy(tmp_path / "f")
+    write_delivery(work.landing, "participants__2025-01-05.csv",
+                   csv_text(PARTICIPANT_HEADER, [participant(kpj="17999999991", effective_date="2025-01-05")]),
+                   produced_at="2025-01-06T01:10:00+07:00")
+    provisional = ("run", "--landing", str(work.landing), "--year", "2025", "--as-of", "2025-01-06",
+                   "--home", str(work.home_dir))
+    lenient = paritrana(*provisional, env={"PARITRANA_STALE_AFTER_DAYS": "4"})
+    assert lenient.returncode == 0, lenient.stdout[-2000:] + lenient.stderr[-2000:]
+    assert "warning marts.delivery_freshness" not in lenient.stdout
+
+    result = paritrana(*provisional)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    warned = [line for line in result.stdout.splitlines() if "warning marts.delivery_freshness" in line]
+    assert len(warned) == 1 and warned[0].startswith(
+        "  warning marts.delivery_freshness.expect_column_values_to_be_between(days_behind) on "), warned
+    named = re.findall(r"extract=(\w+) \(days_behind (\d+)\)", warned[0])
+    assert sorted(named) == [("claims", "4"), ("contributions", "4"), ("employers", "4")]  # participants: 1 day
+    with duckdb.connect(str(work.home_dir / "analytics.duckdb"), read_only=True) as con:
+        assert con.execute("select extract, last_business_date::varchar, days_behind from marts.delivery_freshness "
+                           "where extract = 'participants'").fetchall() == [("participants", "2025-01-05", 1)]
+
+
 def test_a_failed_check_names_its_first_rows_and_counts_the_rest(tmp_path):
     """An asset `identified_by` columns has its failing rows named by them (the first
     ROWS_SHOWN, then how many more); an asset without them is named by its check alone, and
@@ -842,7 +875,7 @@ def test_a_gx_project_that_cannot_be_read_is_named_and_made_anew_once_moved_asid
     config.rename(tmp_path / "great_expectations.yml.bad")
     again = paritrana(*run)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert config.is_file() and "checks: 57 passed" in again.stdout
+    assert config.is_file() and "checks: 59 passed" in again.stdout
 
 
 def _dag_task(task_id: str, monkeypatch, work, run_id: str, logical_date, params: dict | None = None):

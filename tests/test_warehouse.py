@@ -91,8 +91,9 @@ def test_every_mart_and_the_ledger_and_quarantine_are_documented_column_by_colum
             undocumented.append(f"{schema}.{name}")
         undocumented += [f"{schema}.{name}.{c}" for c in table["columns"]
                          if not node["columns"].get(c, {}).get("description", "").strip()]
-    assert {"marts.rankings_umk", "marts.referential_checks", "raw.load_ledger", "raw.quarantine"} <= set(checked)
-    assert len(checked) == 10 and undocumented == []
+    assert {"marts.rankings_umk", "marts.referential_checks", "marts.delivery_freshness", "raw.load_ledger",
+            "raw.quarantine"} <= set(checked)
+    assert len(checked) == 11 and undocumented == []
 
 
 @pytest.mark.parametrize("change, message", [
@@ -118,7 +119,7 @@ def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message)
 
 
 @pytest.mark.parametrize("variable", ["PARITRANA_DATA_DOCS_RUNS", "PARITRANA_KEEP_PUBLICATIONS",
-                                      "PARITRANA_SUPERSEDED_QUARANTINE"])
+                                      "PARITRANA_SUPERSEDED_QUARANTINE", "PARITRANA_STALE_AFTER_DAYS"])
 def test_bad_retention_setting_is_refused_before_any_work(tmp_path, variable):
     (tmp_path / "landing").mkdir()
     result = paritrana("run", "--landing", str(tmp_path / "landing"), "--year", "2024",
@@ -139,6 +140,15 @@ def test_check_settings_refuses_a_bad_retention_setting(monkeypatch, variable):
     monkeypatch.setenv(variable, "0")
     with pytest.raises(ValueError, match=variable):
         check_settings()
+
+
+def test_the_daily_extracts_whose_freshness_is_reported_are_the_contracts_deltas():
+    """marts.delivery_freshness lists the extracts of the dbt var `delta_extracts`; it must be
+    every extract the contract delivers as a delta, and only those."""
+    from ingestion.contracts import EXTRACTS
+
+    project = yaml.safe_load((methodology.DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    assert sorted(project["vars"]["delta_extracts"]) == sorted(n for n, e in EXTRACTS.items() if e.kind == "delta")
 
 
 def test_configuration_hash_is_stable_and_changes_with_values(tmp_path):

@@ -189,6 +189,16 @@ def keep_gates() -> int:
     return count_setting(KEEP_GATES_ENV, "30", "gates")
 
 
+STALE_AFTER_ENV = "PARITRANA_STALE_AFTER_DAYS"
+
+
+def stale_after_days() -> int:
+    """How many days a daily extract's latest business date may lie before the as-of date
+    before the gate warns (marts.delivery_freshness): its file for D comes after the night
+    that computes D, so 1 is usual, and 2 lets one delivery be late."""
+    return count_setting(STALE_AFTER_ENV, "2", "days", minimum=0)
+
+
 def archive_old_results(project: Path, keep: int) -> int:
     """Move the stored validation results of all but the `keep` most recent gates from GX's
     store (project/gx/uncommitted/validations) to project/archive/validations, at the same
@@ -225,7 +235,8 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     """The suites as GX validations, their results as checks, and Data Docs; returns the
     gate and when validation started."""
     params = {"config_sha256": methodology.sha256,
-              "referential_gate": float(methodology.values["referential_gate"])}
+              "referential_gate": float(methodology.values["referential_gate"]),
+              "stale_after_days": stale_after_days()}
     # One datasource (and its checkpoints) per set of suites: a stored checkpoint must only
     # reference assets its datasource still has.
     selection = "_".join(s["suite"] for s in suites)
