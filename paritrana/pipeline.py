@@ -164,17 +164,18 @@ def as_of_note(as_of: dt.date, until: dt.date | None) -> str | None:
 
 
 def check_settings(paths: Paths | None = None, year: int | None = None) -> None:
-    """The retention and publication settings (the quarantine's too), and with a home and a
-    year the year's `latest` link: refused before any work rather than at the gate or the
-    publication, after the night's load. `paritrana run` and the DAG's first task both call it."""
+    """The retention and publication settings (the quarantine's too), the gate's days behind,
+    and with a home and a year the year's `latest` link: refused before any work rather
+    than at the gate or the publication, after the night's load. `paritrana run` and the
+    DAG's first task both call it."""
     from ingestion.loader import superseded_quarantine
 
     from .publication import keep_publications, latest_policy, require_latest_link
-    from .quality.gate import keep_gates, stale_after_days
+    from .quality.gate import keep_gates, max_days_behind
 
     superseded_quarantine()
     keep_gates()
-    stale_after_days()
+    max_days_behind()
     keep_publications()
     latest_policy()
     if paths is not None and year is not None:
@@ -258,8 +259,8 @@ def ingest_summary(r: IngestReport) -> list[str]:
     return lines + [f"  {label:<11} {name}: {text}" for label, name, text in notes]
 
 
-DELIVERY_NOTE_LABELS = ("rejected", "corrected", "quarantined", "stale", "ahead", "typed", "waiting", "orphan", "broken",
-                        "ignored")
+DELIVERY_NOTE_LABELS = ("rejected", "corrected", "quarantined", "stale", "ahead", "typed", "waiting", "orphan",
+                        "broken", "ignored")
 
 
 def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,

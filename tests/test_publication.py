@@ -499,7 +499,7 @@ def test_a_file_mostly_quarantined_is_a_warning_that_names_it_and_publishes(demo
 def test_a_daily_extract_that_stopped_arriving_is_a_warning_that_names_it(demo, tmp_path):
     """The contract loads what arrives, so a provider that stopped sending claims left the
     night's indicators built on old data without a word. The gate now warns, naming each
-    daily extract whose latest business date lies more than PARITRANA_STALE_AFTER_DAYS (2)
+    daily extract whose latest business date lies more than PARITRANA_MAX_DAYS_BEHIND (2)
     before the as-of date, and publishes; the demo's own run (as of 2024-12-31, with files
     up to 2025-01-02) is current."""
     manifest = json.loads((_latest(demo) / "manifest.json").read_text())
@@ -512,7 +512,7 @@ def test_a_daily_extract_that_stopped_arriving_is_a_warning_that_names_it(demo, 
                    produced_at="2025-01-06T01:10:00+07:00")
     provisional = ("run", "--landing", str(work.landing), "--year", "2025", "--as-of", "2025-01-06",
                    "--home", str(work.home_dir))
-    lenient = paritrana(*provisional, env={"PARITRANA_STALE_AFTER_DAYS": "4"})
+    lenient = paritrana(*provisional, env={"PARITRANA_MAX_DAYS_BEHIND": "4"})
     assert lenient.returncode == 0, lenient.stdout[-2000:] + lenient.stderr[-2000:]
     assert "warning marts.delivery_freshness" not in lenient.stdout
 

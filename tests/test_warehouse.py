@@ -58,8 +58,8 @@ def test_dbt_unit_tests_pin_the_formulas(bengkulu):
     assert len(names) >= 15
     for expected in ("claim_re_versions", "umk_overrides_ump", "business_eligibility_reasons_in_order",
                      "business_scores_caps_and_tie_breaking", "pemda_territory_funding_and_references",
-                     "bills_paid_late_after_as_of_partially_and_prior_year", "participant_outdated_rows_equal_effective_dates",
-                     "delivery_freshness_days_behind_as_of"):
+                     "bills_paid_late_after_as_of_partially_and_prior_year",
+                     "participant_outdated_rows_equal_effective_dates", "delivery_freshness_days_behind_as_of"):
         assert expected in names
 
 
@@ -120,7 +120,7 @@ def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message)
 
 
 @pytest.mark.parametrize("variable", ["PARITRANA_DATA_DOCS_RUNS", "PARITRANA_KEEP_PUBLICATIONS",
-                                      "PARITRANA_SUPERSEDED_QUARANTINE", "PARITRANA_STALE_AFTER_DAYS"])
+                                      "PARITRANA_SUPERSEDED_QUARANTINE", "PARITRANA_MAX_DAYS_BEHIND"])
 def test_bad_retention_setting_is_refused_before_any_work(tmp_path, variable):
     (tmp_path / "landing").mkdir()
     result = paritrana("run", "--landing", str(tmp_path / "landing"), "--year", "2024",

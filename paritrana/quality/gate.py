@@ -189,14 +189,14 @@ def keep_gates() -> int:
     return count_setting(KEEP_GATES_ENV, "30", "gates")
 
 
-STALE_AFTER_ENV = "PARITRANA_STALE_AFTER_DAYS"
+MAX_DAYS_BEHIND_ENV = "PARITRANA_MAX_DAYS_BEHIND"
 
 
-def stale_after_days() -> int:
+def max_days_behind() -> int:
     """How many days a daily extract's latest business date may lie before the as-of date
     before the gate warns (marts.delivery_freshness): its file for D comes after the night
     that computes D, so 1 is usual, and 2 lets one delivery be late."""
-    return count_setting(STALE_AFTER_ENV, "2", "days", minimum=0)
+    return count_setting(MAX_DAYS_BEHIND_ENV, "2", "days", minimum=0)
 
 
 def archive_old_results(project: Path, keep: int) -> int:
@@ -236,7 +236,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     gate and when validation started."""
     params = {"config_sha256": methodology.sha256,
               "referential_gate": float(methodology.values["referential_gate"]),
-              "stale_after_days": stale_after_days()}
+              "max_days_behind": max_days_behind()}
     # One datasource (and its checkpoints) per set of suites: a stored checkpoint must only
     # reference assets its datasource still has.
     selection = "_".join(s["suite"] for s in suites)

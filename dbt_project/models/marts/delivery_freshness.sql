@@ -3,7 +3,7 @@
 -- contract loads whatever arrives; a provider that stopped sending claims would otherwise
 -- leave a night's indicators built on old data without a word. Each delivery for D is
 -- produced after the night that computes D, so one day behind is the usual state. The
--- quality gate warns past PARITRANA_STALE_AFTER_DAYS (README, Quality gate). No load times:
+-- quality gate warns past PARITRANA_MAX_DAYS_BEHIND (README, Quality gate). No load times:
 -- like every model, it depends on the deliveries alone, not on when they were loaded.
 {%- set deltas = var('delta_extracts') %}
 

@@ -7,7 +7,6 @@ with source as (
 renamed as (
     select
         load_id,
-        file_name,
         extract,
         business_date,
         status
