@@ -90,9 +90,8 @@ def wait_for_turn(paths: Paths, context) -> bool:
 
     me, live = _this_run(context)
     alone = context["ti"].get_dr_count(dag_id=me.dag_id, states=["queued", "running"]) <= 1
-    ahead = run_turns.take(paths, me, live, alone)
+    ahead, held = run_turns.ask(paths, me, live, alone)
     if ahead:
-        held = run_turns.holder(paths)
         log.warning("waiting: %s", f"{held.text()} holds the warehouse's turn" if held else
                     "other runs are live: one ask's wait, so that those started before this one queue ahead"
                     if me.same(ahead) else f"{ahead.text()} started first and takes the warehouse's turn next")

@@ -145,13 +145,9 @@ def highlights(paths: Paths) -> dict:
 
 def deliveries_until(paths: Paths) -> dt.date | None:
     """The latest business date that a loaded delta delivery covers (references are
-    snapshots, dated when they were made)."""
-    from ingestion.contracts import EXTRACTS
-
-    deltas = [name for name, e in EXTRACTS.items() if e.kind == "delta"]
+    snapshots, dated when they were made), from the build's marts.delivery_freshness."""
     with connect(paths, None, read_only=True) as con:
-        return con.execute("select max(business_date) from raw.load_ledger where status = 'LOADED' "
-                           "and extract in (select unnest($deltas::varchar[]))", {"deltas": deltas}).fetchone()[0]
+        return con.execute("select max(last_business_date) from marts.delivery_freshness").fetchone()[0]
 
 
 def as_of_note(as_of: dt.date, until: dt.date | None) -> str | None:
@@ -200,12 +196,12 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         run_turns.refuse_if_held(paths)  # an Airflow run's tasks take the lock one by one
         report = ingest_step(paths, landing, run_id, progress)
         result = RunResult(run_id, year, as_of, report, paths.runs / f"{run_id}.json")
-        result.deliveries_until = deliveries_until(paths)
-        if note := as_of_note(as_of, result.deliveries_until):
-            progress(note)
         progress("building the warehouse (dbt build)")
         build = build_step(paths, year, as_of, methodology, progress, full_refresh)
         result.build_seconds, result.dbt_docs = build.seconds, build.docs
+        result.deliveries_until = deliveries_until(paths)
+        if note := as_of_note(as_of, result.deliveries_until):
+            progress(note)
         result.models, result.data_tests = build.count("model"), build.count("test")
         progress("validating (Great Expectations)")
         gate = gate_step(paths, run_id, methodology)

@@ -99,10 +99,16 @@ def take(paths: Paths, me: Run, live: Callable[[Run], bool], alone: bool = True)
     DAG's only live run. If not, a first ask only queues `me` (and returns `me`): runs
     started together (a backfill's) ask in any order, and the one that started first
     must find the others queued behind it, not ahead."""
+    return ask(paths, me, live, alone)[0]
+
+
+def ask(paths: Paths, me: Run, live: Callable[[Run], bool], alone: bool = True) -> tuple[Run | None, Run | None]:
+    """`take`'s answer, and who holds the turn after it (`me`, another live run, or None),
+    from the same look at the turn's file: a waiting run's log says whom it waits for."""
     with _guarded(paths):
         state = _read(paths)
         if me.same(state.holder):
-            return None
+            return None, me
         holding = state.holder if state.holder and live(state.holder) else None
         queue = [w for w in state.waiting if me.same(w) or live(w)]
         first_ask = not any(me.same(w) for w in queue)
@@ -111,12 +117,12 @@ def take(paths: Paths, me: Run, live: Callable[[Run], bool], alone: bool = True)
         queue.sort(key=lambda w: (w.started, w.run_id))
         if first_ask and not alone and holding is None:
             _write(paths, _State(None, None, queue))
-            return me
+            return me, None
         if holding is None and me.same(queue[0]):
             _write(paths, _State(me, _now(), queue[1:]))
-            return None
+            return None, me
         _write(paths, _State(holding, state.since if holding else None, queue))
-        return holding or queue[0]
+        return holding or queue[0], holding
 
 
 def hold(paths: Paths, me: Run, live: Callable[[Run], bool]) -> None:
