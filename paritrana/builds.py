@@ -11,6 +11,12 @@ warehouse's current one, finished, for the same year, as-of date and configurati
 with no file loaded since. Every dbt run forgets the stamp as it starts (an on-run-start
 hook, `forget_build_stamp`), so a build by hand between the gate and the publication, or
 one that fails, leaves no stamp that a publication would take for its gate's.
+
+A finished build also records the dbt models that computed it (`transform.models_fingerprint`).
+The incremental models recompute only the keys that loads touched, so after an upgrade that
+changed a model the other rows would stay as the old model computed them, and a warehouse
+would hold numbers that a new one, built from the same deliveries, would not: the first
+build by other models is a full refresh (`rebuild_reason`).
 """
 from __future__ import annotations
 
@@ -20,11 +26,13 @@ import secrets
 
 from ingestion.raw_schema import RAW
 
+from . import code_version
 from .methodology import Methodology
 from .settings import Paths
 from .warehouse import connect
 
 STAMP = "last_build"
+MODELS = "built_by_models"
 
 
 class StaleBuild(RuntimeError):
@@ -50,11 +58,31 @@ def begin(paths: Paths, year: int, as_of: dt.date, methodology: Methodology) -> 
     return stamp
 
 
-def finish(paths: Paths, stamp: dict) -> dict:
+def finish(paths: Paths, stamp: dict, models: str | None = None) -> dict:
+    """The build succeeded; `models` (a fingerprint) computed every row the warehouse now holds."""
     built = {**stamp, "state": "built"}
     with connect(paths) as con:
         _write(con, built)
+        if models is not None:
+            con.execute(f"insert or replace into {RAW}.warehouse_settings values (?, ?)",
+                        [MODELS, json.dumps({"sha256": models, "code_version": code_version()})])
     return built
+
+
+def rebuild_reason(con, models: str) -> str | None:
+    """Why the next build must rebuild the incremental models in full, or None: the last
+    finished build was by other dbt models than `models`, or by a version that did not
+    record them (before 0.3.14). A warehouse dbt never built needs no reason."""
+    row = con.execute(f"select value from {RAW}.warehouse_settings where name = ?", [MODELS]).fetchone()
+    if row is None:
+        built = con.execute("select count(*) from information_schema.tables where table_schema = 'intermediate' "
+                            "and table_name = 'incremental_watermarks'").fetchone()[0]
+        return "its last build was by a version before 0.3.14, which did not record its dbt models" if built else None
+    recorded = json.loads(row[0])
+    if recorded["sha256"] == models:
+        return None
+    return (f"its dbt models changed since its last finished build (by {recorded['code_version']}; "
+            f"now {code_version()})")
 
 
 def current(paths: Paths) -> dict | None:

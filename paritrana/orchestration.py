@@ -156,7 +156,7 @@ def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refr
     with exclusive(paths):
         result = build_step(paths, year, as_of, m, log.info, full_refresh)
     return {"seconds": round(result.seconds, 2), "models": result.count("model"), "data_tests": result.count("test"),
-            "dbt_docs": str(result.docs)}
+            "dbt_docs": str(result.docs), "rebuilt_because": result.rebuilt_because}
 
 
 def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
@@ -254,6 +254,8 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     if built:
         lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
                      f"docs {built['dbt_docs']}")
+        if built.get("rebuilt_because"):  # .get: an XCom of a build before 0.3.14
+            lines.append(f"rebuilt in full (incremental models too): {built['rebuilt_because']}")
     if checked:
         lines.append(f"checks: {checked['checks']} run, {len(checked['warnings'])} warnings; {checked['data_docs']}")
         lines += checked["warnings"]  # each said as `paritrana run` says it, with the rows it is about

@@ -40,6 +40,7 @@ class RunResult:
     gate: object = None
     published: Path | None = None
     dbt_docs: Path | None = None
+    rebuilt_because: str | None = None
     highlights: dict = field(default_factory=dict)
     deliveries_until: dt.date | None = None  # the latest business date of the loaded deltas
     latest_note: str | None = None  # when `latest` went back in time, or was left in place
@@ -61,15 +62,20 @@ def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = p
 def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology, progress: Progress = print,
                full_refresh: bool = False):
     from . import builds
-    from .transform import build, generate_docs
+    from .transform import build, generate_docs, models_fingerprint
+    models = models_fingerprint()
     with connect(paths) as con:
         # A night with no ready file runs no ingest task: on a new home the raw layer that
         # dbt's sources name would not exist. Empty, it builds empty rankings, which the
         # gate refuses by name.
         ensure_raw_schema(con, token_scheme())
+        rebuild = None if full_refresh else builds.rebuild_reason(con, models)
+    if rebuild and progress:
+        progress(f"rebuilding the warehouse's incremental models in full: {rebuild}")
     stamp = builds.begin(paths, year, as_of, methodology)
-    result = build(paths, year, as_of, methodology, progress, full_refresh=full_refresh)
-    builds.finish(paths, stamp)
+    result = build(paths, year, as_of, methodology, progress, full_refresh=full_refresh or bool(rebuild))
+    result.rebuilt_because = rebuild
+    builds.finish(paths, stamp, models)
     result.docs = generate_docs(paths, year, as_of, methodology)
     return result
 
@@ -198,7 +204,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
         result = RunResult(run_id, year, as_of, report, paths.runs / f"{run_id}.json")
         progress("building the warehouse (dbt build)")
         build = build_step(paths, year, as_of, methodology, progress, full_refresh)
-        result.build_seconds, result.dbt_docs = build.seconds, build.docs
+        result.build_seconds, result.dbt_docs, result.rebuilt_because = build.seconds, build.docs, build.rebuilt_because
         result.deliveries_until = deliveries_until(paths)
         if note := as_of_note(as_of, result.deliveries_until):
             progress(note)
@@ -228,7 +234,8 @@ def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
         "files": [asdict(f) for f in r.results], "already_processed": r.already_processed,
         "not_ready": r.not_ready, "orphan_controls": r.orphan_controls, "ignored": r.ignored,
         "broken_links": r.broken_links, "rows": r.rows,
-        "dbt": {"seconds": round(result.build_seconds, 2), "models": result.models, "data_tests": result.data_tests},
+        "dbt": {"seconds": round(result.build_seconds, 2), "models": result.models, "data_tests": result.data_tests,
+                "rebuilt_because": result.rebuilt_because},
         "gate": result.gate.to_json() if result.gate else None,
         "published": str(result.published) if result.published else None,
         "latest_note": result.latest_note,
@@ -307,6 +314,8 @@ def summary(result: RunResult) -> str:
     lines += ingest_summary(result.ingest)
     lines.append(f"  warehouse: dbt built {result.models} models, {result.data_tests} data tests passed "
                  f"in {result.build_seconds:.1f} s; dbt docs {result.dbt_docs}")
+    if result.rebuilt_because:
+        lines.append(f"  rebuilt in full (incremental models too): {result.rebuilt_because}")
     if result.gate is not None:
         lines += gate_summary(result.gate)
     if result.published:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -40,9 +41,28 @@ class BuildResult:
     seconds: float
     nodes: list[NodeResult] = field(default_factory=list)
     docs: Path | None = None
+    rebuilt_because: str | None = None  # why a build not asked to refresh rebuilt in full
 
     def count(self, resource_type: str, status: str | None = None) -> int:
         return sum(1 for n in self.nodes if n.resource_type == resource_type and (status is None or n.status == status))
+
+
+# What the warehouse's rows are computed from: a change here can change rows that an
+# incremental run would not recompute. Generic tests (tests/) compute none.
+MODEL_SOURCES = ("models", "macros", "dbt_project.yml")
+
+
+def models_fingerprint() -> str:
+    """sha256 over the dbt project's models, macros and dbt_project.yml, names and bytes."""
+    digest = hashlib.sha256()
+    for part in MODEL_SOURCES:
+        base = DBT_PROJECT_DIR / part
+        for f in sorted(base.rglob("*")) if base.is_dir() else [base]:
+            if f.is_file() and f.suffix in (".sql", ".yml", ".yaml"):
+                content = f.read_bytes()
+                digest.update(f"{f.relative_to(DBT_PROJECT_DIR).as_posix()}\0{len(content)}\0".encode())
+                digest.update(content)
+    return digest.hexdigest()
 
 
 def dbt_vars(year: int, as_of: dt.date, methodology: Methodology) -> dict:

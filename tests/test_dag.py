@@ -193,6 +193,22 @@ def test_a_gate_that_stopped_before_its_verdict_is_not_said_to_have_failed_its_c
     assert "\nchecks: 1 run, 1 blocking failed; file:///gx\n" in judged and "stopped before" not in judged
 
 
+def test_the_dbt_build_task_says_in_the_summary_why_it_rebuilt_in_full(demo, tmp_path):
+    """The first night after an upgrade from before 0.3.14 rebuilds the incremental models in
+    full (the warehouse recorded no dbt models): the task's XCom and the run's summary say so."""
+    from paritrana.orchestration import build, summarize
+
+    work = demo.copy(tmp_path / "w")
+    with duckdb.connect(str(work.paths.warehouse)) as con:
+        con.execute("delete from raw.warehouse_settings where name = 'built_by_models'")
+    built = build(work.paths, 2024, dt.date(2024, 12, 31), None)
+    assert built["rebuilt_because"] == "its last build was by a version before 0.3.14, which did not record its dbt models"
+    states = {t: "success" for t in ("wait_for_turn", "find_deliveries", "dbt_build", "quality_gate", "publish")}
+    text = summarize("night", 2024, dt.date(2024, 12, 31), [], built, None, None, states)
+    assert f"\nrebuilt in full (incremental models too): {built['rebuilt_because']}\n" in text
+    assert build(work.paths, 2024, dt.date(2024, 12, 31), None)["rebuilt_because"] is None
+
+
 def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_path):
     """dag-test and the demo run one night in-process: a task that fails is not retried with
     back-off (dag.test() waited 2, then 4 minutes, logging a warning every second). The run

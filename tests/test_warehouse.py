@@ -603,3 +603,49 @@ def test_a_damaged_warehouse_is_named_with_the_way_back_and_a_rebuild_from_the_l
     after = (overwritten.home_dir / "published" / "2024" / "latest").resolve()
     assert after.name != before.name and len(digests(after)) == 4  # a new publication, the same bytes
     assert digests(after) == digests(before)
+
+
+def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says_why(demo, tmp_path, monkeypatch):
+    """After an upgrade that changed an incremental model, the rows that no load touched are
+    the new model's too (an incremental run would have kept the old model's): the first build
+    by other models is a full refresh and says why, and the builds after it are incremental
+    again. A warehouse whose last build was before 0.3.14 recorded no models: rebuilt once."""
+    from paritrana import transform
+
+    work = demo.copy(tmp_path / "w")
+    config = methodology.load()
+    night = dt.date(2024, 12, 31)
+    project = tmp_path / "dbt_project"
+    shutil.copytree(methodology.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    model = project / "models" / "intermediate" / "int_claims_current.sql"
+    assert "order_by='claim_version desc," in model.read_text()
+    # the next version keeps a claim's first version instead of its highest
+    model.write_text(model.read_text().replace("order_by='claim_version desc,", "order_by='claim_version asc,"))
+
+    def reversioned():
+        with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:
+            return con.execute("select count(*) from intermediate.int_claims_current where claim_version > 1"
+                               ).fetchone()[0]
+
+    before = reversioned()
+    assert before > 0
+    monkeypatch.setattr(transform, "DBT_PROJECT_DIR", project)
+    upgraded = build_step(work.paths, 2024, night, config, progress=None)
+    assert upgraded.rebuilt_because.startswith("its dbt models changed since its last finished build (by 0.")
+    assert reversioned() < before
+    refreshed = resolve_home(tmp_path / "full")
+    shutil.copy2(work.paths.warehouse, refreshed.warehouse)
+    build_step(refreshed, 2024, night, config, progress=None, full_refresh=True)
+    assert _assert_same_tables(work.paths.warehouse, refreshed.warehouse) >= 10
+    assert build_step(work.paths, 2024, night, config, progress=None).rebuilt_because is None
+
+    monkeypatch.undo()  # back to the project's own models, on a warehouse that never recorded them
+    with duckdb.connect(str(work.paths.warehouse)) as con:
+        con.execute("delete from raw.warehouse_settings where name = 'built_by_models'")
+    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "  rebuilt in full (incremental models too): its last build was by a version before 0.3.14, which " \
+        "did not record its dbt models\n" in result.stdout
+    assert reversioned() == before
+    again = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert again.returncode == 0 and "rebuilt in full" not in again.stdout + demo.result.stdout
