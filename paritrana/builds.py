@@ -12,7 +12,8 @@ with no file loaded since. Every dbt run forgets the stamp as it starts (an on-r
 hook, `forget_build_stamp`), so a build by hand between the gate and the publication, or
 one that fails, leaves no stamp that a publication would take for its gate's.
 
-A finished build also records the dbt models that computed it (`transform.models_fingerprint`).
+Every build also records the dbt models that compute it (`transform.models_fingerprint`), in
+its stamp and, once finished, as `built_by_models`.
 The incremental models recompute only the keys that loads touched, so after an upgrade that
 changed a model the other rows would stay as the old model computed them, and a warehouse
 would hold numbers that a new one, built from the same deliveries, would not: the first
@@ -49,40 +50,50 @@ def _write(con, stamp: dict) -> None:
     con.execute(f"insert or replace into {RAW}.warehouse_settings values (?, ?)", [STAMP, json.dumps(stamp)])
 
 
-def begin(paths: Paths, year: int, as_of: dt.date, methodology: Methodology) -> dict:
-    """Before dbt writes anything: from here until `finish`, no gate's stamp is current."""
+def begin(paths: Paths, year: int, as_of: dt.date, methodology: Methodology, models: str | None = None) -> dict:
+    """Before dbt writes anything: from here until `finish`, no gate's stamp is current.
+    `models`: the fingerprint of the dbt models about to build (transform.models_fingerprint)."""
+    from .transform import models_fingerprint
+
     with connect(paths) as con:
         stamp = {"id": secrets.token_hex(8), "state": "building", "year": year, "as_of": as_of.isoformat(),
-                 "config_sha256": methodology.sha256, "loads": _loads(con)}
+                 "config_sha256": methodology.sha256, "loads": _loads(con),
+                 "models": models or models_fingerprint(), "code_version": code_version()}
         _write(con, stamp)
     return stamp
 
 
-def finish(paths: Paths, stamp: dict, models: str | None = None) -> dict:
-    """The build succeeded; `models` (a fingerprint) computed every row the warehouse now holds."""
+def finish(paths: Paths, stamp: dict) -> dict:
+    """The build succeeded: its models computed every row the warehouse now holds."""
     built = {**stamp, "state": "built"}
     with connect(paths) as con:
         _write(con, built)
-        if models is not None:
-            con.execute(f"insert or replace into {RAW}.warehouse_settings values (?, ?)",
-                        [MODELS, json.dumps({"sha256": models, "code_version": code_version()})])
+        con.execute(f"insert or replace into {RAW}.warehouse_settings values (?, ?)",
+                    [MODELS, json.dumps({k: stamp[k] for k in ("models", "code_version")})])
     return built
 
 
+def _setting(con, name: str) -> dict | None:
+    row = con.execute(f"select value from {RAW}.warehouse_settings where name = ?", [name]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
 def rebuild_reason(con, models: str) -> str | None:
-    """Why the next build must rebuild the incremental models in full, or None: the last
-    finished build was by other dbt models than `models`, or by a version that did not
-    record them (before 0.3.14). A warehouse dbt never built needs no reason."""
-    row = con.execute(f"select value from {RAW}.warehouse_settings where name = ?", [MODELS]).fetchone()
-    if row is None:
-        built = con.execute("select count(*) from information_schema.tables where table_schema = 'intermediate' "
-                            "and table_name = 'incremental_watermarks'").fetchone()[0]
-        return "its last build was by a version before 0.3.14, which did not record its dbt models" if built else None
-    recorded = json.loads(row[0])
-    if recorded["sha256"] == models:
-        return None
-    return (f"its dbt models changed since its last finished build (by {recorded['code_version']}; "
-            f"now {code_version()})")
+    """Why a build by `models` must rebuild the incremental models in full, or None: the last
+    finished build, or a build begun since, was by other dbt models, or by a version that
+    records none (before 0.3.14; such a version keeps the stamp, without its models, when it
+    builds after a later one: a rollback). A warehouse dbt never built needs no reason."""
+    stamp, built_by = _setting(con, STAMP), _setting(con, MODELS)
+    if built_by is None or (stamp is not None and "models" not in stamp):
+        never_built = built_by is None and not con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'intermediate' "
+            "and table_name = 'incremental_watermarks'").fetchone()[0]
+        return None if never_built else \
+            "its last build was by a version before 0.3.14, which does not record its dbt models"
+    for record in (built_by, stamp):
+        if record is not None and record["models"] != models:
+            return f"its dbt models changed since its last build (by {record['code_version']}; now {code_version()})"
+    return None
 
 
 def current(paths: Paths) -> dict | None:

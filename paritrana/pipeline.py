@@ -72,10 +72,10 @@ def build_step(paths: Paths, year: int, as_of: dt.date, methodology: Methodology
         rebuild = None if full_refresh else builds.rebuild_reason(con, models)
     if rebuild and progress:
         progress(f"rebuilding the warehouse's incremental models in full: {rebuild}")
-    stamp = builds.begin(paths, year, as_of, methodology)
+    stamp = builds.begin(paths, year, as_of, methodology, models)
     result = build(paths, year, as_of, methodology, progress, full_refresh=full_refresh or bool(rebuild))
     result.rebuilt_because = rebuild
-    builds.finish(paths, stamp, models)
+    builds.finish(paths, stamp)
     result.docs = generate_docs(paths, year, as_of, methodology)
     return result
 

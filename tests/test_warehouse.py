@@ -3,6 +3,7 @@ incremental runs equal to a full refresh."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import duckdb
@@ -609,7 +610,8 @@ def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says
     """After an upgrade that changed an incremental model, the rows that no load touched are
     the new model's too (an incremental run would have kept the old model's): the first build
     by other models is a full refresh and says why, and the builds after it are incremental
-    again. A warehouse whose last build was before 0.3.14 recorded no models: rebuilt once."""
+    again. So is the first build after one by a version before 0.3.14, which records no
+    models: an upgrade from it, or a rollback to it and back."""
     from paritrana import transform
 
     work = demo.copy(tmp_path / "w")
@@ -631,7 +633,7 @@ def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says
     assert before > 0
     monkeypatch.setattr(transform, "DBT_PROJECT_DIR", project)
     upgraded = build_step(work.paths, 2024, night, config, progress=None)
-    assert upgraded.rebuilt_because.startswith("its dbt models changed since its last finished build (by 0.")
+    assert upgraded.rebuilt_because.startswith("its dbt models changed since its last build (by 0.")
     assert reversioned() < before
     refreshed = resolve_home(tmp_path / "full")
     shutil.copy2(work.paths.warehouse, refreshed.warehouse)
@@ -639,13 +641,23 @@ def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says
     assert _assert_same_tables(work.paths.warehouse, refreshed.warehouse) >= 10
     assert build_step(work.paths, 2024, night, config, progress=None).rebuilt_because is None
 
-    monkeypatch.undo()  # back to the project's own models, on a warehouse that never recorded them
-    with duckdb.connect(str(work.paths.warehouse)) as con:
-        con.execute("delete from raw.warehouse_settings where name = 'built_by_models'")
-    result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "  rebuilt in full (incremental models too): its last build was by a version before 0.3.14, which " \
-        "did not record its dbt models\n" in result.stdout
-    assert reversioned() == before
+    monkeypatch.undo()  # back to the project's own models, through the command line
+    old = "its last build was by a version before 0.3.14, which does not record its dbt models"
+    for forget in ("name = 'built_by_models'",  # an upgrade from before 0.3.14
+                   # a rollback: 0.3.13 finished a build after this version's, writing its stamp
+                   # as it always did (without the models) and keeping this version's record
+                   "name = 'last_build'"):
+        with duckdb.connect(str(work.paths.warehouse)) as con:
+            if forget.endswith("'last_build'"):
+                stamp = json.loads(con.execute("select value from raw.warehouse_settings where " + forget
+                                               ).fetchone()[0])
+                con.execute("update raw.warehouse_settings set value = ? where " + forget,
+                            [json.dumps({k: v for k, v in stamp.items() if k not in ("models", "code_version")})])
+            else:
+                con.execute("delete from raw.warehouse_settings where " + forget)
+        result = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert f"  rebuilt in full (incremental models too): {old}\n" in result.stdout
+        assert reversioned() == before
     again = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
     assert again.returncode == 0 and "rebuilt in full" not in again.stdout + demo.result.stdout
