@@ -18,7 +18,7 @@ import duckdb
 from ingestion.rules import sql_str
 
 from .methodology import INDICATORS
-from .publication import BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest, read_manifest
+from .publication import BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest, read_manifest, versions_note
 from .settings import Paths
 
 
@@ -36,6 +36,7 @@ class Explanation:
     lines: list[str] = field(default_factory=list)
     indicators: list[dict] = field(default_factory=list)  # per indicator: name, value, score, weight, ...
     peers: tuple[int, int] = (0, 0)  # eligible entities ranked together: in the country, in the province
+    code_version: str | None = None  # of the product that computed the publication (its manifest)
 
 
 def _find(con, entity_code: str) -> tuple[str, dict] | None:
@@ -96,7 +97,8 @@ def _from_basis(folder: Path, entity_code: str) -> Explanation:
         category, e, peers = _lookup(con, entity_code, f"publication {folder.name} of {manifest['year']}")
     finally:
         con.close()
-    x = Explanation(category, e, folder.name, manifest["configuration"]["values"])
+    x = Explanation(category, e, folder.name, manifest["configuration"]["values"],
+                    code_version=manifest.get("code_version"))
     _describe(x, peers)
     return x
 
@@ -125,7 +127,7 @@ def _from_analysts_copy(paths: Paths, entity_code: str, year: int) -> Explanatio
         raise ValueError(f"the analysts' copy {copy} holds a build of year {e['year']} as of {e['as_of']} that is not "
                          f"the latest publication of {e['year']}: {again}")
     config = manifest["configuration"]["values"]
-    x = Explanation(category, e, folder.name, config)
+    x = Explanation(category, e, folder.name, config, code_version=manifest.get("code_version"))
     _describe(x, peers)
     return x
 
@@ -273,6 +275,9 @@ def changes(now: Explanation, then: Explanation) -> list[str]:
     indicator that changed (value and its parts, score), eligibility, total and ranks."""
     e0, e1 = then.entity, now.entity
     lines = ["", f"since publication {then.publication} (year {e0['year']}, as of {e0['as_of']}):"]
+    if note := versions_note(then.code_version, now.code_version):
+        lines.append(f"  {note}")
+    said = len(lines)  # said before what moved: nothing changed if nothing follows
     if e0["config_sha256"] != e1["config_sha256"]:
         c0, c1 = then.configuration, now.configuration
         moved = [f"{kind[:-1]} of {name} {c0[kind][then.category][name]:g} → {c1[kind][now.category][name]:g}"
@@ -297,7 +302,7 @@ def changes(now: Explanation, then: Explanation) -> list[str]:
     if e0["eligible"] and e1["eligible"]:
         same = e0["shown__total_score"] == e1["shown__total_score"] and then.peers == now.peers and \
             (e0["rank_national"], e0["rank_province"]) == (e1["rank_national"], e1["rank_province"])
-        if same and len(lines) == 2:
+        if same and len(lines) == said:
             return lines + ["  nothing changed"]
         delta = e1["shown__total_score"] - e0["shown__total_score"]
         lines.append(f"  total: {e0['shown__total_score']} → {e1['shown__total_score']} ({delta:+})")
@@ -313,7 +318,7 @@ def changes(now: Explanation, then: Explanation) -> list[str]:
         lines.append(f"  eligibility: {was} → {is_now}")
     elif e0["ineligible_reason"] != e1["ineligible_reason"]:
         lines.append(f"  not eligible in both: {e0['ineligible_reason']} → {e1['ineligible_reason']}")
-    return lines if len(lines) > 2 else lines + ["  nothing changed"]
+    return lines if len(lines) > said else lines + ["  nothing changed"]
 
 
 def _kind(x: Explanation) -> str:

@@ -314,3 +314,12 @@ def read_manifest(folder: Path) -> dict:
 def latest(paths: Paths, year: int) -> Path | None:
     link = paths.home / "published" / str(year) / "latest"
     return link.resolve() if link.exists() else None
+
+
+def versions_note(then: str | None, now: str | None) -> str | None:
+    """Two publications computed by different versions of the product: a number may have
+    moved with the code (a fix), not with the deliveries or the configuration."""
+    if then == now:
+        return None
+    return (f"computed by another version of the product: {then or 'unrecorded'} → {now or 'unrecorded'} "
+            "(what each version changed: CHANGELOG.md)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 
-from .publication import RANKINGS, NothingPublished, find_publication, latest, read_manifest
+from .publication import RANKINGS, NothingPublished, find_publication, latest, read_manifest, versions_note
 from .settings import Paths
 
 # The column of a rankings file whose value a rank is counted within (businesses are ranked
@@ -99,6 +99,8 @@ def changes(paths: Paths, category: str, since: str, year: int | None = None, ru
     if after_manifest["configuration"]["sha256"] != before_manifest["configuration"]["sha256"]:
         lines.append("  the methodology configuration differs (weights, targets or rules: see both manifests), "
                      "which moves every score")
+    if note := versions_note(before_manifest.get("code_version"), after_manifest.get("code_version")):
+        lines.append(f"  {note}")
     lines.append(f"  entities: {both:,} in both, {new:,} new, {gone:,} gone")
     lines.append(f"  eligible: {eligible_before:,} → {eligible_after:,} ({became:,} became eligible, {lost:,} no "
                  f"longer" + (": " + ", ".join(f"{reason or 'no reason'} {n:,}" for reason, n in reasons)

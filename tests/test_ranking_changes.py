@@ -56,6 +56,7 @@ def test_changes_count_and_list_what_the_two_published_files_say(two, category, 
 
     assert f"\n  entities: {len(both):,} in both, {len(b.keys() - a.keys()):,} new, {len(a.keys() - b.keys()):,} " \
            "gone\n" in out
+    assert "version of the product" not in out  # both publications by this one
     count = lambda rows: sum(r["eligible"] == "true" for r in rows.values())  # noqa: E731
     assert f"\n  eligible: {count(a):,} → {count(b):,} ({len(became):,} became eligible, {len(lost):,} no longer" in out
     assert f"{len(ranked) - len(rose) - len(fell):,} of {len(ranked):,} ranked in both kept it, {len(rose):,} rose, " \
@@ -106,3 +107,28 @@ def test_the_command_lines_categories_are_the_published_rankings():
     from paritrana.publication import RANKINGS
 
     assert tuple(CATEGORIES) == tuple(RANKINGS)
+
+
+def test_publications_of_two_versions_of_the_product_are_said_to_be(demo, tmp_path):
+    """An evaluator comparing today's ranking with the one an award was announced on learns
+    when another version of the product computed it: a number may have moved with a fix,
+    not with the deliveries. Nothing else is said to have changed when nothing did."""
+    import json
+
+    work = demo.copy(tmp_path / "w")
+    year = work.home_dir / "published" / "2024"
+    before = (year / "latest").resolve()
+    manifest = json.loads((before / "manifest.json").read_text())
+    now = manifest["code_version"]
+    manifest["code_version"] = "0.3.12"  # as the announced publication's manifest says
+    (before / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    again = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    note = f"  computed by another version of the product: 0.3.12 → {now} (what each version changed: CHANGELOG.md)\n"
+    shown = paritrana("changes", "--category", "umk", "--since", before.name, "--home", str(work.home_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert note in shown.stdout and "\n  national rank: " in shown.stdout and " 0 rose, 0 fell\n" in shown.stdout
+    explained = paritrana("explain", "--entity", "17", "--since", before.name, "--home", str(work.home_dir))
+    assert explained.returncode == 0, explained.stderr
+    assert explained.stdout.endswith(f"since publication {before.name} (year 2024, as of 2024-12-31):\n{note}"
+                                     "  nothing changed\n")
