@@ -14,6 +14,7 @@ $PARITRANA_PG_HOST, _PORT, _USER, _PASSWORD and _DB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ import duckdb
 
 from ingestion.personal_data import token_text_sql
 
+from . import code_version
 from .methodology import DBT_PROJECT_DIR
 from .warehouse import DEFAULT_MEMORY_LIMIT, held_elsewhere, lock_holder
 
@@ -150,26 +152,75 @@ def _loaded(result) -> dict[int, tuple[str, str]]:
     return {load_id: (extract, sha) for load_id, extract, sha, status in result.fetchall() if status == "LOADED"}
 
 
+# What built PostgreSQL's incremental models (builds.py keeps DuckDB's in the warehouse;
+# PostgreSQL's raw.warehouse_settings is DuckDB's copy, so this lives beside the watermarks).
+BUILT_BY = "intermediate.built_by_models"
+
+
+@contextlib.contextmanager
+def _transaction():
+    """A cursor in one committed transaction, on a connection closed after it."""
+    import psycopg2
+
+    pg = psycopg2.connect(**connect_params())
+    try:
+        with pg, pg.cursor() as cur:  # psycopg2: commits, or rolls back on an error; does not close
+            yield cur
+    finally:
+        pg.close()
+
+
+def rebuild_reason(cur, models: str) -> str | None:
+    """Why a build by `models` must rebuild PostgreSQL's incremental models in full, or None,
+    as builds.rebuild_reason for DuckDB. A version before 0.3.14 run after this one (a
+    rollback) is not seen here: it leaves no mark on PostgreSQL."""
+    cur.execute("select to_regclass('intermediate.incremental_watermarks') is not null, "
+                f"to_regclass('{BUILT_BY}') is not null")
+    built, recorded = cur.fetchone()
+    if not recorded:
+        return "its last build was by a version before 0.3.14, which does not record its dbt models" if built else None
+    cur.execute(f"select models, code_version from {BUILT_BY}")
+    row = cur.fetchone()
+    if row and row[0] == models:
+        return None
+    return f"its dbt models changed since its last build (by {row[1] if row else 'unrecorded'}; now {code_version()})"
+
+
+def record_models(cur, models: str) -> None:
+    cur.execute(f"create table if not exists {BUILT_BY} (models text, code_version text)")
+    cur.execute(f"delete from {BUILT_BY}")
+    cur.execute(f"insert into {BUILT_BY} values (%s, %s)", (models, code_version()))
+
+
 def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, full_refresh: bool = False,
           args: list[str] | None = None) -> subprocess.CompletedProcess:
     """`dbt build --target postgres` with the variables the pipeline passes to DuckDB's build.
-    Its target/ and logs/ are HOME/dbt/postgres, apart from the DuckDB build's."""
+    Its target/ and logs/ are HOME/dbt/postgres, apart from the DuckDB build's. The first
+    build by other dbt models is full, as on DuckDB; the result's `rebuilt_because` says why."""
     from .methodology import load
-    from .transform import dbt_vars
+    from .transform import dbt_vars, models_fingerprint
 
     methodology = load(config, home, year)
+    models = models_fingerprint()
+    with _transaction() as cur:
+        rebuild = None if full_refresh else rebuild_reason(cur, models)
     out = home.resolve() / "dbt" / "postgres"  # dbt takes a relative --target-path from the project folder
     command = [sys.executable, "-c", "from dbt.cli.main import cli; cli()", "build", "--target", "postgres",
                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
                "--target-path", str(out / "target"), "--log-path", str(out / "logs"), "--no-use-colors",
                "--no-send-anonymous-usage-stats", "--vars", json.dumps(dbt_vars(year, as_of, methodology))]
-    command += (["--full-refresh"] if full_refresh else []) + (args or [])
+    command += (["--full-refresh"] if full_refresh or rebuild else []) + (args or [])
     # Session settings through libpq (the profile has no field for them): the joins of a
     # national build hash and sort far beyond PostgreSQL's 4 MB default, and spilled them to
     # disk, 9x slower at national 0.05 (docs/performance.md). $PGOPTIONS, when set, wins.
     # The build connects where copy_raw did: the profile's defaults are not consulted twice.
     env = {**ENV_DEFAULTS, **os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS)}
-    return subprocess.run(command, capture_output=True, text=True, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    done.rebuilt_because = rebuild
+    if done.returncode == 0:  # a build that failed records nothing: the next one is full again
+        with _transaction() as cur:
+            record_models(cur, models)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     print("building on PostgreSQL (dbt build --target postgres)", flush=True)
     done = build(paths.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
     print(done.stdout[-4000:], done.stderr[-2000:], sep="")
+    if done.rebuilt_because:
+        print(f"rebuilt in full (incremental models too): {done.rebuilt_because}")
     return done.returncode
 
 

@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 from conftest import paritrana
+from paritrana import code_version
 from paritrana.methodology import DBT_PROJECT_DIR
 
 MARTS = {"pemda_indicators": "entity_code", "badan_usaha_indicators": "entity_code",
@@ -79,15 +80,25 @@ def postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _pg(query: str) -> tuple[list[str], list[tuple]]:
-    """Column names and rows of a query on the test's cluster."""
+def _pg(query: str, rows: bool = True) -> tuple[list[str], list[tuple]] | None:
+    """Column names and rows of a query on the test's cluster (rows=False: a statement, committed)."""
     import psycopg2
 
     from paritrana.postgres_target import connect_params
 
     with psycopg2.connect(**connect_params()) as pg, pg.cursor() as cur:
         cur.execute(query)
-        return [d[0] for d in cur.description], cur.fetchall()
+        return ([d[0] for d in cur.description], cur.fetchall()) if rows else None
+
+
+def _pg_build(home: Path):
+    import datetime as dt
+
+    from paritrana.postgres_target import build
+
+    done = build(home, 2024, dt.date(2024, 12, 31))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return done
 
 
 def _by_key(columns: list[str], rows: list[tuple], key: str) -> list[tuple]:
@@ -136,6 +147,7 @@ def _build_on_postgres(home: Path) -> dict:
     assert {t: c["rows"] for t, c in copied.items()} == exact == _pg_counts(exact)  # every raw row, every table
     done = build(home, 2024, dt.date(2024, 12, 31))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.rebuilt_because is None  # a first build: nothing was built by other models
     assert "PASS=" in done.stdout and "ERROR=0" in done.stdout  # models, data tests and unit tests
     return copied
 
@@ -195,6 +207,14 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     assert (home / "dbt" / "postgres" / "target" / "manifest.json").exists()
     assert not (DBT_PROJECT_DIR / "home").exists()
     assert _watermark() > seen  # the night's loads, picked up by the incremental models
+    _compare_marts(home / "warehouse.duckdb")
+
+    # After an upgrade that changed the dbt models, the first build is full, as on DuckDB
+    _pg("update intermediate.built_by_models set models = 'other', code_version = '0.3.14+0123456789ab'", rows=False)
+    upgraded = _pg_build(home)
+    assert upgraded.rebuilt_because == "its dbt models changed since its last build (by 0.3.14+0123456789ab; " \
+        f"now {code_version()})"
+    assert _pg_build(home).rebuilt_because is None
     _compare_marts(home / "warehouse.duckdb")
 
     # --from the working file while a run writes it: the product's message, not DuckDB's
