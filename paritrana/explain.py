@@ -18,7 +18,8 @@ import duckdb
 from ingestion.rules import sql_str
 
 from .methodology import INDICATORS
-from .publication import BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest, read_manifest, versions_note
+from .publication import (BASIS, BASIS_MARTS, SCORE_TYPE, VALUE_TYPE, find_publication, latest, read_manifest,
+                          versions_note)
 from .settings import Paths
 
 
@@ -275,9 +276,7 @@ def changes(now: Explanation, then: Explanation) -> list[str]:
     indicator that changed (value and its parts, score), eligibility, total and ranks."""
     e0, e1 = then.entity, now.entity
     lines = ["", f"since publication {then.publication} (year {e0['year']}, as of {e0['as_of']}):"]
-    if note := versions_note(then.code_version, now.code_version):
-        lines.append(f"  {note}")
-    said = len(lines)  # said before what moved: nothing changed if nothing follows
+    note = versions_note(then.code_version, now.code_version)
     if e0["config_sha256"] != e1["config_sha256"]:
         c0, c1 = then.configuration, now.configuration
         moved = [f"{kind[:-1]} of {name} {c0[kind][then.category][name]:g} → {c1[kind][now.category][name]:g}"
@@ -285,6 +284,9 @@ def changes(now: Explanation, then: Explanation) -> list[str]:
                  for name in c1[kind][now.category] if c0[kind][then.category].get(name) != c1[kind][now.category][name]]
         lines.append("  configuration: " + ("; ".join(moved) or "other settings changed (see both manifests)")
                      + f" (sha256 {e0['config_sha256'][:12]}… → {e1['config_sha256'][:12]}…)")
+    if note:  # says what computed the numbers, not that one moved
+        lines.append(f"  {note}")
+    said = 2 + bool(note)  # the lines that say nothing moved: "nothing changed" if none follows
     if then.category != now.category:
         lines.append(f"  then ranked as {_kind(then)}, now as {_kind(now)}: indicators of another category")
     else:

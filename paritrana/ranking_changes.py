@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import shlex
 
-from .publication import RANKINGS, NothingPublished, find_publication, latest, read_manifest, versions_note
+from .publication import (RANKINGS, NothingPublished, find_publication, latest, read_manifest,
+                          versions_note)
 from .settings import Paths
 
 # The column of a rankings file whose value a rank is counted within (businesses are ranked

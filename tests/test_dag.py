@@ -202,7 +202,8 @@ def test_the_dbt_build_task_says_in_the_summary_why_it_rebuilt_in_full(demo, tmp
     with duckdb.connect(str(work.paths.warehouse)) as con:
         con.execute("delete from raw.warehouse_settings where name = 'built_by_models'")
     built = build(work.paths, 2024, dt.date(2024, 12, 31), None)
-    assert built["rebuilt_because"] == "its last build was by a version before 0.3.14, which does not record its dbt models"
+    assert built["rebuilt_because"] == \
+        "its last build was by a version before 0.3.14, which does not record its dbt models"
     states = {t: "success" for t in ("wait_for_turn", "find_deliveries", "dbt_build", "quality_gate", "publish")}
     text = summarize("night", 2024, dt.date(2024, 12, 31), [], built, None, None, states)
     assert f"\nrebuilt in full (incremental models too): {built['rebuilt_because']}\n" in text
