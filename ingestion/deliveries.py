@@ -154,21 +154,29 @@ def looks_like_delivery(name: str) -> bool:
     return NAME_RE.match(plain) is not None
 
 
+def name_problem(name: str) -> str | None:
+    """Why a data file's name is not `<extract>__<YYYY-MM-DD>.<ext>` of a known extract and
+    a calendar date (its UNKNOWN_EXTRACT detail), or None when it is."""
+    m = NAME_RE.match(name)
+    if not m:
+        case = NAME_RE.match(name.lower())
+        hint = f" (names are case-sensitive: {name.lower()} would be one)" if case and case["extract"] in EXTRACTS else ""
+        return f"file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>{hint}"
+    if m["extract"] not in EXTRACTS:
+        return f"'{m['extract']}' is not an extract of the contract"
+    try:
+        dt.date.fromisoformat(m["date"])
+    except ValueError:
+        return f"'{m['date']}' in the file name is not a calendar date"
+    return None
+
+
 def parse_name(delivery: Delivery) -> None:
     """UNKNOWN_EXTRACT unless the name is `<extract>__<YYYY-MM-DD>.<ext>` with a known extract."""
+    if problem := name_problem(delivery.path.name):
+        raise FileRejected("UNKNOWN_EXTRACT", problem)
     m = NAME_RE.match(delivery.path.name)
-    if not m:
-        case = NAME_RE.match(delivery.path.name.lower())
-        hint = f" (names are case-sensitive: {delivery.path.name.lower()} would be one)" \
-            if case and case["extract"] in EXTRACTS else ""
-        raise FileRejected("UNKNOWN_EXTRACT",
-                           f"file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>{hint}")
-    if m["extract"] not in EXTRACTS:
-        raise FileRejected("UNKNOWN_EXTRACT", f"'{m['extract']}' is not an extract of the contract")
-    try:
-        delivery.business_date = dt.date.fromisoformat(m["date"])
-    except ValueError:
-        raise FileRejected("UNKNOWN_EXTRACT", f"'{m['date']}' in the file name is not a calendar date") from None
+    delivery.business_date = dt.date.fromisoformat(m["date"])
     delivery.extract, delivery.ext = m["extract"], m["ext"]
 
 

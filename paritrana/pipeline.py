@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ingestion.deliveries import looks_like_delivery, require_landing
+from ingestion.deliveries import looks_like_delivery, name_problem, require_landing
 from ingestion.loader import IngestReport, ingest, quarantine_note
 from ingestion.personal_data import load_key, token_scheme
 from ingestion.raw_schema import ensure_raw_schema
@@ -291,7 +291,10 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
         if f.get("mistyped_columns"):
             notes.append(("typed", f["file_name"], "columns not of the contract's type, judged as their text: "
                           + "; ".join(f["mistyped_columns"])))
-    notes += [("waiting", name, "no control file yet") for name in not_ready]
+    # A name no control file can make a delivery's would wait every night: said at once.
+    notes += [("waiting", name, "no control file yet" + (
+        f"; with one it would be rejected, UNKNOWN_EXTRACT: {problem}. Rename it, or move it out of the landing"
+        if (problem := name_problem(Path(name).name)) else "")) for name in not_ready]
     notes += [("orphan", name, "control file without its data file") for name in orphan_controls]
     notes += [("broken", name, "a symbolic link to nothing") for name in broken_links]
     notes += [("ignored", name, "hidden (a dot in its path) or partial (.tmp, .part): never loaded under this name")

@@ -85,6 +85,30 @@ def test_not_ready_until_control_file_arrives(tmp_path, load, sql):
     assert _only(load(landing)).status == "LOADED"
 
 
+def test_a_waiting_file_that_no_control_file_could_make_a_delivery_is_said_to_be_one(tmp_path, load):
+    """A file that waits for its control file is said to wait; one whose name no control file
+    could make a delivery's (a note, a backup, a name in capitals) would wait every night
+    under that word alone: the summary says at once that it would be rejected, and why."""
+    from paritrana.pipeline import delivery_notes
+
+    landing = tmp_path / "in"
+    path = write_delivery(landing, "participants__2024-12-31.csv", GOOD)
+    path.with_name(path.name + ".ctl.json").unlink()
+    for name in ("notes.txt", "participants__2024-12-31.csv.bak", "Claims__2025-01-06.CSV", "claims__2025-02-30.csv"):
+        (landing / name).write_text(GOOD)
+    report = load(landing)
+    assert report.results == [] and len(report.not_ready) == 5
+    notes = {name: text for label, name, text in delivery_notes([], report.not_ready, [], []) if label == "waiting"}
+    assert notes["participants__2024-12-31.csv"] == "no control file yet"
+    rejected = "no control file yet; with one it would be rejected, UNKNOWN_EXTRACT: "
+    move = ". Rename it, or move it out of the landing"
+    shape = "file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>"
+    assert notes["notes.txt"] == notes["participants__2024-12-31.csv.bak"] == rejected + shape + move
+    assert notes["Claims__2025-01-06.CSV"] == \
+        rejected + shape + " (names are case-sensitive: claims__2025-01-06.csv would be one)" + move
+    assert notes["claims__2025-02-30.csv"] == rejected + "'2025-02-30' in the file name is not a calendar date" + move
+
+
 def test_bom_extra_columns_and_column_order(tmp_path, load, sql):
     cols = PARTICIPANT_HEADER.split(",")
     header = ",".join(["note"] + cols[::-1])
