@@ -526,6 +526,12 @@ def test_a_daily_extract_that_stopped_arriving_is_a_warning_that_names_it(demo, 
     with duckdb.connect(str(work.home_dir / "analytics.duckdb"), read_only=True) as con:
         assert con.execute("select extract, last_business_date::varchar, days_behind from marts.delivery_freshness "
                            "where extract = 'participants'").fetchall() == [("participants", "2025-01-05", 1)]
+    # 2025 has no references yet: the eligibility warning says why each region has no rank
+    eligibility = [line for line in result.stdout.splitlines()
+                   if line.startswith("  warning marts.pemda_indicators.expect_column_values_to_be_in_set(eligible) on ")]
+    assert len(eligibility) == 1, result.stdout[-3000:]
+    named = re.findall(r"entity_code=([\d.]+) ineligible_reason=(\w+) \(eligible False\)", eligibility[0])
+    assert len(named) == 5 and {reason for _, reason in named} == {"MISSING_REFERENCE"}, eligibility
 
 
 def test_a_failed_check_names_its_first_rows_and_counts_the_rest(tmp_path):
@@ -544,6 +550,14 @@ def test_a_failed_check_names_its_first_rows_and_counts_the_rest(tmp_path):
                            "(minimum_wage_idr 20000001); ")
     assert f"(minimum_wage_idr {20000000 + ROWS_SHOWN - 1}) and 7 more: observed " \
            "{'unexpected_count': 12, 'sample': [20000000]}, expected {'max_value': 15000000}" in line
+    # an identifying column without a value (an eligible entity's ineligible_reason) is left out
+    scores = {"name": "marts.umk_indicators.expect_column_values_to_be_between(total_score)", "column": "total_score",
+              "threshold": {"max_value": 100}, "observed": {"unexpected_count": 2, "sample": [101.0], "rows": [
+                  {"entity_code": "BK000004", "ineligible_reason": None, "total_score": 101.0},
+                  {"entity_code": "BK000005", "ineligible_reason": "ARREARS", "total_score": 102.0}]}}
+    assert failed_check_line(scores).startswith(
+        "FAILED marts.umk_indicators.expect_column_values_to_be_between(total_score) on entity_code=BK000004 "
+        "(total_score 101.0); entity_code=BK000005 ineligible_reason=ARREARS (total_score 102.0): observed ")
     aggregate = {"name": "marts.referential_checks.expect_column_max_to_be_between(orphan_share)",
                  "column": "orphan_share", "threshold": {"max_value": 0.01}, "observed": 0.2}
     assert failed_check_line(aggregate) == "FAILED marts.referential_checks.expect_column_max_to_be_between" \

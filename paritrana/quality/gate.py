@@ -360,13 +360,14 @@ def report_path(paths: Paths, run_id: str) -> Path:
 
 def failed_rows(check: dict) -> str:
     """` on file_name=claims__2025-01-03.csv (quarantined_share 1.0)`: the rows that failed, by
-    the asset's identifying columns, when it has them; empty otherwise."""
+    the asset's identifying columns (those without a value left out), when it has them;
+    empty otherwise."""
     observed = check.get("observed")
     rows = observed.get("rows") if isinstance(observed, dict) else None
     if not rows:
         return ""
     column = check.get("column")
-    shown = "; ".join(" ".join(f"{k}={v}" for k, v in row.items() if k != column)
+    shown = "; ".join(" ".join(f"{k}={v}" for k, v in row.items() if k != column and v is not None)
                       + (f" ({column} {row[column]!r})" if column in row else "") for row in rows)
     more = (observed.get("unexpected_count") or len(rows)) - len(rows)
     return f" on {shown}" + (f" and {more:,} more" if more > 0 else "")
