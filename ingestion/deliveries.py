@@ -160,7 +160,8 @@ def name_problem(name: str) -> str | None:
     m = NAME_RE.match(name)
     if not m:
         case = NAME_RE.match(name.lower())
-        hint = f" (names are case-sensitive: {name.lower()} would be one)" if case and case["extract"] in EXTRACTS else ""
+        hint = f" (names are case-sensitive: {name.lower()} would be one)" \
+            if case and case["extract"] in EXTRACTS else ""
         return f"file name does not follow <extract>__<YYYY-MM-DD>.<csv|csv.gz|parquet>{hint}"
     if m["extract"] not in EXTRACTS:
         return f"'{m['extract']}' is not an extract of the contract"

@@ -527,8 +527,8 @@ def test_a_daily_extract_that_stopped_arriving_is_a_warning_that_names_it(demo, 
         assert con.execute("select extract, last_business_date::varchar, days_behind from marts.delivery_freshness "
                            "where extract = 'participants'").fetchall() == [("participants", "2025-01-05", 1)]
     # 2025 has no references yet: the eligibility warning says why each region has no rank
-    eligibility = [line for line in result.stdout.splitlines()
-                   if line.startswith("  warning marts.pemda_indicators.expect_column_values_to_be_in_set(eligible) on ")]
+    eligible = "  warning marts.pemda_indicators.expect_column_values_to_be_in_set(eligible) on "
+    eligibility = [line for line in result.stdout.splitlines() if line.startswith(eligible)]
     assert len(eligibility) == 1, result.stdout[-3000:]
     named = re.findall(r"entity_code=([\d.]+) ineligible_reason=(\w+) \(eligible False\)", eligibility[0])
     assert len(named) == 5 and {reason for _, reason in named} == {"MISSING_REFERENCE"}, eligibility
