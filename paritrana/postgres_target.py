@@ -155,6 +155,8 @@ def _loaded(result) -> dict[int, tuple[str, str]]:
 # What built PostgreSQL's incremental models (builds.py keeps DuckDB's in the warehouse;
 # PostgreSQL's raw.warehouse_settings is DuckDB's copy, so this lives beside the watermarks).
 BUILT_BY = "intermediate.built_by_models"
+# dbt's arguments that build part of the project: such a build does not make the whole its models'.
+SELECTING = {"--select", "-s", "--models", "-m", "--exclude", "--selector"}
 
 
 @contextlib.contextmanager
@@ -217,7 +219,8 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
     env = {**ENV_DEFAULTS, **os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     done.rebuilt_because = rebuild
-    if done.returncode == 0:  # a build that failed records nothing: the next one is full again
+    # A build that failed, or one of selected nodes, records nothing: the next one is full again.
+    if done.returncode == 0 and not SELECTING & set(args or []):
         with _transaction() as cur:
             record_models(cur, models)
     return done

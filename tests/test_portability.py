@@ -209,11 +209,17 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     assert _watermark() > seen  # the night's loads, picked up by the incremental models
     _compare_marts(home / "warehouse.duckdb")
 
-    # After an upgrade that changed the dbt models, the first build is full, as on DuckDB
-    _pg("update intermediate.built_by_models set models = 'other', code_version = '0.3.14+0123456789ab'", rows=False)
+    # After an upgrade that changed the dbt models, the first build is full, as on DuckDB: a
+    # claim row that no load touches (as an old model's row would be) does not survive it
+    planted = "select count(*) from intermediate.int_claims_current where claim_id = 'PLANTED'"
+    _pg("create temporary table one as select * from intermediate.int_claims_current limit 1; "
+        "update one set claim_id = 'PLANTED'; insert into intermediate.int_claims_current select * from one; "
+        "update intermediate.built_by_models set models = 'other', code_version = '0.3.14+0123456789ab'", rows=False)
+    assert _pg(planted)[1] == [(1,)]
     upgraded = _pg_build(home)
     assert upgraded.rebuilt_because == "its dbt models changed since its last build (by 0.3.14+0123456789ab; " \
         f"now {code_version()})"
+    assert _pg(planted)[1] == [(0,)]
     assert _pg_build(home).rebuilt_because is None
     _compare_marts(home / "warehouse.duckdb")
 
