@@ -78,6 +78,11 @@ def _setting(con, name: str) -> dict | None:
     return json.loads(row[0]) if row else None
 
 
+def last_stamp(con) -> dict | None:
+    """The stamp of the last build begun and not forgotten (see the module's text)."""
+    return _setting(con, STAMP)
+
+
 def rebuild_reason(con, models: str) -> str | None:
     """Why a build by `models` must rebuild the incremental models in full, or None: the last
     finished build, or a build begun since, was by other dbt models, or by a version that

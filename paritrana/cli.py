@@ -135,6 +135,13 @@ def _print_outcome(paths, year: int, published_now: bool = True) -> None:
                   f"--home {shlex.quote(str(paths.home))}")
 
 
+def cmd_status(args) -> int:
+    from .status import status
+
+    print(status(resolve_home(args.home)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .generator import generate
 
@@ -262,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--top", type=int, default=10, help="how many movers to list each way (default 10)")
     c.add_argument("--home")
     c.set_defaults(func=cmd_changes)
+
+    s = sub.add_parser("status", help="what a home holds and what its next build will do",
+                       description="The last build and the version that made it, whether the next build is "
+                                   "incremental or full and why, the latest publication of each year, the run turn, "
+                                   "and how current each daily extract is. Reads; never waits for a run.")
+    s.add_argument("--home")
+    s.set_defaults(func=cmd_status)
 
     d = sub.add_parser("demo", help="from nothing to published rankings on bengkulu-2024, through the real DAG",
                        description="Generate bengkulu-2024 and run the real Airflow DAG in-process on it "

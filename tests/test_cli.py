@@ -16,7 +16,7 @@ def paritrana(*args, env=None):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["generate"], ["run"], ["demo"], ["export"], ["dag-test"]):
+    for cmd in ([], ["generate"], ["run"], ["demo"], ["export"], ["dag-test"], ["status"]):
         out = paritrana(*cmd, "--help")
         assert out.returncode == 0 and "usage: paritrana" in out.stdout
 
@@ -250,3 +250,49 @@ def test_the_version_is_the_one_every_manifest_records(demo):
     assert shown.stdout == f"paritrana {manifest['code_version']}\n"
     # the package's version, and the commit of a checkout (CI runs one)
     assert re.fullmatch(re.escape(package.__version__) + r"(\+[0-9a-f]{12})?", manifest["code_version"])
+
+
+def test_status_says_what_a_home_holds_and_what_its_next_build_will_do(demo, tmp_path):
+    """A data engineer asks, before a night or after an upgrade, without waiting for a run:
+    the last build and its version, whether the next build is incremental or full and why,
+    the latest publication of each year, the run turn, and how current each daily extract
+    is. A warehouse open in another process is named, and the rest still said."""
+    import duckdb
+
+    from paritrana import code_version, run_turns
+
+    work = demo.copy(tmp_path / "w")
+    latest = (work.home_dir / "published" / "2024" / "latest").resolve()
+    out = paritrana("status", "--home", str(work.home_dir))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"home: {work.home_dir}"
+    assert re.fullmatch(r"last build: [0-9a-f]{16} built, year 2024 as of 2024-12-31, by "
+                        rf"{re.escape(code_version())} \(configuration sha256 [0-9a-f]{{12}}…\)", lines[2]), lines
+    assert lines[3] == "next build: incremental"
+    # the demo's deliveries reach 2025-01-02, after the run's as-of date
+    assert lines[4] == ("daily extracts, as of the last build's date 2024-12-31: " + "; ".join(
+        f"{e} to 2025-01-02 (after the as-of date)" for e in ("claims", "contributions", "employers", "participants")))
+    assert lines[5:7] == ["published (latest of each year):",
+                          f"  2024: {latest.name}, as of 2024-12-31, made "
+                          f"{json.loads((latest / 'manifest.json').read_text())['created_at']} by {code_version()}"]
+    assert lines[7] == "run turn: free"
+
+    with duckdb.connect(str(work.paths.warehouse)) as con:  # as a version before 0.3.14 leaves it
+        con.execute("delete from raw.warehouse_settings where name = 'built_by_models'")
+    run_turns.take(work.paths, run_turns.Run("paritrana_nightly", "scheduled__x", "2025-01-03T18:00:02+00:00"),
+                   lambda run: True)
+    out = paritrana("status", "--home", str(work.home_dir))
+    assert "\nnext build: in full, incremental models too: its last build was by a version before 0.3.14, which does " \
+        "not record its dbt models\n" in out.stdout
+    assert out.stdout.endswith("\nrun turn: held by paritrana_nightly run scheduled__x (started "
+                               "2025-01-03T18:00:02+00:00)\n")
+    with duckdb.connect(str(work.paths.warehouse)):
+        busy = paritrana("status", "--home", str(work.home_dir))
+    assert busy.returncode == 0 and "Traceback" not in busy.stderr, busy.stderr
+    assert re.search(rf"\nwarehouse: {re.escape(str(work.paths.warehouse))} is open in another process \(.+, PID "
+                     r"\d+\): a run writing it, or a session that opened it for writing; ask again when it has closed\n"
+                     r"published \(latest of each year\):\n", busy.stdout), busy.stdout
+    empty = paritrana("status", "--home", str(tmp_path / "new"))
+    assert empty.stdout.splitlines()[1:] == [f"warehouse: none yet at {tmp_path / 'new' / 'warehouse.duckdb'}: the "
+                                             "first run builds it", "published: nothing yet", "run turn: free"]
