@@ -53,12 +53,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .export import export_from, provenance
 
-    out = export(resolve_home(args.home), args.category, args.year, args.format, args.out, args.run,
-                 args.table)
+    out, folder = export_from(resolve_home(args.home), args.category, args.year, args.format, args.out, args.run,
+                              args.table)
     # When the data went to the standard output (or a device, or a pipe), the note must not join it.
-    print(f"wrote {out}", file=sys.stderr if args.out == "-" or not out.is_file() else sys.stdout)
+    print(f"wrote {out}: {provenance(folder, args.category, args.table)}",
+          file=sys.stderr if args.out == "-" or not out.is_file() else sys.stdout)
     return 0
 
 

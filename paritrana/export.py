@@ -33,6 +33,21 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
            table: str = "rankings") -> Path:
     """The latest publication's ranking (or indicator table), or that of the publication
     `run_id` of the year."""
+    return export_from(paths, category, year, fmt, out, run_id, table)[0]
+
+
+def provenance(folder: Path, category: str, table: str = "rankings") -> str:
+    """What an export holds and where from, for its user's record: the latest publication
+    changes every night, so the folder it was read from is named, with its date and rows."""
+    manifest = read_manifest(folder)
+    rows = {f["file"]: f["rows"] for f in manifest["files"]}.get(f"rankings_{category}.csv")
+    return (f"{table}_{category}" + (f", {rows:,} rows" if rows is not None else "")
+            + f", of publication {manifest['run_id']} (year {manifest['year']}, as of {manifest['as_of']})")
+
+
+def export_from(paths: Paths, category: str, year: int, fmt: str, out: str | Path, run_id: str | None = None,
+                table: str = "rankings") -> tuple[Path, Path]:
+    """As `export`, and the publication folder it read."""
     from .warehouse import writing_to
 
     if table not in TABLES:
@@ -55,7 +70,7 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
     if str(out) == "-":  # as in most tools: the standard output, for a pipe
         with writing_to("the standard output"):
             _write(folder, category, fmt, sys.stdout.buffer, table)
-        return Path("-")
+        return Path("-"), folder
     # `out/` names a folder, made if need be (a file named `out` was written before 0.3.10)
     folder_named = str(out).endswith(("/", os.sep))
     out = Path(out)
@@ -67,7 +82,7 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
     if out.exists() and not out.is_file():  # a device or a pipe (/dev/stdout): written into, never replaced
         with writing_to(str(out)), out.open("wb") as stream:
             _write(folder, category, fmt, stream, table)
-        return out
+        return out, folder
     if out.is_symlink():  # the file the link names is replaced, not the link
         out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +95,7 @@ def export(paths: Paths, category: str, year: int, fmt: str, out: str | Path, ru
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return out
+    return out, folder
 
 
 def _write(folder: Path, category: str, fmt: str, stream, table: str = "rankings") -> None:

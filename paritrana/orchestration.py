@@ -211,7 +211,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     is find_deliveries' scan of what is not ready; `gate_report` the failed gate's
     HOME/reports/<run_id>/gate.json, whose failed checks the summary names; `latest` the
     year's latest publication (its run folder's name) when this run published nothing."""
-    from .pipeline import delivery_notes
+    from .pipeline import delivery_notes, province_lines
     from .quality.gate import failed_check_line
 
     files: dict[str, int] = {}
@@ -275,9 +275,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         for c in published.get("analysts_copy", []):
             lines.append(f"analysts' copy {c['file']}: {c['bytes_written'] / 2**20:,.0f} of "
                          f"{c['bytes'] / 2**20:,.0f} MiB written")
-        for code, name, claims, claims_idr, children, children_idr in published["provinces"][:5]:
-            lines.append(f"{name} ({code}): {claims:,} paid claims, Rp{claims_idr:,}; "
-                         f"{children:,} scholarship children, Rp{children_idr:,}")
+        lines += province_lines(published["provinces"])
     else:
         lines.append(f"published: nothing; the latest publication of {year} stays {latest}" if latest
                      else f"published: nothing; {year} has no publication yet")

@@ -302,6 +302,23 @@ def delivery_notes(files: list[dict], not_ready, orphan_controls, broken_links,
     return notes
 
 
+SHOWN_PROVINCES = 5
+
+
+def province_lines(provinces: list, year: int | None = None) -> list[str]:
+    """The first provinces' paid claims and scholarship children, and where the rest are: a
+    national run has 38, which would bury the rest of its summary."""
+    lines = [f"{name} ({code}){f', {year}' if year else ''}: {claims:,} paid claims, Rp{claims_idr:,}; "
+             f"{children:,} scholarship children, Rp{children_idr:,}"
+             for code, name, claims, claims_idr, children, children_idr in provinces[:SHOWN_PROVINCES]]
+    if len(provinces) > SHOWN_PROVINCES:
+        more = len(provinces) - SHOWN_PROVINCES
+        lines.append(f"... and {more} more province{'s' if more > 1 else ''}: marts.pemda_indicators "
+                     "where level = 'PROVINSI' (columns claims_paid_count, claims_paid_idr, "
+                     "scholarship_children, scholarship_idr)")
+    return lines
+
+
 def gate_summary(gate) -> list[str]:
     from .quality.gate import warning_line
 
@@ -325,9 +342,7 @@ def summary(result: RunResult) -> str:
         lines.append(f"  published: {result.published} (latest: {result.published.parent / 'latest'})")
     if result.latest_note:
         lines.append(f"  {result.latest_note}")
-    for code, name, claims, claims_idr, children, children_idr in result.highlights.get("provinces", [])[:5]:
-        lines.append(f"  {name} ({code}), {result.year}: {claims:,} paid claims, Rp{claims_idr:,}; "
-                     f"{children:,} scholarship children, Rp{children_idr:,}")
+    lines += ["  " + line for line in province_lines(result.highlights.get("provinces", []), result.year)]
     if note := as_of_note(result.as_of, result.deliveries_until):
         lines.append(f"  {note}")
     lines.append(f"  ledger and quarantine: tables raw.load_ledger and raw.quarantine; run record {result.record}")

@@ -193,6 +193,33 @@ def test_a_gate_that_stopped_before_its_verdict_is_not_said_to_have_failed_its_c
     assert "\nchecks: 1 run, 1 blocking failed; file:///gx\n" in judged and "stopped before" not in judged
 
 
+def test_a_national_summary_shows_five_provinces_and_says_where_the_others_are():
+    """A national night's summary listed the first five of 38 provinces' paid claims and
+    no more, as if the country had five: the rest are now counted and their table named."""
+    import datetime as dt
+
+    from ingestion.loader import IngestReport
+    from paritrana.orchestration import summarize
+    from paritrana.pipeline import RunResult, summary
+
+    provinces = [(f"{11 + i}", f"Provinsi P{i}", 100 + i, 1_000_000 * i, i, 10_000 * i) for i in range(38)]
+    states = {t: "success" for t in ("wait_for_turn", "find_deliveries", "dbt_build", "quality_gate", "publish")}
+    published = {"folder": "/home/published/2024/night", "provinces": provinces}
+    text = summarize("night", 2024, dt.date(2024, 12, 31), [], None, None, published, states)
+    shown = [line for line in text.splitlines() if " paid claims, " in line]
+    assert shown == [f"Provinsi P{i} ({11 + i}): {100 + i:,} paid claims, Rp{1_000_000 * i:,}; "
+                     f"{i:,} scholarship children, Rp{10_000 * i:,}" for i in range(5)]
+    assert ("\n... and 33 more provinces: marts.pemda_indicators where level = 'PROVINSI' (columns "
+            "claims_paid_count, claims_paid_idr, scholarship_children, scholarship_idr)") in text
+
+    run = RunResult("r", 2024, dt.date(2024, 12, 31), IngestReport([], [], [], [], []), Path("runs/r.json"))
+    run.highlights = {"provinces": provinces[:1]}
+    assert "  Provinsi P0 (11), 2024: 100 paid claims, Rp0; 0 scholarship children, Rp0" in summary(run)
+    assert "more provinces" not in summary(run)
+    run.highlights = {"provinces": provinces[:6]}
+    assert "\n  ... and 1 more province: marts.pemda_indicators" in summary(run)
+
+
 def test_the_dbt_build_task_says_in_the_summary_why_it_rebuilt_in_full(demo, tmp_path):
     """The first night after an upgrade from before 0.3.14 rebuilds the incremental models in
     full (the warehouse recorded no dbt models): the task's XCom and the run's summary say so."""

@@ -138,11 +138,15 @@ def test_the_indicator_table_lines_up_with_its_ranking_row_for_row(bengkulu, tmp
     all three formats."""
     home = ["--home", str(bengkulu.home_dir)]
     outs = {}
+    manifest = json.loads((_latest(bengkulu) / "manifest.json").read_text())
+    rows = {f["file"]: f["rows"] for f in manifest["files"]}[f"rankings_{ranking}.csv"]
+    made_from = (f"indicators_{ranking}, {rows:,} rows, of publication {_latest(bengkulu).name} "
+                 "(year 2024, as of 2024-12-31)")
     for fmt in ("csv", "parquet", "xlsx"):
         result = paritrana("export", "--category", ranking, "--year", "2024", "--format", fmt, "--table",
                            "indicators", "--out", str(tmp_path / "sent") + "/", *home)
         outs[fmt] = tmp_path / "sent" / f"indicators_{ranking}.{fmt}"
-        assert result.returncode == 0 and result.stdout.strip() == f"wrote {outs[fmt]}", result.stderr
+        assert result.returncode == 0 and result.stdout.strip() == f"wrote {outs[fmt]}: {made_from}", result.stderr
     with (_latest(bengkulu) / f"rankings_{ranking}.csv").open(newline="") as f:
         published = list(csv.DictReader(f))
     with outs["csv"].open(newline="") as f:
@@ -221,7 +225,8 @@ def test_export_into_a_folder_writes_the_published_file_name_there(bengkulu, tmp
                        "--home", str(bengkulu.home_dir))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "rankings_umk.csv"
-    assert result.stdout.strip() == f"wrote {out}"
+    assert result.stdout.strip().startswith(f"wrote {out}: rankings_umk, ")
+    assert result.stdout.strip().endswith(f" rows, of publication {_latest(bengkulu).name} (year 2024, as of 2024-12-31)")
     assert out.read_bytes() == (_latest(bengkulu) / "rankings_umk.csv").read_bytes()
     # a trailing slash names a folder, made if need be, never a file of that name
     result = paritrana("export", "--category", "umk", "--year", "2024", "--format", "csv", "--out",
@@ -278,7 +283,11 @@ def test_export_to_the_standard_output_a_pipe_or_a_link_writes_into_it_and_a_mis
 
     piped = export("csv", "-")
     assert piped.returncode == 0 and piped.stdout == published.read_bytes()
-    assert piped.stderr.decode().strip() == "wrote -"
+    # the note tells the user what the pipe received
+    rows = {f["file"]: f["rows"] for f in json.loads((published.parent / "manifest.json").read_text())["files"]}
+    rows = rows["rankings_umk.csv"]
+    assert piped.stderr.decode().strip() == (f"wrote -: rankings_umk, {rows:,} rows, of publication "
+                                             f"{published.parent.name} (year 2024, as of 2024-12-31)")
     workbook = export("xlsx", "-")
     assert workbook.returncode == 0
     assert "xl/workbook.xml" in zipfile.ZipFile(io.BytesIO(workbook.stdout)).namelist()
