@@ -91,8 +91,15 @@ def test_a_backfill_beside_the_scheduled_night_runs_them_one_at_a_time_in_order(
     assert created.returncode == 0, created.stderr[-2000:] + log.read_text()[-3000:]
 
     deadline = time.monotonic() + 600
+    runs = []
     while True:
-        runs = _json(_airflow(env, "dags", "list-runs", DAG_ID, "-o", "json").stdout)
+        try:
+            runs = _json(_airflow(env, "dags", "list-runs", DAG_ID, "-o", "json").stdout)
+        except subprocess.TimeoutExpired:
+            # A poll is an observer, not the behaviour under test: on a loaded two-core machine
+            # one CLI call once took over 120 s beside the scheduler's writes to SQLite. The
+            # deadline below still bounds the wait.
+            pass
         backfills = [r for r in runs if r["run_id"].startswith("backfill__")]
         if len(runs) >= 3 and all(r["state"] in ("success", "failed") for r in runs):
             break
