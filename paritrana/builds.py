@@ -34,6 +34,17 @@ from .warehouse import connect
 
 STAMP = "last_build"
 MODELS = "built_by_models"
+# Why a build is made full (rebuild_reason here, and postgres_target's on PostgreSQL).
+UNRECORDED_MODELS = "its last build was by a version before 0.3.14, which does not record its dbt models"
+
+
+def models_changed(by: str | None) -> str:
+    return f"its dbt models changed since its last build (by {by or 'unrecorded'}; now {code_version()})"
+
+
+def rebuilt_line(reason: str) -> str:
+    """The summaries' line for a build made full by `rebuild_reason`."""
+    return f"rebuilt in full (incremental models too): {reason}"
 
 
 class StaleBuild(RuntimeError):
@@ -93,11 +104,10 @@ def rebuild_reason(con, models: str) -> str | None:
         never_built = built_by is None and not con.execute(
             "select count(*) from information_schema.tables where table_schema = 'intermediate' "
             "and table_name = 'incremental_watermarks'").fetchone()[0]
-        return None if never_built else \
-            "its last build was by a version before 0.3.14, which does not record its dbt models"
+        return None if never_built else UNRECORDED_MODELS
     for record in (built_by, stamp):
         if record is not None and record["models"] != models:
-            return f"its dbt models changed since its last build (by {record['code_version']}; now {code_version()})"
+            return models_changed(record["code_version"])
     return None
 
 

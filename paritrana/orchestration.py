@@ -211,6 +211,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     is find_deliveries' scan of what is not ready; `gate_report` the failed gate's
     HOME/reports/<run_id>/gate.json, whose failed checks the summary names; `latest` the
     year's latest publication (its run folder's name) when this run published nothing."""
+    from .builds import rebuilt_line
     from .pipeline import delivery_notes, province_lines
     from .quality.gate import failed_check_line
 
@@ -255,7 +256,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         lines.append(f"dbt: {built['models']} models, {built['data_tests']} data tests in {built['seconds']} s; "
                      f"docs {built['dbt_docs']}")
         if built.get("rebuilt_because"):  # .get: an XCom of a build before 0.3.14
-            lines.append(f"rebuilt in full (incremental models too): {built['rebuilt_because']}")
+            lines.append(rebuilt_line(built["rebuilt_because"]))
     if checked:
         lines.append(f"checks: {checked['checks']} run, {len(checked['warnings'])} warnings; {checked['data_docs']}")
         lines += checked["warnings"]  # each said as `paritrana run` says it, with the rows it is about

@@ -335,7 +335,9 @@ def summary(result: RunResult) -> str:
     lines.append(f"  warehouse: dbt built {result.models} models, {result.data_tests} data tests passed "
                  f"in {result.build_seconds:.1f} s; dbt docs {result.dbt_docs}")
     if result.rebuilt_because:
-        lines.append(f"  rebuilt in full (incremental models too): {result.rebuilt_because}")
+        from .builds import rebuilt_line
+
+        lines.append(f"  {rebuilt_line(result.rebuilt_because)}")
     if result.gate is not None:
         lines += gate_summary(result.gate)
     if result.published:

@@ -28,6 +28,7 @@ import duckdb
 from ingestion.personal_data import token_text_sql
 
 from . import code_version
+from .builds import UNRECORDED_MODELS, models_changed, rebuilt_line
 from .methodology import DBT_PROJECT_DIR
 from .warehouse import DEFAULT_MEMORY_LIMIT, held_elsewhere, lock_holder
 
@@ -180,12 +181,12 @@ def rebuild_reason(cur, models: str) -> str | None:
                 f"to_regclass('{BUILT_BY}') is not null")
     built, recorded = cur.fetchone()
     if not recorded:
-        return "its last build was by a version before 0.3.14, which does not record its dbt models" if built else None
+        return UNRECORDED_MODELS if built else None
     cur.execute(f"select models, code_version from {BUILT_BY}")
     row = cur.fetchone()
     if row and row[0] == models:
         return None
-    return f"its dbt models changed since its last build (by {row[1] if row else 'unrecorded'}; now {code_version()})"
+    return models_changed(row[1] if row else None)
 
 
 def record_models(cur, models: str) -> None:
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     done = build(paths.home, a.year, a.as_of or dt.date(a.year, 12, 31), a.config, a.full_refresh)
     print(done.stdout[-4000:], done.stderr[-2000:], sep="")
     if done.rebuilt_because:
-        print(f"rebuilt in full (incremental models too): {done.rebuilt_because}")
+        print(rebuilt_line(done.rebuilt_because))
     return done.returncode
 
 
