@@ -150,6 +150,7 @@ def file_outcome(result) -> dict:
 
 def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refresh: bool = False) -> dict:
     from .pipeline import build_step
+    from .readers import served_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
@@ -165,6 +166,7 @@ def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
 
     from .pipeline import gate_step
     from .quality.gate import GateFailed, warning_line
+    from .readers import served_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
@@ -182,6 +184,7 @@ def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
 def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | None) -> dict:
     from .pipeline import highlights, publish_step
     from .quality.gate import PUBLISHED_FIELDS, report_path
+    from .readers import served_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
@@ -197,7 +200,9 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
             "files": {f["file"]: f["rows"] for f in publication.manifest["files"]},
             "provinces": highlights(paths)["provinces"] if made_latest else [],
             "analysts_copy": [{"file": c.copy.name, "bytes": c.bytes_total, "bytes_written": c.bytes_written,
-                               "in_place": c.patched_in_place} for c in publication.reader_copies]}
+                               "in_place": c.patched_in_place} for c in publication.reader_copies],
+            "analysts_line": served_line(paths.reader_copy, publication.reader_copies)
+            if publication.reader_copies else None}
 
 
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
@@ -273,9 +278,8 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
         lines.append(f"published: {published['folder']}")
         if published.get("latest_note"):
             lines.append(published["latest_note"])
-        for c in published.get("analysts_copy", []):
-            lines.append(f"analysts' copy {c['file']}: {c['bytes_written'] / 2**20:,.0f} of "
-                         f"{c['bytes'] / 2**20:,.0f} MiB written")
+        if published.get("analysts_line"):
+            lines.append(published["analysts_line"])
         lines += province_lines(published["provinces"])
     else:
         lines.append(f"published: nothing; the latest publication of {year} stays {latest}" if latest

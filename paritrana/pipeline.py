@@ -21,6 +21,7 @@ from ingestion.raw_schema import ensure_raw_schema
 from . import methodology as methodology_config
 from . import run_turns
 from .methodology import Methodology
+from .readers import served_line
 from .settings import Paths
 from .warehouse import connect, exclusive, first_line, ingest_memory_limit, writing_to
 
@@ -44,6 +45,7 @@ class RunResult:
     highlights: dict = field(default_factory=dict)
     deliveries_until: dt.date | None = None  # the latest business date of the loaded deltas
     latest_note: str | None = None  # when `latest` went back in time, or was left in place
+    analysts_line: str | None = None  # what analytics.duckdb now holds, when the publication became the latest
 
 
 def new_run_id() -> str:
@@ -219,6 +221,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
             result.published, result.latest_note = publication.folder, publication.plan.note()
             if publication.plan.becomes_latest:  # else the analysts' copy holds another run
                 result.highlights = highlights(paths)
+                result.analysts_line = served_line(paths.reader_copy, publication.reader_copies)
         _write_record(paths, landing, result)
     if not gate.passed:
         error = GateFailed(gate)
@@ -344,6 +347,8 @@ def summary(result: RunResult) -> str:
         lines.append(f"  published: {result.published} (latest: {result.published.parent / 'latest'})")
     if result.latest_note:
         lines.append(f"  {result.latest_note}")
+    if result.analysts_line:
+        lines.append(f"  {result.analysts_line}")
     lines += ["  " + line for line in province_lines(result.highlights.get("provinces", []), result.year)]
     if note := as_of_note(result.as_of, result.deliveries_until):
         lines.append(f"  {note}")

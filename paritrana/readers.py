@@ -186,6 +186,26 @@ def serve_reader_copy(paths: Paths, prepared: PreparedCopy) -> list[CopyOutcome]
     return prepared.outcomes
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f}" if n < 10 * 2**20 else f"{n / 2**20:,.0f}"
+
+
+def served_line(reader_copy: Path, outcomes: list[CopyOutcome]) -> str:
+    """What analysts now read, for a run's summary: the name they open, not the copy behind
+    it (.analytics-a/-b are this module's business), and what it cost to bring it there."""
+    served = outcomes[0]
+    mib = f"{_mib(served.bytes_total)} MiB"
+    if len(outcomes) > 1:
+        how = f"{mib} written, and a second copy for the next night to patch"
+    elif not served.patched_in_place:
+        how = f"{mib} written anew: a reader still had the older copy open, and keeps it"
+    elif served.bytes_written == served.bytes_total:  # every chunk changed, or the copy did since it was served
+        how = f"{mib} rewritten in full"
+    else:
+        how = f"{_mib(served.bytes_written)} of {mib} rewritten"
+    return f"analysts' copy {reader_copy}: holds this publication's build ({how})"
+
+
 def refresh_reader_copy(paths: Paths) -> list[CopyOutcome]:
     """Bring the older copy up to date and serve it."""
     return serve_reader_copy(paths, prepare_reader_copy(paths))

@@ -335,6 +335,10 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     for f in manifest1["files"]:
         assert hashlib.sha256((run1 / f["file"]).read_bytes()).hexdigest() == f["sha256"]
     assert "published: " in first.stdout and "paid claims" in first.stdout  # the run note / summary
+    # what analysts open, named as they open it (not the copies .analytics-a/-b behind it)
+    assert re.search(rf"\nanalysts' copy {re.escape(str(home / 'analytics.duckdb'))}: holds this publication's build "
+                     r"\([\d.,]+ MiB written, and a second copy for the next night to patch\)\n", first.stdout)
+    assert ".analytics-a" not in first.stdout
     # the top of each ranking shows each total as its file publishes it (it showed 83.4 for 83.4023)
     lines = first.stdout.splitlines()
     for ranking in ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk"):
@@ -347,6 +351,9 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     second, _ = night("2025-01-01")
     run2 = latest.resolve()
     assert run2 != run1 and _published_digests(run2) == _published_digests(run1)
+    # patched, or rewritten in full: a demo's warehouse is three chunks, and a build changes them all
+    assert re.search(r"\nanalysts' copy .*: holds this publication's build \([\d.,]+ (of [\d.,]+ MiB rewritten|"
+                     r"MiB rewritten in full)\)\n", second.stdout), second.stdout[-3000:]
 
     for f in full.iterdir():  # the day's delta arrives
         if f.is_file() and "__2025-01-01" in f.name:

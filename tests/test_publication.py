@@ -844,11 +844,14 @@ def test_latest_follows_every_run_or_on_request_the_latest_as_of_date(demo, tmp_
     assert f"not made the latest ({LATEST_ENV}=as-of): latest stays run {original.name}, as of 2024-12-31" \
         in december_first.stdout
     assert reader_copy() == before  # it still matches the latest publication
+    assert f"analysts' copy {copy}: holds" not in december_first.stdout  # and the summary does not claim otherwise
 
     # The same date as the latest's: the newer run becomes the latest, and nothing is said.
     same_day, folder = run("2024-12-31", "as-of")
-    assert _latest(work) == folder and "latest" not in same_day.stdout.split("published:")[1].split("\n")[1]
+    assert _latest(work) == folder
+    assert "latest now names" not in same_day.stdout and "not made the latest" not in same_day.stdout
     assert reader_copy() != before
+    assert f"\n  analysts' copy {copy}: holds this publication's build (" in same_day.stdout, same_day.stdout[-2000:]
 
     # By default (outputs.md), an earlier date becomes the latest, and the run says what it replaced.
     backfill, folder = run("2024-11-30", None)

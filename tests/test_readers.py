@@ -47,6 +47,10 @@ def test_first_publication_writes_both_copies_then_nights_patch_the_older(paths)
     assert [o.copy for o in first] == list(readers.generations(paths))
     assert all(o.bytes_written == o.bytes_total == paths.warehouse.stat().st_size for o in first)
     assert _served(paths) == readers.generations(paths)[0]
+    # the summary names the file analysts open, not the copies behind it
+    assert readers.served_line(paths.reader_copy, first) == \
+        f"analysts' copy {paths.reader_copy}: holds this publication's build " \
+        f"({paths.warehouse.stat().st_size / 2**20:.1f} MiB written, and a second copy for the next night to patch)"
 
     for night in (1, 2, 3):
         before = _served(paths)
@@ -55,6 +59,8 @@ def test_first_publication_writes_both_copies_then_nights_patch_the_older(paths)
         assert outcome.copy != before and _served(paths) == outcome.copy, "the older copy is patched and served"
         assert outcome.patched_in_place
         assert 0 < outcome.bytes_written < outcome.bytes_total / 4, outcome
+        assert readers.served_line(paths.reader_copy, [outcome]).endswith(
+            f"({outcome.bytes_written / 2**20:.1f} of {outcome.bytes_total / 2**20:.1f} MiB rewritten)")
         _assert_copy_of_warehouse(paths, outcome.copy)
         with duckdb.connect(str(paths.reader_copy), read_only=True) as con:
             assert con.execute("select night from small").fetchone()[0] == night
@@ -78,6 +84,8 @@ def test_a_reader_holding_the_older_copy_keeps_it_and_gets_a_new_file(paths):
         (outcome,) = readers.refresh_reader_copy(paths)
         assert outcome.copy == older and not outcome.patched_in_place
         assert outcome.bytes_written == outcome.bytes_total
+        assert readers.served_line(paths.reader_copy, [outcome]).endswith(
+            "written anew: a reader still had the older copy open, and keeps it)")
         assert older.stat().st_ino != inode_held, "a new file took the copy's name"
         _assert_copy_of_warehouse(paths, older)
         reader.stdin.write("\n")
@@ -102,4 +110,5 @@ def test_a_copy_written_by_someone_else_is_rewritten_whole(paths):
     _night(paths, 2)
     (outcome,) = readers.refresh_reader_copy(paths)
     assert outcome.copy == older and outcome.bytes_written == outcome.bytes_total
+    assert readers.served_line(paths.reader_copy, [outcome]).endswith(" MiB rewritten in full)")
     _assert_copy_of_warehouse(paths, older)
