@@ -139,7 +139,8 @@ def held_elsewhere_stop(e: BaseException, paths: Paths) -> WarehouseBusy:
     it read-only) is for the other session, not for a run, which must write."""
     held = re.search(r'lock on file "(.*?)"', str(e))
     who = lock_holder(e) or "another process"
-    if held and Path(held.group(1)) != paths.warehouse:  # the analysts' copy, opened read-write by a session
+    # DuckDB names the file absolute, the home may be relative or reached through a link
+    if held and Path(held.group(1)).resolve() != paths.warehouse.resolve():  # the analysts' copy, opened read-write
         return WarehouseBusy(
             f"{held.group(1)} is open for writing in another process ({who}): a session that opened it without "
             "-readonly (the DuckDB CLI's default), or DBeaver or Python without read-only. Close it, or open it "

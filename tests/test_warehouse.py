@@ -606,6 +606,27 @@ def test_a_damaged_warehouse_is_named_with_the_way_back_and_a_rebuild_from_the_l
     assert digests(after) == digests(before)
 
 
+def test_a_moved_home_keeps_dbts_parsed_project(demo, tmp_path):
+    """A home restored to another folder (and every test's copy) builds from dbt's saved
+    parse: the profile names the warehouse relative to the home, so it renders the same
+    wherever the home is. It named it absolute, and dbt parsed the whole project again."""
+    moved = demo.copy(tmp_path / "restored elsewhere")
+    log = moved.home_dir / "dbt" / "logs" / "dbt.log"
+    before = log.stat().st_size
+    result = paritrana("run", "--landing", str(moved.landing), "--year", "2024", "--home", str(moved.home_dir))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with log.open("rb") as f:
+        f.seek(before)
+        this_run = f.read().decode()
+    assert "Partial parsing enabled" in this_run and "Unable to do partial parsing" not in this_run, \
+        [line for line in this_run.splitlines() if "parsing" in line.lower()]
+    assert f"warehouse: dbt built {demo_models(demo)} models" in result.stdout  # and it built all the same
+
+
+def demo_models(demo) -> int:
+    return int(demo.result.stdout.split("warehouse: dbt built ")[1].split()[0])
+
+
 def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says_why(demo, tmp_path, monkeypatch):
     """After an upgrade that changed an incremental model, the rows that no load touched are
     the new model's too (an incremental run would have kept the old model's): the first build
