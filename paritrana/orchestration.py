@@ -150,7 +150,6 @@ def file_outcome(result) -> dict:
 
 def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refresh: bool = False) -> dict:
     from .pipeline import build_step
-    from .readers import served_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
@@ -166,7 +165,6 @@ def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
 
     from .pipeline import gate_step
     from .quality.gate import GateFailed, warning_line
-    from .readers import served_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
