@@ -203,6 +203,12 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
             if publication.reader_copies else None}
 
 
+def _file_status(status: str) -> str:
+    """A ledger status in the summary's words, as `paritrana run` says it."""
+    return {"SKIPPED_REDELIVERY": "skipped as re-delivered (the same bytes as a loaded file)",
+            "SKIPPED_STALE": "skipped as stale (older than the version loaded)"}.get(status, status.lower())
+
+
 def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | None, built: dict | None,
               checked: dict | None, published: dict | None, task_states: dict[str, str] | None = None,
               extracts: list[str] | None = None, landing: dict[str, list[str]] | None = None,
@@ -241,7 +247,7 @@ def summarize(run_id: str, year: int, as_of: dt.date, ingested: list[dict] | Non
     # a failed ingest task records nothing here: "no new files" would be a guess
     unknown = sum(t.startswith("ingest[") for t in stopped["failed"])
     lines = [f"Paritrana run {run_id}: year {year}, as of {as_of}",
-             "files: " + (", ".join(f"{n} {s.lower()}" for s, n in sorted(files.items()))
+             "files: " + (", ".join(f"{n} {_file_status(s)}" for s, n in sorted(files.items()))
                           or ("none recorded" if unknown else "no new files"))
              + (f", {len(ignored)} ignored (hidden or partial)" if ignored else "")
              + (f"; not counted: the {unknown} failed ingest task{'s' * (unknown > 1)}" if unknown else ""),

@@ -358,6 +358,7 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     for f in full.iterdir():  # the day's delta arrives
         if f.is_file() and "__2025-01-01" in f.name:
             shutil.copy2(f, landing / f.name)
+    shutil.copytree(full / "resent", landing / "resent")  # and the provider sends its claims again
     # with a file that is refused and one whose control file is still to come
     write_delivery(landing, "participants__2025-01-02.csv", "kpj,nik\n17000000001,1771014508900003\n")
     (landing / "claims__2025-01-02.csv").write_text("claim_id\n")
@@ -375,6 +376,8 @@ def test_dag_runs_end_to_end_repeatably_and_night_after_night(tmp_path):
     assert ("rejected participants__2025-01-02.csv: MISSING_COLUMN (required column(s) absent from the header: "
             "full_name,") in third.stdout
     assert "waiting claims__2025-01-02.csv: no control file yet" in third.stdout
+    # a skipped file is said in words, as `paritrana run` says it (not `skipped_redelivery`)
+    assert re.search(r"\nfiles: [^\n]*\b1 skipped as re-delivered \(the same bytes as a loaded file\)", third.stdout)
     # and where the day's quarantined rows are (the delta plants some)
     assert re.search(r"\nrows: [\d,]+ read = [\d,]+ loaded \+ [1-9][\d,]* quarantined \+ \d+ duplicates; each "
                      r"quarantined row \(file, line, reasons, masked content\) is in raw\.quarantine\n", third.stdout)
