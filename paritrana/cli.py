@@ -276,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="what a home holds and what its next build will do",
                        description="The last build and the version that made it, whether the next build is "
-                                   "incremental or full and why, the latest publication of each year, the run turn, "
-                                   "and how current each daily extract is. Reads; never waits for a run.")
+                                   "incremental or full and why, the latest publication of each year, which build the "
+                                   "analysts' copy holds, the run turn, and how current each daily extract is. Reads; "
+                                   "never waits for a run.")
     s.add_argument("--home")
     s.set_defaults(func=cmd_status)
 

@@ -1,7 +1,8 @@
 """`paritrana status`: what a home holds and what its next build will do, read without
 taking the warehouse (a run may be writing it): the last build and the version that made
 it, whether the next build is incremental or full and why, the latest publication of
-each year, the run turn, and how current each daily extract is."""
+each year, which build the analysts' copy holds, the run turn, and how current each daily
+extract is."""
 from __future__ import annotations
 
 import re
@@ -9,14 +10,15 @@ import re
 from . import builds, run_turns
 from .publication import read_manifest
 from .settings import Paths
-from .warehouse import WarehouseBusy, connect
+from .warehouse import WarehouseBusy, connect, lock_holder
 
 
-def _warehouse_lines(paths: Paths) -> list[str]:
+def _warehouse_lines(paths: Paths) -> tuple[list[str], dict | None]:
+    """The warehouse's lines, and the stamp of its last build (None when unread)."""
     from .transform import models_fingerprint
 
     if not paths.warehouse.exists():
-        return [f"warehouse: none yet at {paths.warehouse}: the first run builds it"]
+        return [f"warehouse: none yet at {paths.warehouse}: the first run builds it"], None
     try:
         with connect(paths, read_only=True) as con:
             stamp = builds.last_stamp(con)
@@ -29,7 +31,7 @@ def _warehouse_lines(paths: Paths) -> list[str]:
         holder = re.search(r"\(([^()]*, PID \d+)\)", str(busy))
         return [f"warehouse: {paths.warehouse} is open in another process"
                 + (f" ({holder.group(1)})" if holder else "")
-                + ": a run writing it, or a session that opened it for writing; ask again when it has closed"]
+                + ": a run writing it, or a session that opened it for writing; ask again when it has closed"], None
     size = paths.warehouse.stat().st_size / 2**20
     lines = [f"warehouse: {paths.warehouse} ({size:,.1f} MiB)"]
     if stamp is None:
@@ -42,7 +44,31 @@ def _warehouse_lines(paths: Paths) -> list[str]:
     if fresh:
         lines.append(f"daily extracts, as of the last build's date {fresh[0][3]}: " + "; ".join(
             f"{extract} {_behind(last, behind)}" for extract, last, behind, _ in fresh))
-    return lines
+    return lines, stamp
+
+
+def _analysts_line(paths: Paths, warehouse_build: dict | None) -> str:
+    """Which build analysts read: the warehouse's last, or an earlier one (the runs since
+    published none that became the latest)."""
+    import duckdb
+
+    copy = paths.reader_copy
+    if not copy.exists():
+        return f"analysts' copy: none yet at {copy}: the first publication writes it"
+    try:
+        with duckdb.connect(str(copy), read_only=True) as con:
+            stamp = builds.last_stamp(con)
+    except duckdb.Error as e:
+        holder = lock_holder(e)
+        return (f"analysts' copy: {copy} is open for writing in another process"
+                + (f" ({holder})" if holder else "") + ": a session that opened it without -readonly")
+    if stamp is None:
+        return f"analysts' copy: {copy} holds a build that recorded no stamp"
+    held = f"build {stamp['id']}, year {stamp['year']} as of {stamp['as_of']}"
+    if warehouse_build is None or warehouse_build["id"] == stamp["id"]:
+        return f"analysts' copy: {copy} holds {held}" + (", the warehouse's last" if warehouse_build else "")
+    return (f"analysts' copy: {copy} holds {held}, not the warehouse's last ({warehouse_build['id']}): "
+            "the runs since published none that became the latest")
 
 
 def _behind(last, days: int | None) -> str:
@@ -77,4 +103,6 @@ def _turn_line(paths: Paths) -> str:
 
 
 def status(paths: Paths) -> str:
-    return "\n".join([f"home: {paths.home}", *_warehouse_lines(paths), *_publication_lines(paths), _turn_line(paths)])
+    warehouse, last_build = _warehouse_lines(paths)
+    return "\n".join([f"home: {paths.home}", *warehouse, *_publication_lines(paths),
+                      _analysts_line(paths, last_build), _turn_line(paths)])

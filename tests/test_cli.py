@@ -276,17 +276,29 @@ def test_status_says_what_a_home_holds_and_what_its_next_build_will_do(demo, tmp
     assert lines[5:7] == ["published (latest of each year):",
                           f"  2024: {latest.name}, as of 2024-12-31, made "
                           f"{json.loads((latest / 'manifest.json').read_text())['created_at']} by {code_version()}"]
-    assert lines[7] == "run turn: free"
+    build = re.search(r"last build: ([0-9a-f]{16}) ", lines[2]).group(1)
+    copy = work.home_dir / "analytics.duckdb"
+    assert lines[7] == f"analysts' copy: {copy} holds build {build}, year 2024 as of 2024-12-31, the warehouse's last"
+    assert lines[8] == "run turn: free"
 
     with duckdb.connect(str(work.paths.warehouse)) as con:  # as a version before 0.3.14 leaves it
         con.execute("delete from raw.warehouse_settings where name = 'built_by_models'")
+        # and as a later build leaves it that published nothing as the latest (a failed gate)
+        con.execute("update raw.warehouse_settings set value = replace(value, ?, '0123456789abcdef') "
+                    "where name = 'last_build'", [build])
     run_turns.take(work.paths, run_turns.Run("paritrana_nightly", "scheduled__x", "2025-01-03T18:00:02+00:00"),
                    lambda run: True)
     out = paritrana("status", "--home", str(work.home_dir))
     assert "\nnext build: in full, incremental models too: its last build was by a version before 0.3.14, which does " \
         "not record its dbt models\n" in out.stdout
+    assert f"\nanalysts' copy: {copy} holds build {build}, year 2024 as of 2024-12-31, not the warehouse's last " \
+        "(0123456789abcdef): the runs since published none that became the latest\n" in out.stdout
     assert out.stdout.endswith("\nrun turn: held by paritrana_nightly run scheduled__x (started "
                                "2025-01-03T18:00:02+00:00)\n")
+    with duckdb.connect(str(copy)):  # an analyst's session without -readonly
+        held = paritrana("status", "--home", str(work.home_dir))
+    assert re.search(rf"\nanalysts' copy: {re.escape(str(copy))} is open for writing in another process \(.+, PID \d+\): "
+                     r"a session that opened it without -readonly\n", held.stdout), held.stdout
     with duckdb.connect(str(work.paths.warehouse)):
         busy = paritrana("status", "--home", str(work.home_dir))
     assert busy.returncode == 0 and "Traceback" not in busy.stderr, busy.stderr
@@ -295,4 +307,6 @@ def test_status_says_what_a_home_holds_and_what_its_next_build_will_do(demo, tmp
                      r"published \(latest of each year\):\n", busy.stdout), busy.stdout
     empty = paritrana("status", "--home", str(tmp_path / "new"))
     assert empty.stdout.splitlines()[1:] == [f"warehouse: none yet at {tmp_path / 'new' / 'warehouse.duckdb'}: the "
-                                             "first run builds it", "published: nothing yet", "run turn: free"]
+                                             "first run builds it", "published: nothing yet",
+                                             f"analysts' copy: none yet at {tmp_path / 'new' / 'analytics.duckdb'}: "
+                                             "the first publication writes it", "run turn: free"]
