@@ -10,7 +10,7 @@ import re
 from . import builds, run_turns
 from .publication import read_manifest
 from .settings import Paths
-from .warehouse import WarehouseBusy, connect, lock_holder
+from .warehouse import WarehouseBusy, connect, first_line, held_elsewhere, lock_holder
 
 
 def _warehouse_lines(paths: Paths) -> tuple[list[str], dict | None]:
@@ -59,6 +59,8 @@ def _analysts_line(paths: Paths, warehouse_build: dict | None) -> str:
         with duckdb.connect(str(copy), read_only=True) as con:
             stamp = builds.last_stamp(con)
     except duckdb.Error as e:
+        if not held_elsewhere(e):  # not a DuckDB file, or damaged: said as it is
+            return f"analysts' copy: {copy} could not be read: {first_line(e)}"
         holder = lock_holder(e)
         return (f"analysts' copy: {copy} is open for writing in another process"
                 + (f" ({holder})" if holder else "") + ": a session that opened it without -readonly")

@@ -299,6 +299,10 @@ def test_status_says_what_a_home_holds_and_what_its_next_build_will_do(demo, tmp
         held = paritrana("status", "--home", str(work.home_dir))
     assert re.search(rf"\nanalysts' copy: {re.escape(str(copy))} is open for writing in another process \(.+, PID \d+\): "
                      r"a session that opened it without -readonly\n", held.stdout), held.stdout
+    copy.unlink()  # and a file that is not a DuckDB database is said as it is, not as a lock
+    copy.write_text("not a database")
+    unreadable = paritrana("status", "--home", str(work.home_dir))
+    assert f"\nanalysts' copy: {copy} could not be read: IO Error: " in unreadable.stdout, unreadable.stdout
     with duckdb.connect(str(work.paths.warehouse)):
         busy = paritrana("status", "--home", str(work.home_dir))
     assert busy.returncode == 0 and "Traceback" not in busy.stderr, busy.stderr
