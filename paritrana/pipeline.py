@@ -242,6 +242,7 @@ def _write_record(paths: Paths, landing: Path, result: RunResult) -> None:
         "gate": result.gate.to_json() if result.gate else None,
         "published": str(result.published) if result.published else None,
         "latest_note": result.latest_note,
+        "analysts_copy": result.analysts_line,
         "deliveries_until": result.deliveries_until.isoformat() if result.deliveries_until else None,
     }
     paths.runs.mkdir(parents=True, exist_ok=True)

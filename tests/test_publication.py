@@ -845,6 +845,8 @@ def test_latest_follows_every_run_or_on_request_the_latest_as_of_date(demo, tmp_
         in december_first.stdout
     assert reader_copy() == before  # it still matches the latest publication
     assert f"analysts' copy {copy}: holds" not in december_first.stdout  # and the summary does not claim otherwise
+    first_id = december_first.stdout.split()[1].rstrip(":")
+    assert json.loads((work.home_dir / "runs" / f"{first_id}.json").read_text())["analysts_copy"] is None
 
     # The same date as the latest's: the newer run becomes the latest, and nothing is said.
     same_day, folder = run("2024-12-31", "as-of")
@@ -852,6 +854,8 @@ def test_latest_follows_every_run_or_on_request_the_latest_as_of_date(demo, tmp_
     assert "latest now names" not in same_day.stdout and "not made the latest" not in same_day.stdout
     assert reader_copy() != before
     assert f"\n  analysts' copy {copy}: holds this publication's build (" in same_day.stdout, same_day.stdout[-2000:]
+    run_id = same_day.stdout.split()[1].rstrip(":")  # and its run record keeps the line
+    assert json.loads((work.home_dir / "runs" / f"{run_id}.json").read_text())["analysts_copy"] in same_day.stdout
 
     # By default (outputs.md), an earlier date becomes the latest, and the run says what it replaced.
     backfill, folder = run("2024-11-30", None)
