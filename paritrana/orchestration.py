@@ -182,7 +182,6 @@ def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
 def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | None) -> dict:
     from .pipeline import highlights, publish_step
     from .quality.gate import PUBLISHED_FIELDS, report_path
-    from .readers import served_line
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
@@ -199,8 +198,7 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
             "provinces": highlights(paths)["provinces"] if made_latest else [],
             "analysts_copy": [{"file": c.copy.name, "bytes": c.bytes_total, "bytes_written": c.bytes_written,
                                "in_place": c.patched_in_place} for c in publication.reader_copies],
-            "analysts_line": served_line(paths.reader_copy, publication.reader_copies)
-            if publication.reader_copies else None}
+            "analysts_line": publication.analysts_line}
 
 
 def _file_status(status: str) -> str:

@@ -21,7 +21,6 @@ from ingestion.raw_schema import ensure_raw_schema
 from . import methodology as methodology_config
 from . import run_turns
 from .methodology import Methodology
-from .readers import served_line
 from .settings import Paths
 from .warehouse import connect, exclusive, first_line, ingest_memory_limit, writing_to
 
@@ -95,7 +94,7 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
 
     from .builds import require_validated
     from .publication import plan_latest, publish
-    from .readers import prepare_reader_copy, serve_reader_copy
+    from .readers import prepare_reader_copy, serve_reader_copy, served_line
 
     require_validated(paths, run_id, validated_build, year, as_of, methodology)
     plan = plan_latest(paths, year, as_of)
@@ -111,6 +110,7 @@ def publish_step(paths: Paths, run_id: str, year: int, as_of: dt.date, methodolo
         except Exception as e:  # noqa: BLE001 - said with what did happen: the publication
             raise ReaderCopyNotUpdated(paths, publication.folder, e) from e
     publication.reader_copies = serve_reader_copy(paths, copy)
+    publication.analysts_line = served_line(paths.reader_copy, publication.reader_copies)
     return publication
 
 
@@ -221,7 +221,7 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
             result.published, result.latest_note = publication.folder, publication.plan.note()
             if publication.plan.becomes_latest:  # else the analysts' copy holds another run
                 result.highlights = highlights(paths)
-                result.analysts_line = served_line(paths.reader_copy, publication.reader_copies)
+                result.analysts_line = publication.analysts_line
         _write_record(paths, landing, result)
     if not gate.passed:
         error = GateFailed(gate)

@@ -88,6 +88,7 @@ class Publication:
     manifest: dict
     plan: LatestPlan | None = None
     reader_copies: list = field(default_factory=list)  # readers.CopyOutcome, set by the run
+    analysts_line: str | None = None  # the summaries' line for them (readers.served_line), set by the run
 
 
 def _rounded_select(con, ranking: str) -> str:
