@@ -201,7 +201,7 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
     Its target/ and logs/ are HOME/dbt/postgres, apart from the DuckDB build's. The first
     build by other dbt models is full, as on DuckDB; the result's `rebuilt_because` says why."""
     from .methodology import load
-    from .transform import dbt_vars, models_fingerprint
+    from .transform import dbt_env, dbt_vars, models_fingerprint
 
     methodology = load(config, home, year)
     models = models_fingerprint()
@@ -211,13 +211,13 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
     command = [sys.executable, "-c", "from dbt.cli.main import cli; cli()", "build", "--target", "postgres",
                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
                "--target-path", str(out / "target"), "--log-path", str(out / "logs"), "--no-use-colors",
-               "--no-send-anonymous-usage-stats", "--vars", json.dumps(dbt_vars(year, as_of, methodology))]
+               "--no-send-anonymous-usage-stats", "--vars", json.dumps(dbt_vars(methodology))]
     command += (["--full-refresh"] if full_refresh or rebuild else []) + (args or [])
     # Session settings through libpq (the profile has no field for them): the joins of a
     # national build hash and sort far beyond PostgreSQL's 4 MB default, and spilled them to
     # disk, 9x slower at national 0.05 (docs/performance.md). $PGOPTIONS, when set, wins.
     # The build connects where copy_raw did: the profile's defaults are not consulted twice.
-    env = {**ENV_DEFAULTS, **os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS)}
+    env = {**ENV_DEFAULTS, **os.environ, "PGOPTIONS": os.environ.get("PGOPTIONS", PGOPTIONS), **dbt_env(year, as_of)}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     done.rebuilt_because = rebuild
     # A build that failed, or one of selected nodes, records nothing: the next one is full again.

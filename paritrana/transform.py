@@ -65,12 +65,20 @@ def models_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def dbt_vars(year: int, as_of: dt.date, methodology: Methodology) -> dict:
-    return {"year": year, "as_of": as_of.isoformat(), "config_sha256": methodology.sha256,
-            "methodology": methodology.values}
+def dbt_vars(methodology: Methodology) -> dict:
+    """dbt's --vars: what stays the same from night to night (a change makes dbt parse
+    the whole project again)."""
+    return {"config_sha256": methodology.sha256, "methodology": methodology.values}
 
 
-def _invoke(paths: Paths, args: list[str], progress: Callable[[str], None] | None = None):
+def dbt_env(year: int, as_of: dt.date) -> dict[str, str]:
+    """The run's year and as-of date, which macros/run_period.sql reads from the
+    environment when it compiles SQL: as --vars, a new as-of date every night would cost
+    a full parse every night."""
+    return {"PARITRANA_YEAR": str(year), "PARITRANA_AS_OF": as_of.isoformat()}
+
+
+def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callable[[str], None] | None = None):
     from dbt.cli.main import dbtRunner
 
     home = paths.home.resolve()
@@ -78,7 +86,7 @@ def _invoke(paths: Paths, args: list[str], progress: Callable[[str], None] | Non
     # same (its partial parsing hashes the connection, the path included): a warehouse
     # named relative to its home, with dbt run from there, lets a moved or copied home
     # skip the full parse (3–4 s a run).
-    os.environ["PARITRANA_WAREHOUSE"] = paths.warehouse.name
+    os.environ.update(env, PARITRANA_WAREHOUSE=paths.warehouse.name)
     target = home / "dbt" / "target"
     logs = home / "dbt" / "logs"
 
@@ -164,14 +172,14 @@ def build(paths: Paths, year: int, as_of: dt.date, methodology: Methodology,
           select: str | None = None, unit_tests: bool = False) -> BuildResult:
     """`dbt build` of models and data tests (unit tests run in the test suite, not nightly)."""
     t0 = time.perf_counter()
-    args = ["build", "--vars", json.dumps(dbt_vars(year, as_of, methodology))]
+    args = ["build", "--vars", json.dumps(dbt_vars(methodology))]
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     if full_refresh:
         args.append("--full-refresh")
     if select:
         args += ["--select", select]
-    res = _invoke(paths, args, progress)
+    res = _invoke(paths, args, dbt_env(year, as_of), progress)
     result = BuildResult(time.perf_counter() - t0)
     for r in (res.result.results if res.result is not None else []):
         result.nodes.append(NodeResult(r.node.name, str(r.node.resource_type), str(r.status),
@@ -191,8 +199,8 @@ def generate_docs(paths: Paths, year: int, as_of: dt.date, methodology: Methodol
     """`dbt docs generate --static`: one self-contained HTML file that opens from disk.
     --no-compile: the build just wrote the manifest with every node's compiled SQL;
     compiling the project again would only repeat it."""
-    res = _invoke(paths, ["docs", "generate", "--static", "--no-compile",
-                          "--vars", json.dumps(dbt_vars(year, as_of, methodology))])
+    res = _invoke(paths, ["docs", "generate", "--static", "--no-compile", "--vars", json.dumps(dbt_vars(methodology))],
+                  dbt_env(year, as_of))
     if not res.success:
         _stop_if_machine(res.exception, [], "dbt docs generate")
         raise BuildFailed(f"dbt docs generate failed: {res.exception}")

@@ -13,7 +13,7 @@ import yaml
 from paritrana import methodology
 from paritrana.pipeline import build_step, ingest_step
 from paritrana.settings import resolve_home
-from paritrana.transform import _invoke
+from paritrana.transform import _invoke, dbt_env
 from ingestion.rules import sql_str
 
 from conftest import PARTICIPANT_HEADER, csv_text, paritrana, participant, write_delivery
@@ -52,8 +52,10 @@ def test_analysts_read_each_marts_description_beside_its_data(bengkulu):
 
 
 def test_dbt_unit_tests_pin_the_formulas(bengkulu):
-    """Every `unit_tests:` of the project runs and passes (they also fail: see the YAML)."""
-    res = _invoke(bengkulu.paths, ["test", "--select", "test_type:unit"])
+    """Every `unit_tests:` of the project runs and passes (they also fail: see the YAML).
+    Their vars win over the run's year and as-of date, as `paritrana` sets them: the
+    provisional run's unit test, as of 2024-06-30, fails when the environment's 12-31 wins."""
+    res = _invoke(bengkulu.paths, ["test", "--select", "test_type:unit"], dbt_env(2024, dt.date(2024, 12, 31)))
     names = [r.node.name for r in res.result.results]
     assert res.success, [(r.node.name, r.status, r.message) for r in res.result.results if str(r.status) != "pass"]
     assert len(names) >= 15
@@ -489,7 +491,8 @@ def test_key_tests_check_changed_keys_after_green_builds_and_every_key_after_a_r
                         "from raw.participants where (_load_id, _line) = "
                         "(select (load_id, line_number) from intermediate.int_participant_state where kpj = ?)", [kpj])
 
-    res = _invoke(work.paths, ["test", "--select", "int_participant_state,test_name:unique_current_key"])
+    res = _invoke(work.paths, ["test", "--select", "int_participant_state,test_name:unique_current_key"],
+                  dbt_env(2024, dt.date(2024, 12, 31)))
     assert not res.success
     assert [(r.node.name, r.failures) for r in res.result.results if r.node.resource_type == "test"] == \
         [("unique_current_key_int_participant_state_kpj", 1)]
@@ -606,21 +609,27 @@ def test_a_damaged_warehouse_is_named_with_the_way_back_and_a_rebuild_from_the_l
     assert digests(after) == digests(before)
 
 
-def test_a_moved_home_keeps_dbts_parsed_project(demo, tmp_path):
+def test_a_moved_home_and_a_new_as_of_date_keep_dbts_parsed_project(demo, tmp_path):
     """A home restored to another folder (and every test's copy) builds from dbt's saved
     parse: the profile names the warehouse relative to the home, so it renders the same
-    wherever the home is. It named it absolute, and dbt parsed the whole project again."""
+    wherever the home is. It named it absolute, and dbt parsed the whole project again.
+    So does a night with a new as-of date: dbt re-parses everything when its --vars
+    change, and the date now reaches the SQL through the environment."""
     moved = demo.copy(tmp_path / "restored elsewhere")
     log = moved.home_dir / "dbt" / "logs" / "dbt.log"
-    before = log.stat().st_size
-    result = paritrana("run", "--landing", str(moved.landing), "--year", "2024", "--home", str(moved.home_dir))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    with log.open("rb") as f:
-        f.seek(before)
-        this_run = f.read().decode()
-    assert "Partial parsing enabled" in this_run and "Unable to do partial parsing" not in this_run, \
-        [line for line in this_run.splitlines() if "parsing" in line.lower()]
-    assert f"warehouse: dbt built {demo_models(demo)} models" in result.stdout  # and it built all the same
+    for as_of in ("2024-12-31", "2024-12-30"):
+        before = log.stat().st_size
+        result = paritrana("run", "--landing", str(moved.landing), "--year", "2024", "--as-of", as_of,
+                           "--home", str(moved.home_dir))
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        with log.open("rb") as f:
+            f.seek(before)
+            this_run = f.read().decode()
+        assert "Partial parsing enabled" in this_run and "Unable to do partial parsing" not in this_run, \
+            (as_of, [line for line in this_run.splitlines() if "parsing" in line.lower()])
+        assert f"warehouse: dbt built {demo_models(demo)} models" in result.stdout  # and it built all the same
+    with duckdb.connect(str(moved.paths.warehouse), read_only=True) as con:  # as of the date it was given
+        assert con.execute("select distinct as_of from marts.rankings_pemda_provinsi").fetchall() == [(dt.date(2024, 12, 30),)]
 
 
 def demo_models(demo) -> int:
