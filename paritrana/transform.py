@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import parse_cache
 from .methodology import DBT_PROJECT_DIR, Methodology
 from .settings import Paths
 from .warehouse import held_elsewhere, held_elsewhere_stop, machine_failure, machine_stop, machine_text
@@ -89,6 +90,9 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
     os.environ.update(env, PARITRANA_WAREHOUSE=paths.warehouse.name)
     target = home / "dbt" / "target"
     logs = home / "dbt" / "logs"
+    # A new home starts from the parse another home saved of the same project (4–6 s).
+    seed_key = parse_cache.key(DBT_PROJECT_DIR, args[args.index("--vars") + 1] if "--vars" in args else "")
+    parse_cache.seed(target, seed_key)
 
     def on_event(event) -> None:
         if progress and event.info.name in ("LogModelResult", "LogTestResult", "LogNodeResult"):
@@ -106,6 +110,8 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
         _release_duckdb()
     if ctrl_c or isinstance(res.exception, KeyboardInterrupt):
         raise KeyboardInterrupt(f"interrupted during dbt {args[0]}") from res.exception
+    if res.success:
+        parse_cache.keep(target, seed_key)
     return res
 
 

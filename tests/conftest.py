@@ -5,6 +5,7 @@ import datetime as dt
 import gzip
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -42,6 +43,21 @@ def write_control(path: Path, row_count: int, *, control: dict | str | None = No
         doc.update(control)
     text = control if isinstance(control, str) else json.dumps(doc)
     Path(str(path) + ".ctl.json").write_text(text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def parse_cache(tmp_path_factory):
+    """dbt's saved parse, shared by every test's new home (paritrana/parse_cache.py) in a
+    folder of this session's, shared by its workers, and never the user's own cache."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "parse-cache"
+    previous = os.environ.get("PARITRANA_CACHE")
+    os.environ["PARITRANA_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("PARITRANA_CACHE", None)
+    else:
+        os.environ["PARITRANA_CACHE"] = previous
 
 
 @pytest.fixture
