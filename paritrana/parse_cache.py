@@ -82,6 +82,7 @@ def keep(target: Path, key: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".seed-")
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a cache shared by users (Airflow's, one's own) one user's
         with os.fdopen(fd, "wb") as out, saved.open("rb") as source:
             shutil.copyfileobj(source, out)
         os.replace(tmp, folder / f"{key}.msgpack")

@@ -52,6 +52,7 @@ def test_a_seed_is_kept_once_given_only_to_a_home_without_a_parse_and_off_means_
     parse_cache.keep(_target_with_a_parse(tmp_path / "a", b"first"), key)
     parse_cache.keep(_target_with_a_parse(tmp_path / "b", b"second"), key)  # the cache has one already
     assert (tmp_path / "cache" / f"{key}.msgpack").read_bytes() == b"first"
+    assert (tmp_path / "cache" / f"{key}.msgpack").stat().st_mode & 0o044 == 0o044  # others may read it
     assert not list((tmp_path / "cache").glob(".seed-*"))  # no half-written file left behind
 
     new = tmp_path / "new" / "dbt" / "target"
