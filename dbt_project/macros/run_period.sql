@@ -2,7 +2,7 @@
 
     `paritrana` gives them in the environment (PARITRANA_YEAR, PARITRANA_AS_OF), not as
     --vars: dbt parses the whole project again whenever its command-line vars change
-    (3–5 s), and D changes every night. They are read only when SQL is compiled to run
+    (3–6 s), and D changes every night. They are read only when SQL is compiled to run
     (`execute`), never while dbt parses, so a night reuses the saved parse. A var, when
     set, wins: unit tests' overrides, and dbt run by hand with --vars '{year: 2024}'. -#}
 {% macro run_setting(name) -%}
