@@ -28,6 +28,15 @@ KEEP = 6  # seeds kept: one per project version and configuration in use, about 
 _NOT_THE_PROJECT = {"target", "logs", "dbt_packages", "__pycache__"}
 
 
+def hash_files(digest, root: Path, files) -> None:
+    """Each file's name under root, length and bytes into digest: the same files, the same
+    digest, whatever their times (also transform.models_fingerprint's)."""
+    for f in files:
+        content = f.read_bytes()
+        digest.update(f"{f.relative_to(root).as_posix()}\0{len(content)}\0".encode())
+        digest.update(content)
+
+
 def cache_dir() -> Path | None:
     chosen = os.environ.get("PARITRANA_CACHE", "").strip()
     if chosen.lower() == "off":
@@ -44,11 +53,8 @@ def key(project: Path, vars_json: str) -> str:
     from dbt.version import __version__
 
     digest = hashlib.sha256(f"{__version__}\0{project.resolve()}\0{vars_json}\0".encode())
-    for f in sorted(project.rglob("*")):
-        if f.is_file() and not _NOT_THE_PROJECT & set(f.relative_to(project).parts):
-            content = f.read_bytes()
-            digest.update(f"{f.relative_to(project).as_posix()}\0{len(content)}\0".encode())
-            digest.update(content)
+    hash_files(digest, project, (f for f in sorted(project.rglob("*"))
+                                 if f.is_file() and not _NOT_THE_PROJECT & set(f.relative_to(project).parts)))
     profile = project / "profiles.yml"
     names = sorted(set(re.findall(r"env_var\(\s*['\"]([A-Za-z0-9_]+)['\"]", profile.read_text()))) \
         if profile.is_file() else []

@@ -58,11 +58,9 @@ def models_fingerprint() -> str:
     digest = hashlib.sha256()
     for part in MODEL_SOURCES:
         base = DBT_PROJECT_DIR / part
-        for f in sorted(base.rglob("*")) if base.is_dir() else [base]:
-            if f.is_file() and f.suffix in (".sql", ".yml", ".yaml"):
-                content = f.read_bytes()
-                digest.update(f"{f.relative_to(DBT_PROJECT_DIR).as_posix()}\0{len(content)}\0".encode())
-                digest.update(content)
+        parse_cache.hash_files(digest, DBT_PROJECT_DIR, (
+            f for f in (sorted(base.rglob("*")) if base.is_dir() else [base])
+            if f.is_file() and f.suffix in (".sql", ".yml", ".yaml")))
     return digest.hexdigest()
 
 
