@@ -670,6 +670,24 @@ def test_gx_duckdb_workaround_still_needed(tmp_path):
     assert run("with") is True
 
 
+def test_the_gate_imports_gx_without_running_scipy_stats_and_gx_still_gets_it_when_used():
+    """gx_import defers scipy.stats (about 1.1 s of GX's 3.7 s import, for expectations the
+    gate never runs): after the gate's import it is registered but not executed, and GX's
+    KL-divergence expectation, which imports it, still computes with the real module. In a
+    process of its own: this one may have imported scipy.stats already."""
+    code = ("import sys\n"
+            "from paritrana.quality.gx_import import load\n"
+            "gx = load()\n"
+            "print(type(sys.modules['scipy.stats']).__name__)\n"
+            "from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl\n"
+            "print(kl.stats is sys.modules['scipy.stats'], float(kl.stats.norm.cdf(0.0)))\n"
+            "print(type(sys.modules['scipy.stats']).__name__, hasattr(kl.stats, 'entropy'))\n")
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "GX_ANALYTICS_ENABLED": "False"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[:3] == ["_LazyModule", "True 0.5", "module True"], out.stdout
+
+
 def test_compute_once_assets_report_their_counts_and_leave_nothing(bengkulu, tmp_path):
     """Aggregates over the large tables are computed once into schema _gate for GX; a
     failing check still names itself and its observed count, and _gate is gone after."""

@@ -40,7 +40,9 @@ class GxProjectDamaged(OSError):
 
 def _context(paths: Paths):
     """The gate's GX project under HOME/gx, made on first use."""
-    import great_expectations as gx
+    from .gx_import import load
+
+    gx = load()
     from great_expectations.exceptions import GreatExpectationsError
 
     try:
@@ -326,8 +328,9 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
         computing = pool.submit(_compute_once, paths, suites, compute_seconds)
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
         logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        import great_expectations as gx
+        from .gx_import import load
 
+        gx = load()
         from . import gx_duckdb
 
         gx_duckdb.apply()
