@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 SAVED = "partial_parse.msgpack"
-KEEP = 6  # seeds kept: one per project version and configuration in use, about 1 MB each
+KEEP = 6  # seeds kept, the most recently used: one per project version and configuration in use, about 1 MB each
 _NOT_THE_PROJECT = {"target", "logs", "dbt_packages", "__pycache__"}
 
 
@@ -63,26 +63,45 @@ def key(project: Path, vars_json: str) -> str:
     return digest.hexdigest()
 
 
-def seed(target: Path, key: str) -> bool:
-    """Give a home with no saved parse the cached one of this project; True when it did."""
+def seed(target: Path, key: str | None) -> bool:
+    """Give a home with no saved parse the cached one of this project; True when it did.
+    (No key: the cache is off.)"""
     folder = cache_dir()
-    cached = folder / f"{key}.msgpack" if folder else None
+    cached = folder / f"{key}.msgpack" if folder and key else None
     if cached is None or (target / SAVED).exists() or not cached.is_file():
         return False
     with contextlib.suppress(OSError):
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached, target / SAVED)
+        _used(cached)
         return True
     return False
 
 
-def keep(target: Path, key: str) -> None:
+def _used(seed_file: Path) -> None:
+    """Mark a seed as just used: pruning keeps the most recently used, not the newest made
+    (a seed made long ago and used every night must outlive a trial's)."""
+    with contextlib.suppress(OSError):  # another user's seed: read, not touched
+        os.utime(seed_file)
+
+
+def _last_use(seed_file: Path) -> float:
+    try:
+        return seed_file.stat().st_mtime
+    except OSError:  # pruned by another process meanwhile
+        return 0.0
+
+
+def keep(target: Path, key: str | None) -> None:
     """After a successful dbt run, which leaves the saved parse true to the project as it is
     now: cache it when the cache has none for this project, written whole or not at all
     (homes in other processes may read it at the same moment)."""
     folder = cache_dir()
     saved = target / SAVED
-    if folder is None or not saved.is_file() or (folder / f"{key}.msgpack").is_file():
+    if folder is None or key is None or not saved.is_file():
+        return
+    if (folder / f"{key}.msgpack").is_file():
+        _used(folder / f"{key}.msgpack")  # this project is in use, from a home's own parse
         return
     tmp = None
     try:
@@ -93,7 +112,7 @@ def keep(target: Path, key: str) -> None:
             shutil.copyfileobj(source, out)
         os.replace(tmp, folder / f"{key}.msgpack")
         tmp = None
-        for old in sorted(folder.glob("*.msgpack"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]:
+        for old in sorted(folder.glob("*.msgpack"), key=_last_use, reverse=True)[KEEP:]:
             old.unlink(missing_ok=True)
     except OSError:
         pass

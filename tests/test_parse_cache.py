@@ -67,15 +67,20 @@ def test_a_seed_is_kept_once_given_only_to_a_home_without_a_parse_and_off_means_
     assert not (tmp_path / "cache" / "a key kept while off.msgpack").exists()
 
 
-def test_the_cache_keeps_the_newest_seeds(tmp_path, monkeypatch):
+def test_the_cache_keeps_the_most_recently_used_seeds(tmp_path, monkeypatch):
+    """Pruning keeps the KEEP seeds used last, not the KEEP made last: the oldest seed,
+    given to a new home (or kept again by a home's own parse) since, outlives newer ones."""
     monkeypatch.setenv("PARITRANA_CACHE", str(tmp_path / "cache"))
     target = _target_with_a_parse(tmp_path)
-    for i in range(parse_cache.KEEP + 2):
+    for i in range(parse_cache.KEEP):
         parse_cache.keep(target, f"key{i}")
         os.utime(tmp_path / "cache" / f"key{i}.msgpack", (1_000_000 + i, 1_000_000 + i))
-    parse_cache.keep(target, "newest")
+    assert parse_cache.seed(tmp_path / "new home" / "target", "key0")  # the oldest made, used now
+    parse_cache.keep(target, "key1")  # a home whose own parse is this project's: in use too
+    parse_cache.keep(target, "new1")
+    parse_cache.keep(target, "new2")
     assert sorted(p.stem for p in (tmp_path / "cache").glob("*.msgpack")) == \
-        sorted(["newest"] + [f"key{i}" for i in range(3, parse_cache.KEEP + 2)])
+        sorted(["key0", "key1", "new1", "new2"] + [f"key{i}" for i in range(4, parse_cache.KEEP)])
 
 
 def test_the_key_follows_what_dbt_checks_and_not_the_nights_date(tmp_path, monkeypatch):
