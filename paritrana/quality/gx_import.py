@@ -7,6 +7,9 @@ each DAG night's quality_gate task). `load` registers scipy.stats as a lazy modu
 (the standard library's importlib.util.LazyLoader) before importing GX: GX's
 `from scipy import stats` then binds a module that is executed on its first attribute
 access, so an expectation that does use it still gets the real scipy.stats, only later.
+GX runs in the gate's main thread only: Python 3.11's lazy module is not safe to execute
+from two threads at once (CPython gh-114763, mended in later Pythons), and no other thread
+of the gate touches it.
 """
 from __future__ import annotations
 
