@@ -688,6 +688,21 @@ def test_the_gate_imports_gx_without_running_scipy_stats_and_gx_still_gets_it_wh
     assert out.stdout.split("\n")[:3] == ["_LazyModule", "True 0.5", "module True"], out.stdout
 
 
+def test_a_deferred_module_is_the_real_one_on_first_use_and_nothing_else_is_deferred(monkeypatch):
+    """gx_import.defer leaves alone a module already imported and one that is not installed
+    (GX's own import then says so), and a deferred one works as imported."""
+    from paritrana.quality.gx_import import defer
+
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    assert defer("colorsys") and type(sys.modules["colorsys"]).__name__ == "_LazyModule"
+    import colorsys
+
+    assert colorsys.rgb_to_hsv(1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)
+    assert type(sys.modules["colorsys"]).__name__ == "module"
+    assert not defer("colorsys") and not defer("json")  # imported already
+    assert not defer("no_such_package.stats") and "no_such_package.stats" not in sys.modules
+
+
 def test_compute_once_assets_report_their_counts_and_leave_nothing(bengkulu, tmp_path):
     """Aggregates over the large tables are computed once into schema _gate for GX; a
     failing check still names itself and its observed count, and _gate is gone after."""

@@ -26,11 +26,14 @@ def defer(name: str) -> bool:
     if name in sys.modules:
         return False
     parent, _, child = name.rpartition(".")
-    if parent:
-        __import__(parent)
-        if name in sys.modules:  # the parent imported it
-            return False
-    spec = importlib.util.find_spec(name)
+    try:
+        if parent:
+            __import__(parent)
+            if name in sys.modules:  # the parent imported it
+                return False
+        spec = importlib.util.find_spec(name)
+    except ImportError:  # not installed: GX's own import then says so
+        return False
     if spec is None or spec.loader is None:
         return False
     loader = importlib.util.LazyLoader(spec.loader)
