@@ -47,9 +47,12 @@ def cache_dir() -> Path | None:
     return Path(base) / "paritrana"
 
 
-def key(project: Path, vars_json: str) -> str:
+def key(project: Path, vars_json: str) -> str | None:
     """What a saved parse depends on: dbt's version, the project (where and every byte),
-    the --vars and the values of the environment variables its profile reads."""
+    the --vars and the values of the environment variables its profile reads. None when
+    the cache is off: nothing to key, and no file hashed."""
+    if cache_dir() is None:
+        return None
     from dbt.version import __version__
 
     digest = hashlib.sha256(f"{__version__}\0{project.resolve()}\0{vars_json}\0".encode())

@@ -89,8 +89,7 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
     target = home / "dbt" / "target"
     logs = home / "dbt" / "logs"
     # A new home starts from the parse another home saved of the same project (4–6 s).
-    seed_key = parse_cache.key(DBT_PROJECT_DIR, args[args.index("--vars") + 1] if "--vars" in args else "") \
-        if parse_cache.cache_dir() else None
+    seed_key = parse_cache.key(DBT_PROJECT_DIR, args[args.index("--vars") + 1] if "--vars" in args else "")
     parse_cache.seed(target, seed_key)
 
     def on_event(event) -> None:

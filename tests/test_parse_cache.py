@@ -62,6 +62,7 @@ def test_a_seed_is_kept_once_given_only_to_a_home_without_a_parse_and_off_means_
     assert not parse_cache.seed(tmp_path / "other" / "target", "another project's key")
 
     monkeypatch.setenv("PARITRANA_CACHE", "off")
+    assert parse_cache.key(DBT_PROJECT_DIR, "{}") is None  # nothing hashed for a cache that is off
     assert not parse_cache.seed(tmp_path / "off" / "target", key)
     parse_cache.keep(_target_with_a_parse(tmp_path / "c"), "a key kept while off")
     assert not (tmp_path / "cache" / "a key kept while off.msgpack").exists()

@@ -38,11 +38,9 @@ class GxProjectDamaged(OSError):
     """HOME/gx, which the gate writes for itself, cannot be read (an edit gone wrong)."""
 
 
-def _context(paths: Paths):
-    """The gate's GX project under HOME/gx, made on first use."""
-    from .gx_import import load
-
-    gx = load()
+def _context(gx, paths: Paths):
+    """The gate's GX project under HOME/gx, made on first use (`gx`: the module as the gate
+    imported it, gx_import.load)."""
     from great_expectations.exceptions import GreatExpectationsError
 
     try:
@@ -242,7 +240,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     # One datasource (and its checkpoints) per set of suites: a stored checkpoint must only
     # reference assets its datasource still has.
     selection = "_".join(s["suite"] for s in suites)
-    context = _context(paths)
+    context = _context(gx, paths)
     bars = context.variables.progress_bars
     if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
         from great_expectations.data_context.types.base import ProgressBarsConfig

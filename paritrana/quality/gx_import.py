@@ -54,4 +54,3 @@ def load():
     import great_expectations
 
     return great_expectations
-
