@@ -688,6 +688,45 @@ def test_the_gate_imports_gx_without_running_scipy_stats_and_gx_still_gets_it_wh
     assert out.stdout.split("\n")[:3] == ["_LazyModule", "True 0.5", "module True"], out.stdout
 
 
+def test_a_gate_writes_gxs_configuration_once_and_reads_no_configuration_variables(demo, tmp_path):
+    """GX rewrites its whole configuration file for each asset and batch definition added
+    one by one, and re-reads config_variables.yml each time it reads a variable (35 writes
+    and about 600 reads a gate, a second of the demo's gate). The gate adds its assets with
+    the datasource, and its project (from an earlier version too) drops the configuration
+    variables, which it never used. Counted by the operating system's opens, in a process
+    of its own (an audit hook stays for the life of a process)."""
+    work = demo.copy(tmp_path / "d")
+    config = work.paths.home / "gx" / "gx" / "great_expectations.yml"
+    text = config.read_text()
+    assert "config_variables_file_path:\n" in text  # the demo's gate dropped them already
+    config.write_text(text.replace("config_variables_file_path:\n",  # as a project of 0.3.18 or before
+                                   "config_variables_file_path: uncommitted/config_variables.yml\n"))
+    code = ("import json, sys\n"
+            "from pathlib import Path\n"
+            "opened = {'variables': 0, 'configuration_written': 0}\n"
+            "def hook(event, args):\n"
+            "    if event == 'open' and isinstance(args[0], str):\n"
+            "        name, mode = Path(args[0]).name, args[1] or ''\n"
+            "        opened['variables'] += name == 'config_variables.yml'\n"
+            "        opened['configuration_written'] += name == 'great_expectations.yml' and any(c in mode for c in 'wax+')\n"
+            "sys.addaudithook(hook)\n"
+            "from paritrana import methodology\n"
+            "from paritrana.quality.gate import validate\n"
+            "from paritrana.settings import resolve_home\n"
+            "for night in (1, 2):\n"
+            "    opened.update(variables=0, configuration_written=0)\n"
+            "    gate = validate(resolve_home(sys.argv[1]), f'20990101T00000{night}Z-abcd', methodology.load(year=2024))\n"
+            "    print(json.dumps([opened, sum(c.passed for c in gate.checks), len(gate.checks)]))\n")
+    out = subprocess.run([PYTHON, "-c", code, str(work.home_dir)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "GX_ANALYTICS_ENABLED": "False"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    (first, passed1, checks1), (second, passed2, checks2) = [json.loads(line) for line in out.stdout.split("\n")[:2]]
+    assert passed1 == checks1 == passed2 == checks2 > 50
+    assert first["variables"] > 0 and "config_variables_file_path:\n" in config.read_text()  # dropped on the way
+    assert second == {"variables": 0, "configuration_written": 1}, second
+    assert first["configuration_written"] <= 2, first  # and once more to drop the variables
+
+
 def test_a_deferred_module_is_the_real_one_on_first_use_and_nothing_else_is_deferred(monkeypatch):
     """gx_import.defer leaves alone a module already imported and one that is not installed
     (GX's own import then says so), and a deferred one works as imported."""
