@@ -46,10 +46,10 @@ def _context(gx, paths: Paths):
     try:
         context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
         if context.variables.config_variables_file_path:
-            # GX re-reads and re-parses this file (secrets for a project's configuration) each
-            # time it reads one of its variables, about 600 times a gate: half a second. The
-            # gate's project holds no secret (its connection string is the warehouse's path),
-            # so the gate's project has none; reopened so that this gate reads none either.
+            # GX re-reads and re-parses this file (a project's secrets) each time it reads one
+            # of its own settings, about 600 times a gate: half a second. The gate's project
+            # has no secret to keep (its only connection is the warehouse's path), so it names
+            # no such file; reopened, so that this gate already reads none.
             context.variables.config_variables_file_path = None
             context.variables.save()
             context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
