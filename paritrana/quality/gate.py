@@ -39,27 +39,38 @@ class GxProjectDamaged(OSError):
 
 
 def _context(gx, paths: Paths):
-    """The gate's GX project under HOME/gx, made on first use (`gx`: the module as the gate
-    imported it, gx_import.load)."""
+    """The gate's GX project under HOME/gx, made on first use, with the gate's settings
+    (`gx`: the module as the gate imported it, gx_import.load)."""
+    from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.exceptions import GreatExpectationsError
 
-    try:
-        context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
-        if context.variables.config_variables_file_path:
-            # GX re-reads and re-parses this file (a project's secrets) each time it reads one
-            # of its own settings, about 600 times a gate: half a second. The gate's project
-            # has no secret to keep (its only connection is the warehouse's path), so it names
-            # no such file; reopened, so that this gate already reads none.
-            context.variables.config_variables_file_path = None
-            context.variables.save()
-            context = gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
-        return context
-    except GreatExpectationsError as e:
-        config = paths.home / "gx" / "gx" / "great_expectations.yml"
-        reason = " ".join(str(e).split())[:300]
-        raise GxProjectDamaged(f"the Great Expectations project under {paths.home / 'gx'} cannot be read ({reason}). "
-                               f"The gate makes it itself: move {config} aside and run again, and it is made "
-                               "anew (the gates' results stay, in HOME/reports and GX's store)") from e
+    def open_project():
+        try:
+            return gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
+        except GreatExpectationsError as e:
+            config = paths.home / "gx" / "gx" / "great_expectations.yml"
+            reason = " ".join(str(e).split())[:300]
+            raise GxProjectDamaged(f"the Great Expectations project under {paths.home / 'gx'} cannot be read "
+                                   f"({reason}). The gate makes it itself: move {config} aside and run again, "
+                                   "and it is made anew (the gates' results stay, in HOME/reports and GX's "
+                                   "store)") from e
+
+    context = open_project()
+    settings = context.variables
+    bars = settings.progress_bars
+    bars_on = (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False
+    # GX re-reads and re-parses its configuration-variables file (a project's secrets) each
+    # time it reads one of its own settings, about 600 times a gate: half a second. The
+    # gate's project has no secret to keep (its only connection is the warehouse's path),
+    # so it names no such file.
+    variables_file = settings.config_variables_file_path
+    if bars_on or variables_file:
+        settings.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
+        settings.config_variables_file_path = None
+        settings.save()
+    # GX reads the file's name when it opens a project: reopened, so that this gate already
+    # reads none.
+    return open_project() if variables_file else context
 
 
 class GateFailed(RuntimeError):
@@ -250,18 +261,15 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     # reference assets its datasource still has.
     selection = "_".join(s["suite"] for s in suites)
     context = _context(gx, paths)
-    bars = context.variables.progress_bars
-    if (bars.get("globally") if isinstance(bars, dict) else getattr(bars, "globally", None)) is not False:
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)  # keep task logs readable
-        context.variables.save()
+    # suite.asset: (suite, asset, its body in expectations/*.yml)
+    assets = {f"{spec['suite']}.{name}": (spec["suite"], name, body)
+              for spec in suites for name, body in spec["assets"].items()}
     queries = {}
-    for spec in suites:
-        for asset_name, body in spec["assets"].items():
-            query = computed.get(f"{spec['suite']}.{asset_name}") or " ".join(body["query"].split())
-            if not query.lower().startswith("select "):
-                query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
-            queries[f"{spec['suite']}.{asset_name}"] = query
+    for key, (_, _, body) in assets.items():
+        query = computed.get(key) or " ".join(body["query"].split())
+        if not query.lower().startswith("select "):
+            query = f"select * from ({query}) as checked"  # GX accepts only SELECT queries
+        queries[key] = query
     # The assets and their whole-table batch definitions come with the datasource, in the
     # form GX stores them: GX rewrites its whole configuration file on each asset and batch
     # definition added one by one (35 times a gate, half a second).
@@ -276,18 +284,13 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     # assets that have identifying columns (a file, an entity, a total) are validated by a
     # checkpoint of their own per set of columns.
     validations: dict[tuple[str, ...], list] = {}
-    by_suite_asset = {}
-    for spec in suites:
-        for asset_name, body in spec["assets"].items():
-            key = f"{spec['suite']}.{asset_name}"
-            name = f"{selection}:{key}"
-            batch = datasource.get_asset(key).get_batch_definition("all")
-            suite = context.suites.add_or_update(gx.ExpectationSuite(
-                name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
-            validations.setdefault(tuple(body.get("identified_by", [])), []).append(
-                context.validation_definitions.add_or_update(
-                    gx.ValidationDefinition(name=name, data=batch, suite=suite)))
-            by_suite_asset[key] = (spec["suite"], asset_name)
+    for key, (_, _, body) in assets.items():
+        batch = datasource.get_asset(key).get_batch_definition("all")
+        suite = context.suites.add_or_update(gx.ExpectationSuite(
+            name=key, expectations=[_expectation(gx, e, params) for e in body["expectations"]]))
+        validations.setdefault(tuple(body.get("identified_by", [])), []).append(
+            context.validation_definitions.add_or_update(
+                gx.ValidationDefinition(name=f"{selection}:{key}", data=batch, suite=suite)))
     started = time.perf_counter()
     # GX tries to read a run name as a timestamp and fails on ids like "…Z-9999" (an
     # out-of-range UTC offset): the prefix makes it plainly not a date.
@@ -303,7 +306,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
         run_results.update(checkpoint.run(run_id=gx_run).run_results)
     gate = GateResult(run_id, build=validated)
     for identifier, validation in run_results.items():
-        suite_name, asset_name = by_suite_asset[validation.suite_name]
+        suite_name, asset_name, _ = assets[validation.suite_name]
         for r in validation.results:
             config = r.expectation_config
             kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
