@@ -81,11 +81,6 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
     from dbt.cli.main import dbtRunner
 
     home = paths.home.resolve()
-    # dbt keeps its parsed project for the next run only while the profile renders the
-    # same (its partial parsing hashes the connection, the path included): a warehouse
-    # named relative to its home, with dbt run from there, lets a moved or copied home
-    # skip the full parse (3–4 s a run).
-    os.environ.update(env, PARITRANA_WAREHOUSE=paths.warehouse.name)
     target = home / "dbt" / "target"
     logs = home / "dbt" / "logs"
     # A new home starts from the parse another home saved of the same project (4–6 s).
@@ -97,8 +92,13 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
             progress("    " + event.info.msg)
 
     runner = dbtRunner(callbacks=[on_event] if progress else [])
+    # dbt keeps its parsed project for the next run only while the profile renders the
+    # same (its partial parsing hashes the connection, the path included): a warehouse
+    # named relative to its home, with dbt run from there, lets a moved or copied home
+    # skip the full parse (3–4 s a run).
     try:
-        with _noting_ctrl_c() as ctrl_c, contextlib.chdir(home):
+        with (_noting_ctrl_c() as ctrl_c, contextlib.chdir(home),
+              _environment({**env, "PARITRANA_WAREHOUSE": paths.warehouse.name})):
             res = runner.invoke(args + [
                 "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
                 "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
@@ -111,6 +111,24 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
     if res.success:
         parse_cache.keep(target, seed_key)
     return res
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """`values` in the environment while dbt runs (its env_var() reads them), and the
+    environment as it was afterwards: a process that builds twice, or runs other work
+    after a build (the DAG's tasks under dag.test(), a notebook), must not find one
+    build's year and as-of date in the next."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 
 import duckdb
@@ -692,3 +693,24 @@ def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says
         assert reversioned() == before
     again = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
     assert again.returncode == 0 and "rebuilt in full" not in again.stdout + demo.result.stdout
+
+
+def test_a_build_leaves_the_processs_environment_as_it_found_it(demo, tmp_path, monkeypatch):
+    """dbt reads the run's year and as-of date from the environment while it builds; after
+    the build the process's environment is as it was. A process that goes on (the DAG's
+    tasks under dag.test(), a notebook) kept the last build's date, and the warehouse's
+    name, as if the user had set them."""
+    from paritrana import transform
+
+    work = demo.copy(tmp_path / "w")
+    monkeypatch.delenv("PARITRANA_YEAR", raising=False)
+    monkeypatch.delenv("PARITRANA_WAREHOUSE", raising=False)
+    monkeypatch.setenv("PARITRANA_AS_OF", "the user's own")
+    result = transform.build(work.paths, 2024, dt.date(2024, 12, 30), methodology.load(), progress=lambda _: None,
+                             select="delivery_freshness")
+    assert [(n.name, n.status) for n in result.nodes if n.resource_type == "model"] == [("delivery_freshness", "success")]
+    with duckdb.connect(str(work.paths.warehouse), read_only=True) as con:  # dbt did see this build's values
+        assert con.execute("select distinct year, as_of from marts.delivery_freshness").fetchall() == \
+            [(2024, dt.date(2024, 12, 30))]
+    assert "PARITRANA_YEAR" not in os.environ and "PARITRANA_WAREHOUSE" not in os.environ
+    assert os.environ["PARITRANA_AS_OF"] == "the user's own"
