@@ -1,5 +1,6 @@
 # The Airflow image with Paritrana Warehouse installed, for docker-compose.yml.
-# The base tag must match apache-airflow in requirements.lock (tests/test_dag.py, test_compose_agrees_with_the_lock_and_the_dag).
+# The base tag must match apache-airflow in requirements.lock (tests/test_dag.py,
+# test_compose_agrees_with_the_lock_and_the_dag).
 FROM apache/airflow:3.3.2-python3.11
 COPY --chown=airflow:0 . /opt/paritrana
 # The lock pins the same apache-airflow as the image, so pip keeps Airflow as it is and
