@@ -21,6 +21,7 @@ import pytest
 from conftest import paritrana
 from paritrana import code_version
 from paritrana.methodology import DBT_PROJECT_DIR
+from paritrana.transform import _environment
 
 MARTS = {"pemda_indicators": "entity_code", "badan_usaha_indicators": "entity_code",
          "umk_indicators": "entity_code", "rankings_pemda_provinsi": "entity_code",
@@ -65,16 +66,10 @@ def postgres():
         f"-p {port} -k {base} -c listen_addresses=localhost -c fsync=off", "start")
     env = {"PARITRANA_PG_HOST": "localhost", "PARITRANA_PG_PORT": str(port), "PARITRANA_PG_USER": "paritrana",
            "PARITRANA_PG_PASSWORD": "", "PARITRANA_PG_DB": "postgres"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield env
+        with _environment(env):  # for this module's tests; as it was after them
+            yield env
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=120)
         shutil.rmtree(base, ignore_errors=True)
