@@ -112,7 +112,8 @@ def test_a_backfill_beside_the_scheduled_night_runs_them_one_at_a_time_in_order(
             break
         assert time.monotonic() < deadline, f"runs not finished in 10 minutes: {states}\n{log.read_text()[-3000:]}"
         time.sleep(2)
-    runs = _json(_airflow(env, "dags", "list-runs", DAG_ID, "-o", "json").stdout)
+    # one CLI call beside the scheduler's writes to SQLite once took over 120 s on a loaded machine
+    runs = _json(_airflow(env, "dags", "list-runs", DAG_ID, "-o", "json", timeout=300).stdout)
     backfills = [r for r in runs if r["run_id"].startswith("backfill__")]
     assert len(runs) >= 3 and {r["state"] for r in runs} == {"success"}, runs
     assert len(backfills) == 2  # the nights of 2025-01-01 and 2025-01-02, beside last night's scheduled run
