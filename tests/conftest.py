@@ -48,24 +48,18 @@ def write_control(path: Path, row_count: int, *, control: dict | str | None = No
 # The order modules are collected in, measured on two workers in session 39: the longest
 # single tests first (the scheduler's 208 s, PostgreSQL's 118 s, the DAG's end to end
 # 114 s), then the modules holding the most test time (publication 564 s, warehouse 479 s,
-# kill and re-run 236 s, CLI 127 s), the short ones last (54 s a module and less). xdist
-# hands tests out in collection order; in file order a 79 s test came last and the other
-# worker sat idle for 90 s. Modules not named here run before the short ones.
+# kill and re-run 236 s, CLI 127 s, then 54 s and less); the modules not named here, the
+# short ones, last in file order. xdist hands tests out in collection order; in file order
+# a 79 s test came last and the other worker sat idle for 90 s.
 LONGEST_FIRST = ("test_scheduler.py", "test_portability.py", "test_dag.py", "test_publication.py",
-                 "test_warehouse.py", "test_kill_and_rerun.py", "test_cli.py")
-SHORTEST_LAST = ("test_explain.py", "test_parse_cache.py", "test_ranking_changes.py", "test_row_rules.py",
-                 "test_personal_data.py", "test_redelivery.py", "test_generator.py", "test_file_rules.py",
-                 "test_readers.py", "test_run_turns.py")
+                 "test_warehouse.py", "test_kill_and_rerun.py", "test_cli.py", "test_explain.py",
+                 "test_parse_cache.py", "test_ranking_changes.py")
 
 
 def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         name = item.path.name
-        if name in LONGEST_FIRST:
-            return LONGEST_FIRST.index(name)
-        if name in SHORTEST_LAST:
-            return len(LONGEST_FIRST) + 1 + SHORTEST_LAST.index(name)
-        return len(LONGEST_FIRST)
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # stable: a module's tests keep their order
 
 
