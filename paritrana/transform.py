@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import parse_cache
+from . import heap, parse_cache
 from .methodology import DBT_PROJECT_DIR, Methodology
 from .settings import Paths
 from .warehouse import held_elsewhere, held_elsewhere_stop, machine_failure, machine_stop, machine_text
@@ -96,16 +96,18 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
     # same (its partial parsing hashes the connection, the path included): a warehouse
     # named relative to its home, with dbt run from there, lets a moved or copied home
     # skip the full parse (3–4 s a run).
-    try:
-        with (_noting_ctrl_c() as ctrl_c, contextlib.chdir(home),
-              _environment({**env, "PARITRANA_WAREHOUSE": paths.warehouse.name})):
-            res = runner.invoke(args + [
-                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
-                "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
-                "--no-send-anonymous-usage-stats",
-            ])
-    finally:
-        _release_duckdb()
+    # dbt's import is done: its objects need no walking while it builds (heap.py).
+    with heap.frozen():
+        try:
+            with (_noting_ctrl_c() as ctrl_c, contextlib.chdir(home),
+                  _environment({**env, "PARITRANA_WAREHOUSE": paths.warehouse.name})):
+                res = runner.invoke(args + [
+                    "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+                    "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
+                    "--no-send-anonymous-usage-stats",
+                ])
+        finally:
+            _release_duckdb()  # its collection walks only what the build made
     if ctrl_c or isinstance(res.exception, KeyboardInterrupt):
         raise KeyboardInterrupt(f"interrupted during dbt {args[0]}") from res.exception
     if res.success:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import heap
 from ..builds import current
 from ..methodology import Methodology
 from ..settings import Paths, count_setting
@@ -342,27 +343,33 @@ def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: l
     # carry a configuration of their own (duckdb_engine's), and DuckDB refuses a differently
     # configured second connection in the same process.
     compute_seconds: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        computing = pool.submit(_compute_once, paths, suites, compute_seconds)
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-        logging.getLogger("great_expectations").setLevel(logging.ERROR)
-        from .gx_import import load
+    # Leave what the process already holds (dbt's objects, in a whole run) out of the
+    # collections that GX's import starts, and GX's own out of those of its validation
+    # (heap.py). The connections to release are among what the validation makes.
+    with heap.frozen():
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            computing = pool.submit(_compute_once, paths, suites, compute_seconds)
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+            logging.getLogger("great_expectations").setLevel(logging.ERROR)
+            from .gx_import import load
 
-        gx = load()
-        from . import gx_duckdb
+            gx = load()
+            from . import gx_duckdb
 
-        gx_duckdb.apply()
-        imported = time.perf_counter()
-        computed = computing.result()
-    computed_by = time.perf_counter()
-    try:
-        with writing_to(f"the quality gate's results and Data Docs under {paths.home / 'gx'}"):
-            gate, started = _validate_with_gx(gx, paths, run_id, methodology, suites, computed, keep, validated)
-    finally:
-        # Also when GX raises: the aggregates belong to this gate only and must not stay
-        # in the warehouse.
-        gx_duckdb.release_connections()
-        _drop_computed(paths)
+            gx_duckdb.apply()
+            imported = time.perf_counter()
+            computed = computing.result()
+        computed_by = time.perf_counter()
+        with heap.frozen():
+            try:
+                with writing_to(f"the quality gate's results and Data Docs under {paths.home / 'gx'}"):
+                    gate, started = _validate_with_gx(gx, paths, run_id, methodology, suites, computed, keep,
+                                                      validated)
+            finally:
+                # Also when GX raises: the aggregates belong to this gate only and must not
+                # stay in the warehouse.
+                gx_duckdb.release_connections()
+                _drop_computed(paths)
     gate.seconds = {"import": round(imported - t0, 2), "compute_once": round(sum(compute_seconds.values()), 2),
                     "import_and_compute_once": round(computed_by - t0, 2),
                     "compute_once_by_asset": compute_seconds,
