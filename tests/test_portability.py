@@ -21,7 +21,6 @@ import pytest
 from conftest import paritrana
 from paritrana import code_version
 from paritrana.methodology import DBT_PROJECT_DIR
-from paritrana.transform import _environment
 
 MARTS = {"pemda_indicators": "entity_code", "badan_usaha_indicators": "entity_code",
          "umk_indicators": "entity_code", "rankings_pemda_provinsi": "entity_code",
@@ -67,7 +66,9 @@ def postgres():
     env = {"PARITRANA_PG_HOST": "localhost", "PARITRANA_PG_PORT": str(port), "PARITRANA_PG_USER": "paritrana",
            "PARITRANA_PG_PASSWORD": "", "PARITRANA_PG_DB": "postgres"}
     try:
-        with _environment(env):  # for this module's tests; as it was after them
+        with pytest.MonkeyPatch.context() as environment:  # for this module's tests; as it was after them
+            for name, value in env.items():
+                environment.setenv(name, value)
             yield env
     finally:
         subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
