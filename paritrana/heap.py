@@ -14,6 +14,12 @@ walk only what the step made, which is where the DuckDB connections to release a
 is lost: an object that became garbage inside is collected after the step, when it is
 walked again. Nested steps freeze what the outer one made since it began; the outermost
 gives everything back.
+
+gc.unfreeze gives back everything frozen, not only what a step froze. A process that held
+frozen objects before its first step keeps them so: Airflow's LocalExecutor freezes before
+it forks its workers, and a task process forked from one inherits that, so that walking
+the parent's objects does not copy their pages. There the step's objects stay frozen too,
+for the rest of a task process that ends with its task.
 """
 from __future__ import annotations
 
@@ -24,13 +30,16 @@ from collections.abc import Iterator
 
 _lock = threading.Lock()
 _depth = 0
+_frozen_before = False  # the process held frozen objects when the outermost step began
 
 
 @contextlib.contextmanager
 def frozen() -> Iterator[None]:
     """Collections inside the block leave out every object that existed when it began."""
-    global _depth
+    global _depth, _frozen_before
     with _lock:
+        if _depth == 0:
+            _frozen_before = gc.get_freeze_count() > 0
         gc.freeze()
         _depth += 1
     try:
@@ -38,5 +47,5 @@ def frozen() -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
+            if _depth == 0 and not _frozen_before:
                 gc.unfreeze()

@@ -64,6 +64,21 @@ def test_a_step_that_raises_gives_everything_back(no_automatic_collections):
     assert gc.get_freeze_count() == before
 
 
+def test_a_process_that_froze_before_its_first_step_keeps_it_so(no_automatic_collections):
+    """As a task process forked from Airflow's LocalExecutor, which froze before forking."""
+    assert gc.get_freeze_count() == 0  # this test's own freeze is the one to keep
+    gc.freeze()
+    try:
+        theirs = gc.get_freeze_count()
+        with heap.frozen():
+            made_by_the_step = _garbage_cycle()
+        assert gc.get_freeze_count() >= theirs
+        gc.collect()
+        assert made_by_the_step() is None  # made after the freeze: still collected
+    finally:
+        gc.unfreeze()
+
+
 def test_the_build_and_the_gate_release_duckdb_walking_only_what_they_made(demo, tmp_path, monkeypatch):
     """The collections that free DuckDB's files after dbt and after GX run with what the
     process held before the step frozen, and the step gives it back; the warehouse is free
