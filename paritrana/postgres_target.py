@@ -1,15 +1,17 @@
 """The dbt project on PostgreSQL: the raw layer copied from a DuckDB warehouse, then
-`dbt build --target postgres` with the pipeline's own variables.
+`dbt build --target postgres` with the pipeline's own variables, then the quality gate's
+suites (expectations/*.yml) through Great Expectations on PostgreSQL.
 
 Ingestion stays DuckDB's (it parses and validates the files in bulk there, and only the
 raw layer leaves it); the models, their tests and the methodology run on either target.
 tests/test_portability.py builds both from the same deliveries, a first build and a night
 after it, and finds the marts equal.
 
-    python -m paritrana.postgres_target --home HOME --year 2024 [--as-of D] [--config F] [--from FILE]
+    python -m paritrana.postgres_target --home HOME --year 2024 [--as-of D] [--config F] [--from FILE] [--no-gate]
 
 The connection is the profile's (`dbt_project/profiles.yml`, target `postgres`):
-$PARITRANA_PG_HOST, _PORT, _USER, _PASSWORD and _DB.
+$PARITRANA_PG_HOST, _PORT, _USER, _PASSWORD and _DB. Exit 0 built and every blocking check
+passed, 2 a blocking check failed, 1 any other failure (dbt's own code when its build fails).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -161,11 +164,12 @@ SELECTING = {"--select", "-s", "--models", "-m", "--exclude", "--selector"}
 
 
 @contextlib.contextmanager
-def _transaction():
-    """A cursor in one committed transaction, on a connection closed after it."""
+def _transaction(options: str | None = None):
+    """A cursor in one committed transaction, on a connection closed after it (`options`:
+    the session's settings, as $PGOPTIONS gives them)."""
     import psycopg2
 
-    pg = psycopg2.connect(**connect_params())
+    pg = psycopg2.connect(**connect_params(), **({"options": options} if options else {}))
     try:
         with pg, pg.cursor() as cur:  # psycopg2: commits, or rolls back on an error; does not close
             yield cur
@@ -227,6 +231,83 @@ def build(home: Path, year: int, as_of: dt.date, config: Path | None = None, ful
     return done
 
 
+def _database() -> str:
+    where = connect_params()
+    return f"{where['user']}@{where['host']}:{where['port']}/{where['dbname']}"
+
+
+def gate_target(paths):
+    """The quality gate's Target on PostgreSQL. GX's project is HOME/gx/postgres, beside the
+    warehouse gate's HOME/gx, so that neither's stores and Data Docs hold the other's runs.
+    GX writes its connection string into the project's configuration, so the string names no
+    password: libpq reads it from $PGPASSWORD, which the gate sets from
+    $PARITRANA_PG_PASSWORD while it runs (`_password_for_libpq`)."""
+    from sqlalchemy.engine import URL
+
+    from .quality.gate import Target
+
+    where = connect_params()
+    url = URL.create("postgresql+psycopg2", username=where["user"], host=where["host"], port=where["port"],
+                     database=where["dbname"])
+    options = os.environ.get("PGOPTIONS", PGOPTIONS)  # the aggregates group 45 M states, as the build does
+
+    @contextlib.contextmanager
+    def statements() -> Iterator:
+        with _transaction(options) as cur:
+            yield cur.execute
+
+    def release() -> None:
+        # GX keeps an engine per data source, whose pool keeps its connections open; one
+        # that last read schema _gate could hold the lock that dropping it then waits for.
+        import gc
+
+        import sqlalchemy
+
+        for obj in gc.get_objects():
+            if issubclass(type(obj), sqlalchemy.engine.Engine) and obj.url.drivername.startswith("postgresql"):
+                obj.dispose()
+
+    return Target("postgres", paths.home / "gx" / "postgres", url.render_as_string(hide_password=False),
+                  {"connect_args": {"options": options}}, statements, lambda: None, release)
+
+
+@contextlib.contextmanager
+def _password_for_libpq() -> Iterator[None]:
+    password = connect_params()["password"]
+    before = os.environ.get("PGPASSWORD")
+    if password:
+        os.environ["PGPASSWORD"] = password
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PGPASSWORD", None)
+        else:
+            os.environ["PGPASSWORD"] = before
+
+
+def gate_run_id(now: dt.datetime | None = None) -> str:
+    """postgres__20261207T041500Z: its report is HOME/reports/<run id>/gate.json, apart from
+    the runs' (and Airflow's `scheduled__…`, `manual__…`)."""
+    return "postgres__" + (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def validate(home: Path, year: int, config: Path | None = None, run_id: str | None = None):
+    """The quality gate's suites, all of them, on what the last build made on PostgreSQL;
+    the same checks as the warehouse's gate, with the same blocking and warning severities.
+    Returns the gate (quality.gate.GateResult); raises nothing for failed checks."""
+    from .methodology import load
+    from .quality.gate import keep_gates, load_suites, run_gate
+    from .settings import resolve_home
+
+    keep = keep_gates()  # a bad setting is refused before any work
+    paths = resolve_home(home)
+    methodology = load(config, paths.home, year)
+    with _password_for_libpq():
+        return run_gate(gate_target(paths), paths, run_id or gate_run_id(), methodology, load_suites(), keep,
+                        validated={"target": "postgres", "database": _database()})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paritrana.postgres_target", description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, help="default $PARITRANA_HOME, else ./paritrana_home")
@@ -234,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-of", type=dt.date.fromisoformat, help="default: YEAR-12-31")
     parser.add_argument("--config", type=Path, help="the methodology configuration, as for `paritrana run`")
     parser.add_argument("--full-refresh", action="store_true")
+    parser.add_argument("--no-gate", action="store_true",
+                        help="build only: skip the quality gate's checks on PostgreSQL")
     parser.add_argument("--from", dest="source", type=Path,
                         help="the DuckDB file whose raw layer is copied; default HOME/analytics.duckdb, which matches "
                              "the latest publication and can be read while a run writes the warehouse")
@@ -259,8 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                           "or wait for it to end\n" if warehouse != paths.reader_copy else
                           ": a session that opened it without read-only? Close it, or open it read-only\n"))
     except psycopg2.OperationalError as e:
-        where = connect_params()
-        parser.exit(1, f"cannot reach PostgreSQL as {where['user']}@{where['host']}:{where['port']}/{where['dbname']} "
+        parser.exit(1, f"cannot reach PostgreSQL as {_database()} "
                        f"($PARITRANA_PG_USER, _HOST, _PORT, _DB, _PASSWORD): {str(e).strip()}\n")
     print(f"raw layer copied from {warehouse}: " + ", ".join(
         f"{t} {c['rows']:,}" + (f" ({c['copied']:,} new)" if c["copied"] < c["rows"] else "") for t, c in copied.items()))
@@ -269,7 +351,28 @@ def main(argv: list[str] | None = None) -> int:
     print(done.stdout[-4000:], done.stderr[-2000:], sep="")
     if done.rebuilt_because:
         print(rebuilt_line(done.rebuilt_because))
-    return done.returncode
+    if done.returncode != 0 or a.no_gate:
+        return done.returncode
+    print("validating on PostgreSQL (the quality gate, expectations/*.yml)", flush=True)
+    gate = validate(paths.home, a.year, a.config)
+    return gate_outcome(gate)
+
+
+def gate_outcome(gate) -> int:
+    """Prints what the gate found, as `paritrana run` says it; 2 when a blocking check failed."""
+    from dataclasses import asdict
+
+    from .quality.gate import warning_line
+
+    for check in gate.warnings:
+        print("  " + warning_line(asdict(check)))
+    if not gate.passed:
+        print(gate.failure_message(f"what dbt built on PostgreSQL ({_database()}) did not pass"), file=sys.stderr)
+        return 2
+    print(f"quality gate passed on PostgreSQL ({_database()}): {len(gate.checks)} checks, "
+          f"{len(gate.warnings)} warning(s); report {gate.report}" + (f"; Data Docs {gate.data_docs}" if gate.data_docs
+                                                                     else ""))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The dbt project builds on PostgreSQL as it does on DuckDB (README, "Portable SQL"): the
-same deliveries, a first build and a night after it, give equal marts on both targets.
-PostgreSQL runs as a throwaway cluster from the server binaries of the machine image."""
+same deliveries, a first build and a night after it, give equal marts on both targets, and
+the quality gate's suites observe the same on both. PostgreSQL runs as a throwaway cluster
+from the server binaries of the machine image."""
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import pwd
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 
 import duckdb
@@ -131,10 +134,24 @@ def _pg_counts(tables) -> dict[str, int]:
     return {t: _pg(f'select count(*) from raw."{t}"')[1][0][0] for t in tables}
 
 
+def _gate_checks(report: Path) -> dict[str, tuple]:
+    return {c["name"]: (c["severity"], c["passed"], c["observed"]) for c in json.loads(report.read_text())["checks"]}
+
+
+def _same_checks_as_duckdbs(home: Path, pg_report: Path) -> dict[str, tuple]:
+    """The PostgreSQL gate's checks equal those of the latest gate on the DuckDB warehouse:
+    the same names and severities, the same outcome and the same observed value."""
+    runs = sorted((r for r in (home / "reports").glob("*/gate.json") if not r.parent.name.startswith("postgres__")),
+                  key=lambda r: r.stat().st_mtime)
+    duck, pg = _gate_checks(runs[-1]), _gate_checks(pg_report)
+    assert len(pg) > 50 and pg == duck, {n: (duck.get(n), c) for n, c in pg.items() if duck.get(n) != c}
+    return pg
+
+
 def _build_on_postgres(home: Path) -> dict:
     import datetime as dt
 
-    from paritrana.postgres_target import build, copy_raw
+    from paritrana.postgres_target import build, copy_raw, validate
 
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as duck:
         tables = [t for (t,) in duck.execute("select table_name from duckdb_tables() where schema_name = 'raw'").fetchall()]
@@ -145,6 +162,11 @@ def _build_on_postgres(home: Path) -> dict:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert done.rebuilt_because is None  # a first build: nothing was built by other models
     assert "PASS=" in done.stdout and "ERROR=0" in done.stdout  # models, data tests and unit tests
+    gate = validate(home, 2024)
+    assert gate.passed and gate.build["target"] == "postgres"
+    _same_checks_as_duckdbs(home, Path(gate.report))
+    assert (home / "gx" / "postgres" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    assert _pg("select count(*) from information_schema.schemata where schema_name = '_gate'")[1] == [(0,)]
     return copied
 
 
@@ -189,6 +211,10 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     assert f"raw layer copied from {home / 'analytics.duckdb'}: claims " in cli.stdout
     assert "\n  participants: " in cli.stdout  # its progress, a line per table
     assert "ERROR=0" in cli.stdout
+    passed = re.search(r"\nquality gate passed on PostgreSQL \(paritrana@localhost:\d+/postgres\): (\d+) checks, "
+                       r"0 warning\(s\); report (\S+/reports/postgres__\d{8}T\d{6}Z/gate\.json);", cli.stdout)
+    assert passed, cli.stdout[-2000:]
+    assert len(_same_checks_as_duckdbs(home, Path(passed[2]))) == int(passed[1])
     # only the night's loads are copied (a night costs its delta); a superseded load's rows go
     assert re.search(r"participants [\d,]+ \([\d,]+ new\)", cli.stdout), cli.stdout[:1000]
     with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as duck:
@@ -227,6 +253,34 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
     assert busy.returncode == 1 and "Traceback" not in busy.stderr, busy.stderr
     assert re.search(rf"home/warehouse\.duckdb is open for writing in another process \(.+, PID {os.getpid()}\): "
                      r"a run writing the warehouse\? Copy from the analysts' copy", busy.stderr), busy.stderr
+
+    # The gate on PostgreSQL sees what its build cannot: a copy that lost a row (deleted here
+    # behind the product's back; a night copies only the loads PostgreSQL lacks, so the row
+    # stays lost). It signs in with a password, as a role PostgreSQL asks one of, and writes
+    # the password nowhere (GX keeps its connection string in the home).
+    hba = Path(_pg("show hba_file")[1][0][0])
+    hba.write_text("".join(f"host all gatekeeper {net} scram-sha-256\n" for net in ("127.0.0.1/32", "::1/128"))
+                   + hba.read_text())
+    _pg("create role gatekeeper superuser login password 'p@ss:w/rd'; select pg_reload_conf()", rows=False)
+    lost = _pg("select file_name from raw.load_ledger where load_id = (select min(_load_id) from raw.claims)")[1][0][0]
+    _pg("delete from raw.claims where (_load_id, _line) = "
+        "(select _load_id, _line from raw.claims order by _load_id, _line limit 1)", rows=False)
+    signed_in = {**os.environ, "PARITRANA_PG_USER": "gatekeeper", "PARITRANA_PG_PASSWORD": "p@ss:w/rd"}
+    command = [sys.executable, "-m", "paritrana.postgres_target", "--home", "home", "--year", "2024"]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=signed_in)
+    assert failed.returncode == 2, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "ERROR=0" in failed.stdout  # dbt's build and tests pass: only the gate sees it
+    assert "quality gate failed: 1 blocking check(s); what dbt built on PostgreSQL (gatekeeper@localhost:" \
+        f"{postgres['PARITRANA_PG_PORT']}/postgres) did not pass\n  FAILED raw.raw_rows_match_ledger." \
+        f"expect_column_values_to_be_between(rows_missing) on file_name={lost} (rows_missing 1)" in failed.stderr, \
+        failed.stderr
+    assert "/gx/postgres/gx/uncommitted/data_docs/local_site/index.html" in failed.stderr
+    written = [quote.encode() for quote in ("p@ss:w/rd", urllib.parse.quote("p@ss:w/rd", safe=""))]  # as in a URL
+    assert not [f for f in home.rglob("*") if f.is_file() and any(w in f.read_bytes() for w in written)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                             env={**signed_in, "PARITRANA_PG_PASSWORD": "wrong"})
+    assert refused.returncode == 1 and 'password authentication failed for user "gatekeeper"' in refused.stderr, \
+        refused.stderr[-2000:]
 
 
 def _watermark() -> int:

@@ -2,21 +2,25 @@
 
 Suites are read from expectations/*.yml (reviewable, with a severity per expectation),
 turned into GX suites in a file data context under HOME/gx, and validated through GX's
-SQL data source on the warehouse: one checkpoint per set of identifying columns
+SQL data source on the warehouse (or, for the dbt project's other target, on PostgreSQL:
+`Target`, postgres_target.py): one checkpoint per set of identifying columns
 (`identified_by`, which name a failed check's rows), then Data Docs once per run, which
 keep the most recent gates (PARITRANA_DATA_DOCS_RUNS, default 30; older results move to
 HOME/gx/archive); every run keeps HOME/reports/<run_id>/gate.json.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ContextManager
 
 import yaml
 
@@ -35,23 +39,60 @@ SEVERITIES = ("blocking", "warning")
 KEEP_GATES_ENV = "PARITRANA_DATA_DOCS_RUNS"
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the suites run: the warehouse's DuckDB file (`warehouse_target`), or the dbt
+    project's PostgreSQL target (postgres_target.gate_target). The suites' SQL is the same
+    on both; what differs is how GX and the gate's own aggregates connect."""
+    name: str  # GX's data source is <name>_<suites>
+    project: Path  # the GX project: its stores, Data Docs and archive
+    connection_string: str  # holds no secret: GX writes it into the project's configuration
+    engine_kwargs: dict
+    statements: Callable[[], ContextManager[Callable[[str], object]]]  # runs the aggregates' SQL
+    prepare: Callable[[], None]  # once GX is imported
+    release: Callable[[], None]  # closes what GX left open
+
+
+def warehouse_target(paths: Paths) -> Target:
+    @contextlib.contextmanager
+    def statements() -> Iterator[Callable[[str], object]]:
+        with connect(paths) as con:
+            yield con.execute
+
+    def prepare() -> None:
+        from . import gx_duckdb
+
+        gx_duckdb.apply()
+
+    def release() -> None:
+        from . import gx_duckdb
+
+        gx_duckdb.release_connections()
+
+    # Same configuration as every other connection of the process (dbt's stays open):
+    # DuckDB refuses a second connection to one file with a different configuration.
+    return Target("warehouse", paths.home / "gx", f"duckdb:///{paths.warehouse}",
+                  {"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}},
+                  statements, prepare, release)
+
+
 class GxProjectDamaged(OSError):
     """HOME/gx, which the gate writes for itself, cannot be read (an edit gone wrong)."""
 
 
-def _context(gx, paths: Paths):
-    """The gate's GX project under HOME/gx, made on first use, with the gate's settings
+def _context(gx, project: Path):
+    """The gate's GX project (HOME/gx), made on first use, with the gate's settings
     (`gx`: the module as the gate imported it, gx_import.load)."""
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.exceptions import GreatExpectationsError
 
     def open_project():
         try:
-            return gx.get_context(mode="file", project_root_dir=str(paths.home / "gx"))
+            return gx.get_context(mode="file", project_root_dir=str(project))
         except GreatExpectationsError as e:
-            config = paths.home / "gx" / "gx" / "great_expectations.yml"
+            config = project / "gx" / "great_expectations.yml"
             reason = " ".join(str(e).split())[:300]
-            raise GxProjectDamaged(f"the Great Expectations project under {paths.home / 'gx'} cannot be read "
+            raise GxProjectDamaged(f"the Great Expectations project under {project} cannot be read "
                                    f"({reason}). The gate makes it itself: move {config} aside and run again, "
                                    "and it is made anew (the gates' results stay, in HOME/reports and GX's "
                                    "store)") from e
@@ -124,8 +165,8 @@ class GateResult:
     def passed(self) -> bool:
         return not self.blocking_failures
 
-    def failure_message(self) -> str:
-        lines = [f"quality gate failed: {len(self.blocking_failures)} blocking check(s); nothing was published"]
+    def failure_message(self, outcome: str = "nothing was published") -> str:
+        lines = [f"quality gate failed: {len(self.blocking_failures)} blocking check(s); {outcome}"]
         lines += ["  " + failed_check_line(asdict(c)) for c in self.blocking_failures]
         lines.append(f"  report: {self.data_docs or self.report}")
         return "\n".join(lines)
@@ -185,7 +226,7 @@ def _observed(result) -> object:
 COMPUTED_SCHEMA = "_gate"
 
 
-def _compute_once(paths: Paths, suites: list[dict], seconds: dict[str, float]) -> dict[str, str]:
+def _compute_once(target: Target, suites: list[dict], seconds: dict[str, float]) -> dict[str, str]:
     """Assets marked `compute_once` (aggregates over the large tables) run their query once
     into a table of schema _gate, which GX then reads: GX runs an asset's query once per
     metric, and a query over 45 M rows several times over is most of a gate's time.
@@ -195,12 +236,13 @@ def _compute_once(paths: Paths, suites: list[dict], seconds: dict[str, float]) -
     if not wanted:
         return {}
     replaced = {}
-    with connect(paths) as con:
-        con.execute(f"create schema if not exists {COMPUTED_SCHEMA}")
+    with target.statements() as execute:
+        execute(f"create schema if not exists {COMPUTED_SCHEMA}")
         for suite, name, body in wanted:
             t0 = time.perf_counter()
             table = f"{COMPUTED_SCHEMA}.{suite}__{name}"
-            con.execute(f"create or replace table {table} as {body['query']}")
+            execute(f"drop table if exists {table}")
+            execute(f"create table {table} as {body['query']}")
             replaced[f"{suite}.{name}"] = f"select * from {table}"
             seconds[f"{suite}.{name}"] = round(time.perf_counter() - t0, 2)
     return replaced
@@ -246,12 +288,12 @@ def archive_old_results(project: Path, keep: int) -> int:
     return moved
 
 
-def _drop_computed(paths: Paths) -> None:
-    with connect(paths) as con:
-        con.execute(f"drop schema if exists {COMPUTED_SCHEMA} cascade")
+def _drop_computed(target: Target) -> None:
+    with target.statements() as execute:
+        execute(f"drop schema if exists {COMPUTED_SCHEMA} cascade")
 
 
-def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, suites: list[dict],
+def _validate_with_gx(gx, target: Target, run_id: str, methodology: Methodology, suites: list[dict],
                       computed: dict[str, str], keep: int, validated: dict | None) -> tuple["GateResult", float]:
     """The suites as GX validations, their results as checks, and Data Docs; returns the
     gate and when validation started."""
@@ -261,7 +303,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     # One datasource (and its checkpoints) per set of suites: a stored checkpoint must only
     # reference assets its datasource still has.
     selection = "_".join(s["suite"] for s in suites)
-    context = _context(gx, paths)
+    context = _context(gx, target.project)
     # suite.asset: (suite, asset, its body in expectations/*.yml)
     assets = {f"{spec['suite']}.{name}": (spec["suite"], name, body)
               for spec in suites for name, body in spec["assets"].items()}
@@ -275,10 +317,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
     # form GX stores them: GX rewrites its whole configuration file on each asset and batch
     # definition added one by one (35 times a gate, half a second).
     datasource = context.data_sources.add_or_update_sql(
-        f"warehouse_{selection}", connection_string=f"duckdb:///{paths.warehouse}",
-        # Same configuration as every other connection of the process (dbt's stays open):
-        # DuckDB refuses a second connection to one file with a different configuration.
-        kwargs={"connect_args": {"config": {"storage_compatibility_version": STORAGE_VERSION}}},
+        f"{target.name}_{selection}", connection_string=target.connection_string, kwargs=target.engine_kwargs,
         assets=[{"type": "query", "name": key, "query": query, "batch_definitions": [{"name": "all"}]}
                 for key, query in queries.items()])
     # GX names the failing rows by the columns a checkpoint's result format lists, so the
@@ -322,7 +361,7 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
                 observed=_observed(r), threshold=kwargs, error=error))
     # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
     # its index of every kept run) after each of the assets, half the gate's time.
-    archive_old_results(paths.home / "gx", keep)
+    archive_old_results(target.project, keep)
     context.build_data_docs(resource_identifiers=list(run_results.keys()))
     urls = context.get_docs_sites_urls()
     gate.data_docs = _clickable(urls[0]["site_url"]) if urls else None
@@ -332,44 +371,49 @@ def _validate_with_gx(gx, paths: Paths, run_id: str, methodology: Methodology, s
 def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: list[str] | None = None) -> GateResult:
     """Run the suites (all, or those named) and write the run's report. Does not raise on
     failure: the caller decides (pipeline raises GateFailed when blocking checks fail)."""
-    t0 = time.perf_counter()
     keep = keep_gates()  # a bad setting is refused before any work
     suites = [s for s in load_suites() if suite_names is None or s["suite"] in suite_names]
-    validated = current(paths)  # the build this gate checks, so that only that one is published
+    # the build this gate checks, so that only that one is published
+    return run_gate(warehouse_target(paths), paths, run_id, methodology, suites, keep, validated=current(paths))
+
+
+def run_gate(target: Target, paths: Paths, run_id: str, methodology: Methodology, suites: list[dict], keep: int,
+             validated: dict | None) -> GateResult:
+    """The suites on `target`; the report goes to HOME/reports/<run_id>/gate.json."""
+    t0 = time.perf_counter()
     # An earlier attempt's report would pass for this one's if this one stops before writing its own.
     report_path(paths, run_id).unlink(missing_ok=True)
-    # The aggregates run in DuckDB (which releases the GIL) while Python imports GX, a few
-    # seconds of single-core work; they must finish before GX connects: its connections
-    # carry a configuration of their own (duckdb_engine's), and DuckDB refuses a differently
-    # configured second connection in the same process.
+    # The aggregates run in the database (DuckDB releases the GIL, as psycopg2 does while it
+    # waits) while Python imports GX, a few seconds of single-core work; they finish before
+    # GX connects: on DuckDB its connections carry a configuration of their own
+    # (duckdb_engine's), and DuckDB refuses a differently configured second connection in
+    # the same process.
     compute_seconds: dict[str, float] = {}
     # Leave what the process already holds (dbt's objects, in a whole run) out of the
     # collections that GX's import starts, and GX's own out of those of its validation
     # (heap.py). The connections to release are among what the validation makes.
     with heap.frozen():
         with ThreadPoolExecutor(max_workers=1) as pool:
-            computing = pool.submit(_compute_once, paths, suites, compute_seconds)
+            computing = pool.submit(_compute_once, target, suites, compute_seconds)
             os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
             logging.getLogger("great_expectations").setLevel(logging.ERROR)
             from .gx_import import load
 
             gx = load()
-            from . import gx_duckdb
-
-            gx_duckdb.apply()
+            target.prepare()
             imported = time.perf_counter()
             computed = computing.result()
         computed_by = time.perf_counter()
         with heap.frozen():
             try:
-                with writing_to(f"the quality gate's results and Data Docs under {paths.home / 'gx'}"):
-                    gate, started = _validate_with_gx(gx, paths, run_id, methodology, suites, computed, keep,
+                with writing_to(f"the quality gate's results and Data Docs under {target.project}"):
+                    gate, started = _validate_with_gx(gx, target, run_id, methodology, suites, computed, keep,
                                                       validated)
             finally:
                 # Also when GX raises: the aggregates belong to this gate only and must not
-                # stay in the warehouse.
-                gx_duckdb.release_connections()
-                _drop_computed(paths)
+                # stay in the warehouse (or PostgreSQL).
+                target.release()
+                _drop_computed(target)
     gate.seconds = {"import": round(imported - t0, 2), "compute_once": round(sum(compute_seconds.values()), 2),
                     "import_and_compute_once": round(computed_by - t0, 2),
                     "compute_once_by_asset": compute_seconds,
