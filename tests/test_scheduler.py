@@ -40,13 +40,13 @@ def _json(out: str):
     return json.loads(next(line for line in out.splitlines() if line.startswith("[")))
 
 
-def _metadata(home: Path, query: str) -> list[tuple]:
+def _metadata(home: Path, query: str, params: tuple = ()) -> list[tuple]:
     """Rows of Airflow's SQLite metadata, read-only. The waits below poll this, not the CLI:
     each `airflow` call costs about 4.5 CPU-seconds of imports, and a poll every few seconds
     took a third of a core from the runs under test and the suite's other worker."""
     try:
         with closing(sqlite3.connect(f"file:{home / 'airflow' / 'airflow.db'}?mode=ro", uri=True, timeout=10)) as db:
-            return db.execute(query).fetchall()
+            return db.execute(query, params).fetchall()
     except sqlite3.OperationalError:  # not created yet, or its tables not yet migrated
         return []
 
@@ -96,7 +96,7 @@ def test_a_backfill_beside_the_scheduled_night_runs_them_one_at_a_time_in_order(
     home, env, log = scheduler
     deadline, created = time.monotonic() + 180, None
     while True:  # the DAG processor must have parsed the DAG before a backfill can name it
-        if _metadata(home, f"select 1 from serialized_dag where dag_id = '{DAG_ID}'"):
+        if _metadata(home, "select 1 from serialized_dag where dag_id = ?", (DAG_ID,)):
             created = _airflow(env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2025-01-01",
                                "--to-date", "2025-01-03", "--max-active-runs", "2")
             if created.returncode == 0:
@@ -107,7 +107,7 @@ def test_a_backfill_beside_the_scheduled_night_runs_them_one_at_a_time_in_order(
 
     deadline = time.monotonic() + 600
     while True:  # an observer of the runs, not the behaviour under test: the CLI says the outcome below
-        states = _metadata(home, f"select state from dag_run where dag_id = '{DAG_ID}'")
+        states = _metadata(home, "select state from dag_run where dag_id = ?", (DAG_ID,))
         if len(states) >= 3 and all(state in ("success", "failed") for state, in states):
             break
         assert time.monotonic() < deadline, f"runs not finished in 10 minutes: {states}\n{log.read_text()[-3000:]}"

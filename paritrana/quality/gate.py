@@ -81,8 +81,8 @@ class GxProjectDamaged(OSError):
 
 
 def _context(gx, project: Path):
-    """The gate's GX project (HOME/gx), made on first use, with the gate's settings
-    (`gx`: the module as the gate imported it, gx_import.load)."""
+    """The gate's GX project (HOME/gx; HOME/gx/postgres on PostgreSQL), made on first use,
+    with the gate's settings (`gx`: the module as the gate imported it, gx_import.load)."""
     from great_expectations.data_context.types.base import ProgressBarsConfig
     from great_expectations.exceptions import GreatExpectationsError
 
