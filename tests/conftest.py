@@ -142,6 +142,14 @@ from paritrana.generator import generate
 PYTHON = sys.executable
 
 
+def page_text(html: Path) -> str:
+    """A Data Docs page's words as a reader sees them: no tags, scripts or styles."""
+    import re
+
+    page = re.sub(r"<(script|style).*?</\1>", "", html.read_text(), flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", page).split())
+
+
 def paritrana(*args: str, env: dict | None = None, timeout: int = 600, unset: tuple[str, ...] = (),
               preexec_fn=None) -> subprocess.CompletedProcess:
     """The real command line, in its own process, as a user runs it: with `env` added to

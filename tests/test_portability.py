@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from conftest import paritrana
+from conftest import page_text, paritrana
 from paritrana import code_version
 from paritrana.methodology import DBT_PROJECT_DIR
 
@@ -293,6 +293,10 @@ def test_the_marts_on_postgresql_equal_duckdbs_first_build_and_night(demo, tmp_p
         f"expect_column_values_to_be_between(rows_missing) on file_name={lost} (rows_missing 1)" in failed.stderr, \
         failed.stderr
     assert "/gx/postgres/gx/uncommitted/data_docs/local_site/index.html" in failed.stderr
+    pages = home / "gx" / "postgres" / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
+    page = max((pages / "raw" / "raw_rows_match_ledger").rglob("*.html"), key=lambda f: f.stat().st_mtime)
+    text = page_text(page)
+    assert f"Unexpected Value Count file_name 1 1 {lost} " in text, text[-2000:]  # the file, on its check's page
     written = [quote.encode() for quote in ("p@ss:w/rd", urllib.parse.quote("p@ss:w/rd", safe=""))]  # as in a URL
     assert not [f for f in home.rglob("*") if f.is_file() and any(w in f.read_bytes() for w in written)]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,

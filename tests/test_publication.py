@@ -23,7 +23,8 @@ import pytest
 from ingestion.rules import sql_str
 from paritrana.methodology import INDICATORS
 
-from conftest import PARTICIPANT_HEADER, PYTHON, csv_text, paritrana, participant, write_control, write_delivery
+from conftest import (PARTICIPANT_HEADER, PYTHON, csv_text, page_text, paritrana, participant, write_control,
+                      write_delivery)
 
 RANKINGS = ("pemda_provinsi", "pemda_kabkota", "badan_usaha", "umk")
 
@@ -541,6 +542,12 @@ def test_a_daily_extract_that_stopped_arriving_is_a_warning_that_names_it(demo, 
     assert len(eligibility) == 1, result.stdout[-3000:]
     named = re.findall(r"entity_code=([\d.]+) ineligible_reason=(\w+) \(eligible False\)", eligibility[0])
     assert len(named) == 5 and {reason for _, reason in named} == {"MISSING_REFERENCE"}, eligibility
+    # and the check's page in Data Docs names the same rows by the same columns
+    site = work.home_dir / "gx" / "gx" / "uncommitted" / "data_docs" / "local_site"
+    page = max((site / "validations" / "marts" / "pemda_indicators").rglob("*.html"), key=lambda f: f.stat().st_mtime)
+    text = page_text(page)
+    assert "Sampled Unexpected Values Count entity_code ineligible_reason False 5 " \
+        + ", ".join(code for code, _ in named) + " " + ", ".join(reason for _, reason in named) in text, text[-3000:]
 
 
 def test_a_failed_check_names_its_first_rows_and_counts_the_rest(tmp_path):

@@ -359,6 +359,7 @@ def _validate_with_gx(gx, target: Target, run_id: str, methodology: Methodology,
                 suite=suite_name, asset=asset_name, expectation=config.type, column=column,
                 severity=(config.meta or {}).get("severity", "blocking"), passed=bool(r.success),
                 observed=_observed(r), threshold=kwargs, error=error))
+    _named_rows_for_data_docs(context, run_results)
     # Data Docs once for the whole gate: GX's UpdateDataDocsAction rebuilds the site (and
     # its index of every kept run) after each of the assets, half the gate's time.
     archive_old_results(target.project, keep)
@@ -366,6 +367,22 @@ def _validate_with_gx(gx, target: Target, run_id: str, methodology: Methodology,
     urls = context.get_docs_sites_urls()
     gate.data_docs = _clickable(urls[0]["site_url"]) if urls else None
     return gate, started
+
+
+def _named_rows_for_data_docs(context, run_results: dict) -> None:
+    """GX's Data Docs show a failed check's rows by their identifying columns only from
+    `unexpected_index_list`, which GX fills for result format COMPLETE: every failing row,
+    however many. The gate asks for SUMMARY, whose first rows (ROWS_SHOWN) GX keeps as
+    `partial_unexpected_index_list` and does not show. Stored again with those rows as the
+    list, a failed check's page names them as the run's message does (headed "Sampled
+    Unexpected Values" when more rows failed)."""
+    for identifier, validation in run_results.items():
+        named = [r.result for r in validation.results
+                 if (r.result or {}).get("partial_unexpected_index_list") and "unexpected_index_list" not in r.result]
+        for result in named:
+            result["unexpected_index_list"] = result["partial_unexpected_index_list"]
+        if named:
+            context.validation_results_store.set(identifier, validation)
 
 
 def validate(paths: Paths, run_id: str, methodology: Methodology, suite_names: list[str] | None = None) -> GateResult:
