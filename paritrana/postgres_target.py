@@ -164,12 +164,11 @@ SELECTING = {"--select", "-s", "--models", "-m", "--exclude", "--selector"}
 
 
 @contextlib.contextmanager
-def _transaction(options: str | None = None):
-    """A cursor in one committed transaction, on a connection closed after it (`options`:
-    the session's settings, as $PGOPTIONS gives them)."""
+def _transaction():
+    """A cursor in one committed transaction, on a connection closed after it."""
     import psycopg2
 
-    pg = psycopg2.connect(**connect_params(), **({"options": options} if options else {}))
+    pg = psycopg2.connect(**connect_params())
     try:
         with pg, pg.cursor() as cur:  # psycopg2: commits, or rolls back on an error; does not close
             yield cur
@@ -253,8 +252,17 @@ def gate_target(paths):
 
     @contextlib.contextmanager
     def statements() -> Iterator:
-        with _transaction(options) as cur:
-            yield cur.execute
+        import psycopg2
+
+        pg = psycopg2.connect(**where, options=options)
+        # Each statement committed as it ends: the schema the first connection makes is
+        # there at once for the other (the tables are the gate's scratch, dropped after).
+        pg.autocommit = True
+        try:
+            with pg.cursor() as cur:
+                yield cur.execute
+        finally:
+            pg.close()
 
     def release() -> None:
         # GX keeps an engine per data source, whose pool keeps its connections open; one
@@ -268,7 +276,7 @@ def gate_target(paths):
                 obj.dispose()
 
     return Target("postgres", paths.home / "gx" / "postgres", url.render_as_string(hide_password=False),
-                  {"connect_args": {"options": options}}, statements, lambda: None, release)
+                  {"connect_args": {"options": options}}, statements, lambda: None, release, connections=2)
 
 
 @contextlib.contextmanager
