@@ -240,7 +240,7 @@ def gate_target(paths):
     warehouse gate's HOME/gx, so that neither's stores and Data Docs hold the other's runs.
     GX writes its connection string into the project's configuration, so the string names no
     password: libpq reads it from $PGPASSWORD, which the gate sets from
-    $PARITRANA_PG_PASSWORD while it runs (`_password_for_libpq`)."""
+    $PARITRANA_PG_PASSWORD while it runs (`validate`)."""
     from sqlalchemy.engine import URL
 
     from .quality.gate import Target
@@ -279,21 +279,6 @@ def gate_target(paths):
                   {"connect_args": {"options": options}}, statements, lambda: None, release, connections=2)
 
 
-@contextlib.contextmanager
-def _password_for_libpq() -> Iterator[None]:
-    password = connect_params()["password"]
-    before = os.environ.get("PGPASSWORD")
-    if password:
-        os.environ["PGPASSWORD"] = password
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PGPASSWORD", None)
-        else:
-            os.environ["PGPASSWORD"] = before
-
-
 def gate_run_id(now: dt.datetime | None = None) -> str:
     """postgres__20261207T041500Z: its report is HOME/reports/<run id>/gate.json, apart from
     the runs' (and Airflow's `scheduled__…`, `manual__…`)."""
@@ -307,11 +292,13 @@ def validate(home: Path, year: int, config: Path | None = None, run_id: str | No
     from .methodology import load
     from .quality.gate import keep_gates, load_suites, run_gate
     from .settings import resolve_home
+    from .transform import environment
 
     keep = keep_gates()  # a bad setting is refused before any work
     paths = resolve_home(home)
     methodology = load(config, paths.home, year)
-    with _password_for_libpq():
+    password = connect_params()["password"]
+    with environment({"PGPASSWORD": password} if password else {}):
         return run_gate(gate_target(paths), paths, run_id or gate_run_id(), methodology, load_suites(), keep,
                         validated={"target": "postgres", "database": _database()})
 

@@ -100,7 +100,7 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
     with heap.frozen():
         try:
             with (_noting_ctrl_c() as ctrl_c, contextlib.chdir(home),
-                  _environment({**env, "PARITRANA_WAREHOUSE": paths.warehouse.name})):
+                  environment({**env, "PARITRANA_WAREHOUSE": paths.warehouse.name})):
                 res = runner.invoke(args + [
                     "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
                     "--target-path", str(target), "--log-path", str(logs), "--quiet", "--no-use-colors",
@@ -116,11 +116,11 @@ def _invoke(paths: Paths, args: list[str], env: dict[str, str], progress: Callab
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """`values` in the environment while dbt runs (its env_var() reads them), and the
-    environment as it was afterwards: a process that builds twice, or runs other work
-    after a build (the DAG's tasks under dag.test(), a notebook), must not find one
-    build's year and as-of date in the next."""
+def environment(values: dict[str, str]):
+    """`values` in the environment while a step runs (dbt's env_var() reads them; libpq
+    reads $PGPASSWORD for PostgreSQL's gate), and the environment as it was afterwards: a
+    process that builds twice, or runs other work after a build (the DAG's tasks under
+    dag.test(), a notebook), must not find one build's year and as-of date in the next."""
     before = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
