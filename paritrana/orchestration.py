@@ -161,17 +161,15 @@ def build(paths: Paths, year: int, as_of: dt.date, config: str | None, full_refr
 
 def gate(paths: Paths, run_id: str, year: int, config: str | None) -> dict:
     """Raises GateFailed (the task fails, with the check names) when a blocking check fails."""
-    from dataclasses import asdict
-
     from .pipeline import gate_step
-    from .quality.gate import GateFailed, warning_line
+    from .quality.gate import GateFailed
     from .warehouse import exclusive
 
     m = load_methodology(paths, year, config)
     with exclusive(paths):
         result = gate_step(paths, run_id, m)
     summary = {"passed": result.passed, "checks": len(result.checks),
-               "warnings": [warning_line(asdict(c)) for c in result.warnings],
+               "warnings": result.warning_lines(),
                "failed": [c.name for c in result.blocking_failures], "data_docs": result.data_docs,
                "report": result.report}
     if not result.passed:

@@ -21,7 +21,7 @@ from ingestion.raw_schema import ensure_raw_schema
 from . import methodology as methodology_config
 from . import run_turns
 from .methodology import Methodology
-from .settings import Paths
+from .settings import Paths, utc_stamp
 from .warehouse import connect, exclusive, first_line, ingest_memory_limit, writing_to
 
 Progress = Callable[[str], None]
@@ -48,7 +48,7 @@ class RunResult:
 
 
 def new_run_id() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    return utc_stamp() + "-" + secrets.token_hex(2)
 
 
 def ingest_step(paths: Paths, landing: Path, run_id: str, progress: Progress = print,
@@ -324,13 +324,9 @@ def province_lines(provinces: list, year: int | None = None) -> list[str]:
 
 
 def gate_summary(gate) -> list[str]:
-    from .quality.gate import warning_line
-
     lines = [f"  checks: {sum(c.passed for c in gate.checks)} passed, {len(gate.blocking_failures)} blocking failed, "
              f"{len(gate.warnings)} warnings; Data Docs {gate.data_docs}"]
-    for c in gate.warnings:
-        lines.append("  " + warning_line(asdict(c)))
-    return lines
+    return lines + ["  " + line for line in gate.warning_lines()]
 
 
 def summary(result: RunResult) -> str:

@@ -282,7 +282,9 @@ def gate_target(paths):
 def gate_run_id(now: dt.datetime | None = None) -> str:
     """postgres__20261207T041500Z: its report is HOME/reports/<run id>/gate.json, apart from
     the runs' (and Airflow's `scheduled__…`, `manual__…`)."""
-    return "postgres__" + (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    from .settings import utc_stamp
+
+    return "postgres__" + utc_stamp(now)
 
 
 def validate(home: Path, year: int, config: Path | None = None, run_id: str | None = None):
@@ -355,12 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def gate_outcome(gate) -> int:
     """Prints what the gate found, as `paritrana run` says it; 2 when a blocking check failed."""
-    from dataclasses import asdict
-
-    from .quality.gate import warning_line
-
-    for check in gate.warnings:
-        print("  " + warning_line(asdict(check)))
+    for line in gate.warning_lines():
+        print("  " + line)
     if not gate.passed:
         print(gate.failure_message(f"what dbt built on PostgreSQL ({_database()}) did not pass"), file=sys.stderr)
         return 2

@@ -1,11 +1,18 @@
 """Where things live. One place, so the CLI, the DAG and the tests agree."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "PARITRANA_HOME"
+
+
+def utc_stamp(now: dt.datetime | None = None) -> str:
+    """20261207T041500Z: the time part of every run id the product makes, so that run ids
+    (and the report folders named for them) sort by when they started."""
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
 
 
 @dataclass(frozen=True)

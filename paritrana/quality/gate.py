@@ -169,6 +169,9 @@ class GateResult:
     def passed(self) -> bool:
         return not self.blocking_failures
 
+    def warning_lines(self) -> list[str]:
+        return [warning_line(asdict(c)) for c in self.warnings]
+
     def failure_message(self, outcome: str = "nothing was published") -> str:
         lines = [f"quality gate failed: {len(self.blocking_failures)} blocking check(s); {outcome}"]
         lines += ["  " + failed_check_line(asdict(c)) for c in self.blocking_failures]
@@ -228,6 +231,11 @@ def _observed(result) -> object:
 
 
 COMPUTED_SCHEMA = "_gate"
+
+
+def _timed(work: Callable, *args) -> tuple[object, float]:
+    t0 = time.perf_counter()
+    return work(*args), round(time.perf_counter() - t0, 2)
 
 
 def _compute_once(target: Target, suites: list[dict], seconds: dict[str, float]) -> dict[str, str]:
@@ -434,7 +442,7 @@ def run_gate(target: Target, paths: Paths, run_id: str, methodology: Methodology
     # (heap.py). The connections to release are among what the validation makes.
     with heap.frozen():
         with ThreadPoolExecutor(max_workers=1) as pool:
-            computing = pool.submit(_compute_once, target, suites, compute_seconds)
+            computing = pool.submit(_timed, _compute_once, target, suites, compute_seconds)
             os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
             logging.getLogger("great_expectations").setLevel(logging.ERROR)
             from .gx_import import load
@@ -442,7 +450,7 @@ def run_gate(target: Target, paths: Paths, run_id: str, methodology: Methodology
             gx = load()
             target.prepare()
             imported = time.perf_counter()
-            computed = computing.result()
+            computed, compute_wall = computing.result()
         computed_by = time.perf_counter()
         with heap.frozen():
             try:
@@ -454,7 +462,8 @@ def run_gate(target: Target, paths: Paths, run_id: str, methodology: Methodology
                 # stay in the warehouse (or PostgreSQL).
                 target.release()
                 _drop_computed(target)
-    gate.seconds = {"import": round(imported - t0, 2), "compute_once": round(sum(compute_seconds.values()), 2),
+    # compute_once is its wall time: with two connections the assets' own times overlap
+    gate.seconds = {"import": round(imported - t0, 2), "compute_once": compute_wall,
                     "import_and_compute_once": round(computed_by - t0, 2),
                     "compute_once_by_asset": compute_seconds,
                     "validate": round(time.perf_counter() - started, 2), "total": round(time.perf_counter() - t0, 2)}
