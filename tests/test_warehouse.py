@@ -63,7 +63,8 @@ def test_dbt_unit_tests_pin_the_formulas(bengkulu):
     for expected in ("claim_re_versions", "umk_overrides_ump", "business_eligibility_reasons_in_order",
                      "business_scores_caps_and_tie_breaking", "pemda_territory_funding_and_references",
                      "bills_paid_late_after_as_of_partially_and_prior_year",
-                     "participant_outdated_rows_equal_effective_dates", "delivery_freshness_days_behind_as_of"):
+                     "participant_outdated_rows_equal_effective_dates", "delivery_freshness_days_behind_as_of",
+                     "stg_regions_the_latest_delivery_is_the_reference"):
         assert expected in names
 
 
