@@ -4,18 +4,8 @@ with source as (
     select * from {{ source('raw', 'regions') }}
 ),
 
--- The table again, not the CTE, and a join, not `where _business_date = (select max(...))`:
--- PostgreSQL materialises a CTE named twice and runs such a subquery as an InitPlan, and
--- either keeps every query that joins the regions (the 45 M participants' among them)
--- from running in parallel
-newest as (
-    select max(_business_date) as business_date from {{ source('raw', 'regions') }}
-),
-
 latest as (
-    select source.*
-    from source
-    inner join newest on source._business_date = newest.business_date
+    {{ latest_delivery('source', source('raw', 'regions')) }}
 ),
 
 renamed as (
