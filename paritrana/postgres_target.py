@@ -33,6 +33,7 @@ from ingestion.personal_data import token_text_sql
 from . import code_version
 from .builds import UNRECORDED_MODELS, models_changed, rebuilt_line
 from .methodology import DBT_PROJECT_DIR
+from .settings import resolve_home, utc_stamp
 from .warehouse import DEFAULT_MEMORY_LIMIT, held_elsewhere, lock_holder
 
 RAW = "raw"
@@ -282,8 +283,6 @@ def gate_target(paths):
 def gate_run_id(now: dt.datetime | None = None) -> str:
     """postgres__20261207T041500Z: its report is HOME/reports/<run id>/gate.json, apart from
     the runs' (and Airflow's `scheduled__…`, `manual__…`)."""
-    from .settings import utc_stamp
-
     return "postgres__" + utc_stamp(now)
 
 
@@ -293,7 +292,6 @@ def validate(home: Path, year: int, config: Path | None = None, run_id: str | No
     Returns the gate (quality.gate.GateResult); raises nothing for failed checks."""
     from .methodology import load
     from .quality.gate import keep_gates, load_suites, run_gate
-    from .settings import resolve_home
     from .transform import environment
 
     keep = keep_gates()  # a bad setting is refused before any work
@@ -318,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="the DuckDB file whose raw layer is copied; default HOME/analytics.duckdb, which matches "
                              "the latest publication and can be read while a run writes the warehouse")
     a = parser.parse_args(argv)
-    from .settings import resolve_home
 
     paths = resolve_home(a.home)
     warehouse = a.source or paths.reader_copy
