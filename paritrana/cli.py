@@ -208,9 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=float, default=1.0, help="size factor (default 1.0)")
     g.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     g.add_argument("--days", type=int, default=0,
-                   help="daily delta deliveries after the snapshot, with defects; another N is another history "
-                        "(earlier days differ too), so generate once and hand a landing its days one by one "
-                        "to play nights")
+                   help="daily delta deliveries after the snapshot, every planted defect on day 1; more days "
+                        "extend the same history (--days N writes --days N+1's files without its last day)")
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="one pipeline run without Airflow",

@@ -20,6 +20,79 @@ def test_same_arguments_same_bytes(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+
+def test_more_days_extend_the_same_history(tmp_path):
+    """`--days N`'s files are `--days N+1`'s without its last day, byte for byte, defects and
+    all: a landing can be extended by generating again with more days (before 0.3.24 the
+    snapshot's claims, the late file and the corrected file moved with N)."""
+    for n in (1, 2, 3):
+        generate(tmp_path / f"d{n}", "demo", scale=0.1, seed=7, days_after=n)
+    digests = {n: _digest(tmp_path / f"d{n}") for n in (1, 2, 3)}
+    manifests = {n: json.loads((tmp_path / f"d{n}" / ".generator.json").read_text()) for n in (1, 2, 3)}
+    for n in (1, 2):
+        shorter = {name: d for name, d in digests[n].items() if name != ".generator.json"}
+        longer = digests[n + 1]
+        assert {name: longer.get(name) for name in shorter} == shorter
+        extra = set(longer) - set(shorter) - {".generator.json"}
+        assert extra and all(f"2025-01-0{n + 1}" in name for name in extra), extra
+        assert manifests[n + 1]["files"][:len(manifests[n]["files"])] == manifests[n]["files"]
+        assert manifests[n + 1]["defects"] == manifests[n]["defects"]
+    # every kind of defect is planted with a single day, and the December payments the
+    # January delta reverses are all reversed on day 1
+    assert {d["kind"] for d in manifests[1]["defects"]} == {
+        "malformed_row", "exact_duplicate", "redelivery", "correction", "late_file"}
+    import duckdb
+    con = duckdb.connect()
+    day_1 = tmp_path / "d1" / "claims__2025-01-01.csv"
+    reversed_ = con.execute(f"select count(*) from read_csv('{day_1}', all_varchar = true) "
+                           "where status = 'REJECTED' and claim_version = '3'").fetchone()[0]
+    assert reversed_ == 3
+    # without deltas nothing is reversed later, so the snapshot has none of those claims
+    generate(tmp_path / "d0", "demo", scale=0.1, seed=7, days_after=0)
+    snapshot = lambda n: f"read_csv('{tmp_path}/d{n}/claims__2024-12-31.csv.gz', all_varchar = true)"  # noqa: E731
+    assert con.execute(f"select * from {snapshot(0)} except all select * from {snapshot(1)}").fetchall() == []
+    only_with_days = con.execute(f"""select claim_id, status, paid_date, amount_idr from {snapshot(1)}
+                                    except all select claim_id, status, paid_date, amount_idr from {snapshot(0)}""")
+    paid = [r for r in only_with_days.fetchall() if r[1] == "PAID"]
+    assert [(p[2], p[3]) for p in paid] == [("2024-12-20", "12000000")] * 3
+
+
+
+def test_a_landing_grown_by_more_days_loads_only_the_new_day(tmp_path, load, sql):
+    """A data engineer generates two days, loads them, then generates the same landing again
+    with three: the files already loaded are re-deliveries, nothing is taken for a
+    correction, and the warehouse equals a load of the three days at once."""
+    landing = tmp_path / "landing"
+    generate(landing, "demo", scale=0.1, seed=7, days_after=2)
+    load(landing, "night-2")
+    generate(landing, "demo", scale=0.1, seed=7, days_after=3)
+    report = load(landing, "night-3")
+    loaded = sorted(r.file_name for r in report.results if r.status == "LOADED")
+    assert loaded and all("2025-01-03" in name for name in loaded), loaded
+    earlier = {r.file_name: r.status for r in report.results if "2025-01-03" not in r.file_name}
+    # the corrected file's first version is stale, as on its first night; the rest is known
+    assert {n for n, status in earlier.items() if status != "SKIPPED_REDELIVERY"} == {"employers__2025-01-01.csv"}
+    assert earlier["employers__2025-01-01.csv"] == "SKIPPED_STALE"
+    assert sql("select count(*) from raw.load_ledger where status = 'SUPERSEDED'") == [(1,)]  # day 1's correction
+    tables = ("participants", "employers", "claims", "contributions")
+    grown = {t: sql(f"select count(*), sum(hash(columns(* exclude (_load_id)))) from raw.{t}") for t in tables}
+
+    at_once = tmp_path / "at-once"
+    generate(at_once, "demo", scale=0.1, seed=7, days_after=3)
+    from paritrana.settings import resolve_home
+    from paritrana.warehouse import writer
+    from ingestion.loader import ingest
+    from conftest import KEY
+    fresh = resolve_home(tmp_path / "fresh")
+    with writer(fresh) as con:
+        ingest(con, at_once, KEY, "all")
+    import duckdb
+    with duckdb.connect(str(fresh.warehouse), read_only=True) as con:
+        for t in tables:
+            assert con.execute(f"select count(*), sum(hash(columns(* exclude (_load_id)))) from raw.{t}"
+                               ).fetchall() == grown[t], t
+
+
 def test_bengkulu_claims_are_calibrated_through_ingestion(tmp_path, load, sql):
     """Paid claims of province 17 in 2024, current versions, after every delta: the published figures."""
     generate(tmp_path / "in", "bengkulu-2024", days_after=3)

@@ -35,6 +35,9 @@ from .writer import JAKARTA, as_text, write_delivery
 
 MANIFEST = GENERATOR_MANIFEST
 CHUNK = 1_000_000
+# Raised whenever the same arguments come to write other bytes, so that a cached landing
+# (bench/) can tell it is another history. 2: day 1 holds every planted defect (0.3.24).
+REVISION = 2
 
 
 def _produced(business_date: dt.date, hours: int = 0) -> dt.datetime:
@@ -70,7 +73,7 @@ def generate(landing: Path, profile: str, year: int | None = None, scale: float 
     pop = build_population(rng, prof, geo, emp, scale, headcount)
     progress(f"{prof.name}: {len(geo.regions)} regions, {len(emp):,} employers, {len(pop):,} participants "
              f"({pop.active.sum():,} active)")
-    claims = build_claims(rng, prof, geo, emp, pop, scale, days_after)
+    claims = build_claims(rng, prof, geo, emp, pop, scale, days_after, np.random.default_rng([seed, 5]))
     bills = build_bills(rng, prof, geo, emp, snapshot)
     refs = reference_tables(rng, prof, geo, headcount, 0.02 if prof.name == "national" else 0.0)
     files = []
@@ -91,7 +94,7 @@ def generate(landing: Path, profile: str, year: int | None = None, scale: float 
         progress(f"writing {days_after} daily deltas")
         files += _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, days_after, defects)
     manifest = {
-        "profile": prof.name, "year": y, "scale": scale, "seed": seed, "days": days_after,
+        "profile": prof.name, "year": y, "scale": scale, "seed": seed, "days": days_after, "revision": REVISION,
         "snapshot_business_date": snapshot.isoformat(),
         "claims_target": prof.claims_target.__dict__ if prof.claims_target and scale == 1.0 else None,
         "files": files, "defects": defects,
@@ -179,8 +182,8 @@ def _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, n_days,
         submitted = _new_claims(rng, claims.table, ids, y, bd)
         known_claims.append(submitted)
         parts = [paid_rows, submitted]
-        if k <= len(claims.reject_later):
-            parts.append(_claim_rows(claims.table, [claims.reject_later[k - 1]["claim_id"]], version=3,
+        if k == 1 and claims.reject_later:
+            parts.append(_claim_rows(claims.table, [c["claim_id"] for c in claims.reject_later], version=3,
                                      status="REJECTED", day=None))
         claim_tab = pa.concat_tables(parts)
         # Contributions: payments posted on this business date.
@@ -188,15 +191,17 @@ def _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, n_days,
         contrib = posted if posted.num_rows else bills.later.slice(0, 0)
         if k == 1:
             part, claim_tab, contrib = _plant_row_defects(part, claim_tab, contrib, bd, defects)
-        late = k == 1 and n_days >= 2
+        # Day 1 holds every planted defect, whatever the number of days: `--days N`'s files
+        # are then those of `--days N+1` without its last day, byte for byte.
+        late = k == 1  # produced after day 2's files: it arrives between day 2 and day 3
         files.append(write_delivery(landing, "participants", bd, part, "csv", produced))
         files.append(write_delivery(landing, "claims", bd, claim_tab, "csv", produced))
         files.append(write_delivery(landing, "contributions", bd, contrib, "csv",
-                                    _produced(snapshot + dt.timedelta(days=n_days), 5) if late else produced))
+                                    _produced(bd + dt.timedelta(days=1), 5) if late else produced))
         if late:
             defects.append({"kind": "late_file", "file": files[-1]["file"],
                             "expect": "loaded; results independent of arrival order"})
-        if k == min(2, n_days):
+        if k == 1:
             orig = write_delivery(landing, "employers", bd, employers, "csv", produced)
             fixed = employers.set_column(5, "reported_workforce",
                                          pa.array(np.array(employers["reported_workforce"]) + 1))

@@ -13,11 +13,16 @@ from .profiles import Profile
 from .tables import BENEFIT_MIX, applicable_wage, exact_split, kpj_of, _str
 
 
+# PAID in December, re-versioned REJECTED by the first delta: on day 1, so that the figures
+# of a history with any number of days count none of them.
+REJECTED_IN_JANUARY = 3
+
+
 @dataclass
 class Claims:
     table: pa.Table  # snapshot rows (all versions known on the snapshot date)
     open_ids: np.ndarray  # claim numbers still SUBMITTED on the snapshot date (paid in deltas)
-    reject_later: list[dict]  # PAID in December, re-versioned REJECTED in January deltas
+    reject_later: list[dict]  # PAID in December, re-versioned REJECTED by the first delta
     next_number: int
 
 
@@ -26,20 +31,24 @@ def _claim_ids(year: int, numbers: np.ndarray) -> pa.Array:
 
 
 def build_claims(rng, profile: Profile, geo: Geography, emp: Employers, pop: Population, scale: float,
-                 days_ahead: int) -> Claims:
+                 days_ahead: int, january_rng) -> Claims:
+    """The snapshot's claims. The claims a January delta rejects exist only when there are
+    deltas, and come from january_rng: every other row, and the main stream left for what is
+    drawn after, are the same whatever the number of days, so that `--days N`'s files are
+    those of `--days N+1` without its last day."""
     y = profile.year
     active = np.flatnonzero(pop.active)
     n_y = max(1, round(profile.paid_claims_per_year * scale))
     target = profile.claims_target if scale == 1.0 else None
-    n_reject_later = min(days_ahead, 3)
+    n_reject_later = REJECTED_IN_JANUARY if days_ahead else 0
     groups = []
     mix_p = np.array([m[2] for m in BENEFIT_MIX])
     mix_p = mix_p / mix_p.sum()
     number = 1
 
-    def make(n):
+    def make(n, draw=rng):
         nonlocal number
-        who = rng.choice(active, n)
+        who = draw.choice(active, n)
         ids = np.arange(number, number + n)
         number += n
         return who, ids
@@ -61,38 +70,38 @@ def build_claims(rng, profile: Profile, geo: Geography, emp: Employers, pop: Pop
         amount[~sch] = exact_split(rng, (~sch).sum(), target.paid_idr - target.scholarship_idr,
                                    amount[~sch].astype(float))
     paid = rng.integers(days(dt.date(y, 1, 1)), days(dt.date(y, 12, 31)) + 1, n_y)
-    groups.append((who, ids, mix, amount, paid, "PAID"))
+    groups.append((rng, who, ids, mix, amount, paid, "PAID"))
     # Paid in Y-1, rejected, still open, and the ones to be rejected in January.
     n_prev = round(n_y * 0.9)
     who, ids = make(n_prev)
     mix = rng.choice(len(BENEFIT_MIX), n_prev, p=mix_p)
     amount = np.round(np.array([m[3] for m in BENEFIT_MIX])[mix] * rng.lognormal(-0.08, 0.4, n_prev), -3)
     paid = rng.integers(days(dt.date(y - 1, 1, 1)), days(dt.date(y - 1, 12, 31)) + 1, n_prev)
-    groups.append((who, ids, mix, amount.astype(np.int64), paid, "PAID"))
+    groups.append((rng, who, ids, mix, amount.astype(np.int64), paid, "PAID"))
     n_rej = round(n_y * 0.04)
     who, ids = make(n_rej)
     mix = rng.choice(len(BENEFIT_MIX), n_rej, p=mix_p)
     sub = rng.integers(days(dt.date(y, 1, 1)), days(dt.date(y, 12, 20)), n_rej)
-    groups.append((who, ids, mix, np.zeros(n_rej, np.int64), sub, "REJECTED"))
+    groups.append((rng, who, ids, mix, np.zeros(n_rej, np.int64), sub, "REJECTED"))
     n_open = max(1, round(n_y * 0.03))
     who, ids = make(n_open)
     mix = rng.choice(len(BENEFIT_MIX), n_open, p=mix_p)
     sub = rng.integers(days(dt.date(y, 12, 1)), days(dt.date(y, 12, 31)) + 1, n_open)
-    groups.append((who, ids, mix, np.zeros(n_open, np.int64), sub, "SUBMITTED"))
+    groups.append((rng, who, ids, mix, np.zeros(n_open, np.int64), sub, "SUBMITTED"))
     open_ids = ids
-    who, ids = make(n_reject_later)
+    who, ids = make(n_reject_later, january_rng)
     mix = np.zeros(n_reject_later, np.int64)
     paid = np.full(n_reject_later, days(dt.date(y, 12, 20)))
-    groups.append((who, ids, mix, np.full(n_reject_later, 12_000_000), paid, "PAID"))
+    groups.append((january_rng, who, ids, mix, np.full(n_reject_later, 12_000_000), paid, "PAID"))
     reject_later_ids = ids
 
     regions_codes = np.array([r.code for r in geo.regions])
     tables = []
-    for who, ids, mix, amount, when, status in groups:
+    for draw, who, ids, mix, amount, when, status in groups:
         n = len(ids)
         prog = np.array([m[0] for m in BENEFIT_MIX])[mix]
         ben = np.array([m[1] for m in BENEFIT_MIX])[mix]
-        lag = rng.integers(1, 30, n)
+        lag = draw.integers(1, 30, n)
         submitted = when - lag if status == "PAID" else when
         e = pop.employer[who]
         base = {
@@ -105,7 +114,7 @@ def build_claims(rng, profile: Profile, geo: Geography, emp: Employers, pop: Pop
         }
         if status == "PAID":
             # Some paid claims also carry their first version, SUBMITTED, in the same file.
-            first = rng.random(n) < 0.3
+            first = draw.random(n) < 0.3
             v1 = {k: v.filter(pa.array(first)) for k, v in base.items()}
             tables.append(pa.table({**v1, "claim_version": pa.array(np.ones(first.sum(), np.int64)),
                                     "status": _str(np.full(first.sum(), "SUBMITTED")),
