@@ -210,9 +210,10 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
                                                          str(ROOT / "bench" / "analyst_baseline.sql"))
     # The floor is measured right before the initial load and again right after it: this
     # machine's speed drifts by up to a third within an hour (docs/performance.md), and the
-    # two runs bracket the one being compared. The analyst's script (18 GB) evicts the files
-    # from the page cache: read them back first, or the floor before pays the disk reads
-    # that the initial load, run next, is spared (session 43).
+    # two runs bracket the one being compared. The analyst's script (18 GB on a 24 GB machine)
+    # can push the files out of the page cache: read them back first, or the floor before
+    # pays disk reads that the initial load, run next, is spared (it was up to a third slower
+    # than the floor after; with this, within 3 %: docs/performance.md, session 43).
     record["warm_s"] = warm(landing)
     record["baseline_plain_load"] = plain_load(work, landing)
     record["stages"]["initial"] = run_stages(home, landing, "bench-initial")
