@@ -181,44 +181,43 @@ def _deltas(landing, seed, prof, geo, emp, pop, claims, bills, snapshot, n_days,
         open_ids += list(ids)
         submitted = _new_claims(rng, claims.table, ids, y, bd)
         known_claims.append(submitted)
+        # Day 1 holds every planted defect, whatever the number of days: `--days N`'s files
+        # are then those of `--days N+1` without its last day, byte for byte.
+        first = k == 1
         parts = [paid_rows, submitted]
-        if k == 1 and claims.reject_later:
+        if first and claims.reject_later:
             parts.append(_claim_rows(claims.table, [c["claim_id"] for c in claims.reject_later], version=3,
                                      status="REJECTED", day=None))
         claim_tab = pa.concat_tables(parts)
         # Contributions: payments posted on this business date.
         posted = bills.later.filter(pa.array(later_paid == days(bd)))
         contrib = posted if posted.num_rows else bills.later.slice(0, 0)
-        if k == 1:
+        if first:
             part, claim_tab, contrib = _plant_row_defects(part, claim_tab, contrib, bd, defects)
-        # Day 1 holds every planted defect, whatever the number of days: `--days N`'s files
-        # are then those of `--days N+1` without its last day, byte for byte.
-        late = k == 1  # produced after day 2's files: it arrives between day 2 and day 3
         files.append(write_delivery(landing, "participants", bd, part, "csv", produced))
-        files.append(write_delivery(landing, "claims", bd, claim_tab, "csv", produced))
+        claims_file = write_delivery(landing, "claims", bd, claim_tab, "csv", produced)
+        files.append(claims_file)
+        # day 1's contributions are the late file: produced after day 2's files, they arrive
+        # between day 2 and day 3
         files.append(write_delivery(landing, "contributions", bd, contrib, "csv",
-                                    _produced(bd + dt.timedelta(days=1), 5) if late else produced))
-        if late:
-            defects.append({"kind": "late_file", "file": files[-1]["file"],
-                            "expect": "loaded; results independent of arrival order"})
-        if k == 1:
-            orig = write_delivery(landing, "employers", bd, employers, "csv", produced)
-            fixed = employers.set_column(5, "reported_workforce",
-                                         pa.array(np.array(employers["reported_workforce"]) + 1))
-            corr = write_delivery(landing, "employers", bd, fixed, "csv.gz", _produced(bd, 6))
-            files += [orig, corr]
-            defects.append({"kind": "correction", "file": corr["file"], "corrects": orig["file"],
-                            "expect": "replaces every row of the earlier file for this extract and date"})
-        else:
+                                    _produced(bd + dt.timedelta(days=1), 5) if first else produced))
+        if not first:
             files.append(write_delivery(landing, "employers", bd, employers, "csv", produced))
-        if k == 1:
-            first_claims = next(f for f in files if f["file"] == f"claims__{bd}.csv")
-            (landing / "resent").mkdir(exist_ok=True)
-            for suffix in ("", ".ctl.json"):
-                shutil.copyfile(landing / (first_claims["file"] + suffix),
-                                landing / "resent" / (first_claims["file"] + suffix))
-            defects.append({"kind": "redelivery", "file": f"resent/{first_claims['file']}",
-                            "same_as": first_claims["file"], "expect": "no-op, reported as a re-delivery"})
+            continue
+        defects.append({"kind": "late_file", "file": files[-1]["file"],
+                        "expect": "loaded; results independent of arrival order"})
+        orig = write_delivery(landing, "employers", bd, employers, "csv", produced)
+        fixed = employers.set_column(5, "reported_workforce",
+                                     pa.array(np.array(employers["reported_workforce"]) + 1))
+        corr = write_delivery(landing, "employers", bd, fixed, "csv.gz", _produced(bd, 6))
+        files += [orig, corr]
+        defects.append({"kind": "correction", "file": corr["file"], "corrects": orig["file"],
+                        "expect": "replaces every row of the earlier file for this extract and date"})
+        (landing / "resent").mkdir(exist_ok=True)
+        for suffix in ("", ".ctl.json"):
+            shutil.copyfile(landing / (claims_file["file"] + suffix), landing / "resent" / (claims_file["file"] + suffix))
+        defects.append({"kind": "redelivery", "file": f"resent/{claims_file['file']}",
+                        "same_as": claims_file["file"], "expect": "no-op, reported as a re-delivery"})
     return files
 
 
