@@ -195,7 +195,8 @@ def publish(paths: Paths, run_id: str, year: int, as_of: dt.date, config: str | 
             "files": {f["file"]: f["rows"] for f in publication.manifest["files"]},
             "provinces": highlights(paths)["provinces"] if made_latest else [],
             "analysts_copy": [{"file": c.copy.name, "bytes": c.bytes_total, "bytes_written": c.bytes_written,
-                               "in_place": c.patched_in_place} for c in publication.reader_copies],
+                               "in_place": c.patched_in_place, "direct_io": c.direct_io}
+                              for c in publication.reader_copies],
             "analysts_line": publication.analysts_line}
 
 

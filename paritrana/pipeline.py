@@ -168,20 +168,22 @@ def as_of_note(as_of: dt.date, until: dt.date | None) -> str | None:
 
 
 def check_settings(paths: Paths | None = None, year: int | None = None) -> None:
-    """The retention and publication settings (the quarantine's too), the gate's days behind,
-    and with a home and a year the year's `latest` link: refused before any work rather
-    than at the gate or the publication, after the night's load. `paritrana run` and the
-    DAG's first task both call it."""
+    """The retention and publication settings (the quarantine's and the analysts' copy's
+    too), the gate's days behind, and with a home and a year the year's `latest` link:
+    refused before any work rather than at the gate or the publication, after the night's
+    load. `paritrana run` and the DAG's first task both call it."""
     from ingestion.loader import superseded_quarantine
 
     from .publication import keep_publications, latest_policy, require_latest_link
     from .quality.gate import keep_gates, max_days_behind
+    from .readers import reader_copy_io
 
     superseded_quarantine()
     keep_gates()
     max_days_behind()
     keep_publications()
     latest_policy()
+    reader_copy_io()
     if paths is not None and year is not None:
         require_latest_link(paths, year)
 

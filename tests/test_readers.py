@@ -3,6 +3,8 @@ chunk by chunk, never under a reader's feet, and always ends byte-identical to t
 warehouse."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -112,3 +114,84 @@ def test_a_copy_written_by_someone_else_is_rewritten_whole(paths):
     assert outcome.copy == older and outcome.bytes_written == outcome.bytes_total
     assert readers.served_line(paths.reader_copy, [outcome]).endswith(" MiB rewritten in full)")
     _assert_copy_of_warehouse(paths, older)
+
+
+def _direct_io_allowed(folder: Path) -> bool:
+    """Whether this file system takes O_DIRECT writes (most do; the copy is then written
+    around the page cache)."""
+    fd = os.open(folder / "probe", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        return readers._set_direct(fd, True)
+    finally:
+        os.close(fd)
+
+
+def _sync_file(tmp_path: Path, data: bytes, known: list[str] | None = None, target: bytes | None = None):
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    source.write_bytes(data)
+    if target is not None:
+        copy.write_bytes(target)
+    source_fd, copy_fd = os.open(source, os.O_RDONLY), os.open(copy, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        digests, (written,), (direct,) = readers.sync_chunks(source_fd, [(copy_fd, known or [])])
+    finally:
+        os.close(source_fd)
+        os.close(copy_fd)
+    assert copy.read_bytes() == data
+    return digests, written, direct
+
+
+# three whole chunks, then a chunk of one 4 KiB block and 904 bytes: its tail is not a whole block
+ODD_SIZE = 3 * SMALL_CHUNK + 5000
+
+
+def test_a_copy_is_written_around_the_page_cache_up_to_its_last_partial_block(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
+    data = os.urandom(ODD_SIZE)
+    digests, written, direct = _sync_file(tmp_path, data, target=os.urandom(ODD_SIZE + 70000))
+    assert written == ODD_SIZE and len(digests) == 4
+    assert direct == _direct_io_allowed(tmp_path) is True  # every Linux file system these tests ran on
+
+    # a patch writes only the chunks that differ, around the page cache too
+    changed = data[:SMALL_CHUNK] + os.urandom(10) + data[SMALL_CHUNK + 10:]
+    _, written, direct = _sync_file(tmp_path, changed, known=digests, target=data)
+    assert written == SMALL_CHUNK and direct
+
+
+def test_a_write_refused_around_the_page_cache_goes_through_it(tmp_path, monkeypatch):
+    """A disk whose blocks are larger than 4 KiB refuses the direct writes (EINVAL): the
+    copy is then written through the page cache, whole and identical."""
+    monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
+    real_pwritev, refused = os.pwritev, []
+
+    def pwritev(fd, buffers, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & readers.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwritev(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    data = os.urandom(ODD_SIZE)
+    _, written, direct = _sync_file(tmp_path, data)
+    assert refused and written == ODD_SIZE and not direct
+
+
+def test_buffered_io_is_a_setting(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
+    monkeypatch.setenv("PARITRANA_READER_COPY_IO", "buffered")
+    _, written, direct = _sync_file(tmp_path, os.urandom(ODD_SIZE))
+    assert written == ODD_SIZE and not direct
+    monkeypatch.setenv("PARITRANA_READER_COPY_IO", "cached")
+    with pytest.raises(ValueError, match="PARITRANA_READER_COPY_IO must be one of direct, buffered"):
+        _sync_file(tmp_path, os.urandom(ODD_SIZE))
+
+
+def test_a_short_write_is_written_on_until_whole(tmp_path, monkeypatch):
+    """pwrite may write less than asked (a disk filling up): the rest is written, or the
+    error that stops it is raised; never a copy with a hole."""
+    monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
+    real_pwritev = os.pwritev
+    monkeypatch.setattr(os, "pwritev", lambda fd, buffers, offset: real_pwritev(
+        fd, [memoryview(buffers[0])[:max(4096, len(buffers[0]) // 2 // 4096 * 4096)]], offset))
+    _, written, _ = _sync_file(tmp_path, os.urandom(ODD_SIZE))
+    assert written == ODD_SIZE

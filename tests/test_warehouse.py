@@ -125,7 +125,8 @@ def test_bad_configuration_is_refused_before_any_work(tmp_path, change, message)
 
 
 @pytest.mark.parametrize("variable", ["PARITRANA_DATA_DOCS_RUNS", "PARITRANA_KEEP_PUBLICATIONS",
-                                      "PARITRANA_SUPERSEDED_QUARANTINE", "PARITRANA_MAX_DAYS_BEHIND"])
+                                      "PARITRANA_SUPERSEDED_QUARANTINE", "PARITRANA_MAX_DAYS_BEHIND",
+                                      "PARITRANA_READER_COPY_IO"])
 def test_bad_retention_setting_is_refused_before_any_work(tmp_path, variable):
     (tmp_path / "landing").mkdir()
     result = paritrana("run", "--landing", str(tmp_path / "landing"), "--year", "2024",
@@ -136,7 +137,7 @@ def test_bad_retention_setting_is_refused_before_any_work(tmp_path, variable):
 
 
 @pytest.mark.parametrize("variable", ["PARITRANA_DATA_DOCS_RUNS", "PARITRANA_KEEP_PUBLICATIONS",
-                                      "PARITRANA_SUPERSEDED_QUARANTINE"])
+                                      "PARITRANA_SUPERSEDED_QUARANTINE", "PARITRANA_READER_COPY_IO"])
 def test_check_settings_refuses_a_bad_retention_setting(monkeypatch, variable):
     """The DAG's find_deliveries calls check_settings, so a bad value stops the night before
     it loads anything rather than at its gate or its publication."""
