@@ -6,12 +6,16 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from ingestion.loader import ingest
+from paritrana.generator import generate
 from paritrana.settings import resolve_home
 from paritrana.warehouse import writer
 
@@ -131,13 +135,6 @@ TODAY = dt.date(2024, 12, 31)
 
 
 # ---------------------------------------------------------------- whole-pipeline fixtures
-
-import os
-import shutil
-import subprocess
-import sys
-
-from paritrana.generator import generate
 
 PYTHON = sys.executable
 
