@@ -355,3 +355,29 @@ def test_a_home_path_the_stack_would_misread_is_refused_by_name(tmp_path):
             resolve_home(tmp_path / name)
         assert not (tmp_path / name).exists()
     assert resolve_home(tmp_path / "an analyst's 50% ñ home").home.is_dir()
+
+
+@pytest.mark.parametrize("read_size", [7, 4096, None])
+@pytest.mark.parametrize("ending", [b"\n", b"", b"\r\n\n\r\n"])
+def test_a_files_digest_is_the_same_whatever_its_pieces(tmp_path, monkeypatch, read_size, ending):
+    """The file's SHA-256 and its text's line breaks are taken in pieces of READ_SIZE while
+    DuckDB scans it: a piece that ends inside a CRLF, or inside a gzip member, must change
+    nothing. Compared with the whole file's bytes taken at once."""
+    import gzip
+    import hashlib
+
+    from ingestion import deliveries
+
+    if read_size:
+        monkeypatch.setattr(deliveries, "READ_SIZE", read_size)
+    rows = [participant(kpj=f"17{i:09d}") for i in range(300)]
+    text = csv_text(PARTICIPANT_HEADER, rows).replace("\n", "\r\n").encode().rstrip(b"\r\n") + ending
+    stored = {"csv": text,
+              # two gzip members, split inside a record: one gzip stream, as DuckDB and gzip(1) read it
+              "csv.gz": gzip.compress(text[:5000]) + gzip.compress(text[5000:])}
+    blank = max(0, text[len(text.rstrip(b"\r\n")):].count(b"\n") - 1)
+    for ext, data in stored.items():
+        path = tmp_path / f"participants__2024-12-31.{ext}"
+        path.write_bytes(data)
+        assert deliveries.file_digest(path, ext == "csv.gz") == deliveries.FileDigest(
+            hashlib.sha256(data).hexdigest(), text.count(b"\n"), text.endswith(b"\n"), blank), (ext, read_size)
