@@ -23,9 +23,9 @@ under the copy's name instead, and the reader keeps the old one.
 The first publication writes both copies, so that every later night patches.
 
 The copies are written around the page cache (O_DIRECT) where the file system allows it:
-through it, the first publication's two national copies (6 GB) took 7.5 to 12 s and 11 to
+through it, the first publication's two national copies (6 GB) took 5.8 to 12 s and 6.7 to
 19 CPU-seconds, the kernel's copying and write-back, and evicted 6 GB of cached files; around
-it, 3.1 to 3.6 s and 2.6 CPU-seconds (docs/performance.md, session 44).
+it, 3.1 to 3.6 s and 2.6 to 2.8 CPU-seconds (docs/performance.md, session 44).
 PARITRANA_READER_COPY_IO=buffered writes through the page cache, as before 0.3.25.
 """
 from __future__ import annotations
