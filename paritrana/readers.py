@@ -169,8 +169,9 @@ def sync_chunks(source_fd: int, targets: list[tuple[int, list[str]]]
 
     def one(index: int) -> tuple[str, list[int]]:
         buffer = buffers.get()
-        data = memoryview(buffer)[:os.preadv(source_fd, [buffer], index * CHUNK)]
-        try:
+        view = memoryview(buffer)
+        try:  # the buffer goes back whatever fails, or the other threads would wait for it for ever
+            data = view[:os.preadv(source_fd, [buffer], index * CHUNK)]
             digest = hashlib.sha256(data).hexdigest()
             written = []
             for (fd, known), fd_direct in zip(targets, direct):
@@ -181,7 +182,7 @@ def sync_chunks(source_fd: int, targets: list[tuple[int, list[str]]]
                     written.append(len(data))
             return digest, written
         finally:
-            data.release()
+            view.release()
             buffers.put(buffer)
 
     try:

@@ -195,3 +195,33 @@ def test_a_short_write_is_written_on_until_whole(tmp_path, monkeypatch):
         fd, [memoryview(buffers[0])[:max(4096, len(buffers[0]) // 2 // 4096 * 4096)]], offset))
     _, written, _ = _sync_file(tmp_path, os.urandom(ODD_SIZE))
     assert written == ODD_SIZE
+
+
+def test_a_failed_read_stops_the_copy_and_leaves_no_thread_waiting(tmp_path, monkeypatch):
+    """A chunk that cannot be read (a failing disk) fails the copy with its error; each
+    thread's buffer goes back to the pool even then, or the other chunks would wait for one
+    for ever and the run would hang instead of stopping."""
+    import threading
+
+    monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
+    real_preadv = os.preadv
+
+    def preadv(fd, buffers, offset):
+        if offset >= SMALL_CHUNK:  # every chunk but the first
+            raise OSError(errno.EIO, "Input/output error")
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    outcome = {}
+
+    def copy():
+        try:
+            _sync_file(tmp_path, os.urandom(8 * SMALL_CHUNK))
+        except OSError as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=copy, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the copy hangs"
+    assert outcome["error"].errno == errno.EIO
