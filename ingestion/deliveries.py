@@ -236,7 +236,7 @@ class FileDigest:
 
 # One buffer of 1 MiB, read into again and again: a new 4 MiB bytes object for every read,
 # and numpy's comparison array of that size, cost the digest a third more (2 GB of the 1.0
-# participants file: 2.4-2.5 s against 1.7 s, all of it on the core beside the scan).
+# participants file: 2.4-2.7 s against 1.7 s, all of it on the core beside the scan).
 READ_SIZE = 1 << 20
 
 

@@ -38,7 +38,7 @@ import json
 import logging
 import mmap
 import os
-import queue
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -162,36 +162,26 @@ def sync_chunks(source_fd: int, targets: list[tuple[int, list[str]]]
     # one flag per target, in a list so that a refused write can clear it for every thread
     direct = [[_set_direct(fd, direct_io)] for fd, _ in targets]
     tails: list[tuple[int, bytes, int]] = []  # list.append is atomic: the threads share it
-    # O_DIRECT writes from aligned memory: one mmap'ed (page-aligned) buffer per thread
-    buffers: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(THREADS):
-        buffers.put(mmap.mmap(-1, CHUNK))
+    # O_DIRECT writes from aligned memory: each thread reads into its own mmap'ed
+    # (page-aligned) buffer, freed with the thread
+    local = threading.local()
 
     def one(index: int) -> tuple[str, list[int]]:
-        buffer = buffers.get()
-        view = memoryview(buffer)
-        try:  # the buffer goes back whatever fails, or the other threads would wait for it for ever
-            data = view[:os.preadv(source_fd, [buffer], index * CHUNK)]
-            digest = hashlib.sha256(data).hexdigest()
-            written = []
-            for (fd, known), fd_direct in zip(targets, direct):
-                if index < len(known) and known[index] == digest:
-                    written.append(0)
-                else:
-                    _write(fd, data, index * CHUNK, fd_direct, tails)
-                    written.append(len(data))
-            return digest, written
-        finally:
-            view.release()
-            buffers.put(buffer)
+        if not hasattr(local, "buffer"):
+            local.buffer = mmap.mmap(-1, CHUNK)
+        data = memoryview(local.buffer)[:os.preadv(source_fd, [local.buffer], index * CHUNK)]
+        digest = hashlib.sha256(data).hexdigest()
+        written = []
+        for (fd, known), fd_direct in zip(targets, direct):
+            if index < len(known) and known[index] == digest:
+                written.append(0)
+            else:
+                _write(fd, data, index * CHUNK, fd_direct, tails)
+                written.append(len(data))
+        return digest, written
 
-    try:
-        with ThreadPoolExecutor(THREADS) as pool:
-            results = list(pool.map(one, range((size + CHUNK - 1) // CHUNK)))
-    finally:
-        while not buffers.empty():
-            with contextlib.suppress(BufferError):  # a view held by an error's traceback: left to the GC
-                buffers.get().close()
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(one, range((size + CHUNK - 1) // CHUNK)))
     for fd, _ in targets:
         _set_direct(fd, False)  # the tails are not whole blocks
     for fd, data, offset in tails:
