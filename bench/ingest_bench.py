@@ -2,14 +2,16 @@
 ingestion against DuckDB's own plain load of the same files, in the same run.
 
     python bench/ingest_bench.py --scale 0.05 [--scale 0.2 ...] [--cache bench/.cache] [--repeat N]
-    python bench/ingest_bench.py --landing bench/.cache/national-1.0-42-days1 --repeat 3
+    python bench/ingest_bench.py --landing bench/.cache/national-1.0-42-days1 --snapshot --repeat 3
 
 Each measured step runs in a fresh child process, so peak RSS is that step's alone.
 `--repeat N` alternates the plain load and ingestion N times and reports the pair with
 the median ratio (every pair is kept in the JSON): on this machine one run can be 10-25 %
 off the next, which moves a single ratio more than most changes do. `--landing` times an
 existing folder (every file in it) instead of generating one; its files must be clean, as
-the plain load stops at the first bad value.
+the plain load stops at the first bad value. `--snapshot` times only its snapshot files
+(hard-linked into a work folder): a landing generated with `--days` holds deltas whose
+planted defects stop the plain load.
 Writes bench/results/ingest-<scale or folder name>.json and prints a Markdown table.
 """
 from __future__ import annotations
@@ -24,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from pipeline_bench import PLAIN, generate, measure, size_mb, warm  # noqa: E402  (one floor, measured one way)
+# one floor, measured one way
+from pipeline_bench import PLAIN, YEAR, generate, link_files, measure, size_mb, warm  # noqa: E402
 
 # The product's own ingestion step (its connection settings included), as `paritrana run`.
 INGEST = """
@@ -75,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, action="append", default=[])
     ap.add_argument("--landing", type=Path, help="time this folder instead of a generated profile")
+    ap.add_argument("--snapshot", action="store_true", help=f"with --landing: only its files of {YEAR}-12-31")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--repeat", type=int, default=1, help="alternate plain load and ingestion N times")
     ap.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache")
@@ -87,7 +91,14 @@ def main() -> None:
           "peak RSS MB (ingest / plain) |")
     print("|---|---|---|---|---|---|---|---|---|")
     targets = [(str(scale), *generated(scale, args.cache, args.seed)) for scale in args.scale]
-    if args.landing:
+    if args.snapshot and not args.landing:
+        ap.error("--snapshot goes with --landing")
+    if args.landing and args.snapshot:
+        snapshot = args.cache / "ingest-landing"
+        shutil.rmtree(snapshot, ignore_errors=True)
+        link_files(args.landing, snapshot, f"__{YEAR}-12-31")
+        targets.append((f"{args.landing.name}-snapshot", snapshot, None))
+    elif args.landing:
         targets.append((args.landing.name, args.landing, None))
     for label, landing, t_gen in targets:
         r = {**bench(label, landing, args.cache, args.repeat), "seed": args.seed, "generate_s": t_gen}
@@ -96,6 +107,8 @@ def main() -> None:
               f"{r['ingestion_rows_per_s']:,} | {r['plain']['wall_s']} | {r['ratio_to_plain']} | "
               f"{', '.join(map(str, r['ratios']))} | {r['ingestion']['peak_rss_mb']} / {r['plain']['peak_rss_mb']} |",
               flush=True)
+    if args.snapshot:
+        shutil.rmtree(args.cache / "ingest-landing", ignore_errors=True)
 
 
 if __name__ == "__main__":
