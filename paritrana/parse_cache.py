@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SAVED = "partial_parse.msgpack"
@@ -28,11 +29,11 @@ KEEP = 6  # seeds kept, the most recently used: one per project version and conf
 _NOT_THE_PROJECT = {"target", "logs", "dbt_packages", "__pycache__"}
 
 
-def hash_files(digest, root: Path, files) -> None:
-    """Each file's name under root, length and bytes into digest: the same files, the same
-    digest, whatever their times (also transform.models_fingerprint's)."""
+def hash_files(digest, root: Path, files, read: Callable[[Path], bytes] = Path.read_bytes) -> None:
+    """Each file's name under root, length and bytes (as `read` gives them) into digest:
+    the same files, the same digest, whatever their times (also transform.models_fingerprint's)."""
     for f in files:
-        content = f.read_bytes()
+        content = read(f)
         digest.update(f"{f.relative_to(root).as_posix()}\0{len(content)}\0".encode())
         digest.update(content)
 

@@ -674,6 +674,10 @@ def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says
     build_step(refreshed, 2024, night, config, progress=None, full_refresh=True)
     assert _assert_same_tables(work.paths.warehouse, refreshed.warehouse) >= 10
     assert build_step(work.paths, 2024, night, config, progress=None).rebuilt_because is None
+    # a documentation edit changes no row: the next build stays incremental
+    docs = model.with_suffix(".yml")
+    docs.write_text(docs.read_text().replace("description: Claim identifier.", "description: The claim's id."))
+    assert build_step(work.paths, 2024, night, config, progress=None).rebuilt_because is None
 
     monkeypatch.undo()  # back to the project's own models, through the command line
     old = "its last build was by a version before 0.3.14, which does not record its dbt models"
@@ -695,6 +699,36 @@ def test_a_build_by_changed_dbt_models_recomputes_every_incremental_row_and_says
         assert reversioned() == before
     again = paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir))
     assert again.returncode == 0 and "rebuilt in full" not in again.stdout + demo.result.stdout
+
+
+def test_the_models_fingerprint_follows_what_can_change_a_row_not_the_documentation(tmp_path, monkeypatch):
+    """A build by other dbt models rebuilds the incremental ones in full, so the fingerprint
+    that tells them apart must change with SQL and configuration, and not with a description."""
+    from paritrana import transform
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(methodology.DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setattr(transform, "DBT_PROJECT_DIR", project)
+    first = transform.models_fingerprint()
+    docs = project / "models" / "intermediate" / "int_claims_current.yml"
+    original = docs.read_text()
+
+    def with_docs(text: str) -> str:
+        docs.write_text(text)
+        return transform.models_fingerprint()
+
+    assert with_docs(original.replace("description: Claim identifier.", "description: The claim's id.")) == first
+    assert with_docs(original.replace("description: >\n      Each claim's current state",
+                                      "description: >\n      Every claim's current state")) == first
+    # what is not a description still counts: a data test, a key's order
+    assert with_docs(original.replace("data_tests: [unique_current_key, not_null]",
+                                      "data_tests: [not_null, unique_current_key]")) != first
+    assert with_docs(original.replace("models:\n", "models:\n  - name: int_claims_extra\n    config: {enabled: false}\n",
+                                      1)) != first
+    assert with_docs(original) == first
+    sql = project / "models" / "intermediate" / "int_claims_current.sql"
+    sql.write_text(sql.read_text() + "\n-- a comment\n")  # SQL counts as written
+    assert transform.models_fingerprint() != first
 
 
 def test_a_build_leaves_the_processs_environment_as_it_found_it(demo, tmp_path, monkeypatch):
