@@ -67,11 +67,12 @@ def models_fingerprint() -> str:
 
 
 def _computing_content(f: Path) -> bytes:
-    """SQL as written; YAML as its content without its `description` keys. A description
-    changes no row: the marts, whose descriptions are kept as table comments, are rebuilt
-    by every build, and the docs site is generated after each. Without this, editing one
-    sentence of documentation cost the next night a full rebuild (a minute at national 1.0)."""
-    if f.suffix == ".sql":
+    """SQL and dbt_project.yml as written; a properties YAML (models/, macros/) as its content
+    without the descriptions of what it names. A description changes no row: the marts,
+    whose descriptions are kept as table comments, are rebuilt by every build, and the docs
+    site is generated after each. Without this, editing one sentence of documentation cost
+    the next night a full rebuild (a minute at national 1.0)."""
+    if f.suffix == ".sql" or f.parent == DBT_PROJECT_DIR:
         return f.read_bytes()
     import yaml
 
@@ -83,9 +84,13 @@ def _computing_content(f: Path) -> bytes:
 
 
 def _without_descriptions(node):
+    # Only an entry that names something (a model, column, source, test, macro or argument)
+    # has its description dropped: a key of that name elsewhere (in `meta`, say) may be data.
     # Mappings as sorted pairs of their keys' repr: YAML keys need not be text (`on:` is True).
     if isinstance(node, dict):
-        return sorted([repr(k), _without_descriptions(v)] for k, v in node.items() if k != "description")
+        named = "name" in node
+        return sorted([repr(k), _without_descriptions(v)] for k, v in node.items()
+                      if not (named and k == "description"))
     if isinstance(node, list):
         return [_without_descriptions(v) for v in node]
     return node

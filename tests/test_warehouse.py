@@ -725,7 +725,14 @@ def test_the_models_fingerprint_follows_what_can_change_a_row_not_the_documentat
                                       "data_tests: [not_null, unique_current_key]")) != first
     assert with_docs(original.replace("models:\n", "models:\n  - name: int_claims_extra\n    config: {enabled: false}\n",
                                       1)) != first
+    assert with_docs(original.replace("description: Claim identifier.",
+                                      "description: Claim identifier.\n        meta: {description: x}")) != first
     assert with_docs(original) == first
+    settings = project / "dbt_project.yml"
+    settings.write_text(settings.read_text() + "\n# a comment\n")  # the project's settings count as written
+    assert transform.models_fingerprint() != first
+    settings.write_text(settings.read_text().removesuffix("\n# a comment\n"))
+    assert transform.models_fingerprint() == first
     sql = project / "models" / "intermediate" / "int_claims_current.sql"
     sql.write_text(sql.read_text() + "\n-- a comment\n")  # SQL counts as written
     assert transform.models_fingerprint() != first
