@@ -720,11 +720,12 @@ def test_the_models_fingerprint_follows_what_can_change_a_row_not_the_documentat
     assert with_docs(original.replace("description: Claim identifier.", "description: The claim's id.")) == first
     assert with_docs(original.replace("description: >\n      Each claim's current state",
                                       "description: >\n      Every claim's current state")) == first
-    # what is not a description still counts: a data test, a key's order
+    # what is not a description still counts: the order of a column's tests, another entry,
+    # a key named description where it is not one (in meta)
     assert with_docs(original.replace("data_tests: [unique_current_key, not_null]",
                                       "data_tests: [not_null, unique_current_key]")) != first
-    assert with_docs(original.replace("models:\n", "models:\n  - name: int_claims_extra\n    config: {enabled: false}\n",
-                                      1)) != first
+    another = "models:\n  - name: int_claims_extra\n    config: {enabled: false}\n"
+    assert with_docs(original.replace("models:\n", another, 1)) != first
     assert with_docs(original.replace("description: Claim identifier.",
                                       "description: Claim identifier.\n        meta: {description: x}")) != first
     assert with_docs(original) == first
