@@ -1,6 +1,8 @@
 """File-level rejections of extracts.md §1, their precedence, and readiness."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 
 import pyarrow as pa
@@ -8,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import PARTICIPANT_HEADER, TODAY, csv_text, participant, write_control, write_delivery
+from ingestion import deliveries
 
 GOOD = csv_text(PARTICIPANT_HEADER, [participant()])
 
@@ -302,8 +305,6 @@ def test_a_home_inside_the_landing_is_not_scanned_and_one_that_is_the_landing_is
 
 
 def test_a_truncated_gzip_file_is_unreadable_and_says_so(tmp_path, load):
-    import gzip
-
     whole = gzip.compress(csv_text(PARTICIPANT_HEADER, [participant(kpj=f"17{i:09d}") for i in range(5000)]).encode())
     path = tmp_path / "in" / "participants__2024-12-31.csv.gz"
     path.parent.mkdir()
@@ -363,11 +364,6 @@ def test_a_files_digest_is_the_same_whatever_its_pieces(tmp_path, monkeypatch, r
     """The file's SHA-256 and its text's line breaks are taken in pieces of READ_SIZE while
     DuckDB scans it: a piece that ends inside a CRLF, or inside a gzip member, must change
     nothing. Compared with the whole file's bytes taken at once."""
-    import gzip
-    import hashlib
-
-    from ingestion import deliveries
-
     if read_size:
         monkeypatch.setattr(deliveries, "READ_SIZE", read_size)
     rows = [participant(kpj=f"17{i:09d}") for i in range(300)]

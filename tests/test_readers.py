@@ -8,6 +8,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import duckdb
@@ -199,11 +200,9 @@ def test_a_short_write_is_written_on_until_whole(tmp_path, monkeypatch):
 
 
 def test_a_failed_read_stops_the_copy_and_leaves_no_thread_waiting(tmp_path, monkeypatch):
-    """A chunk that cannot be read (a failing disk) fails the copy with its error; each
-    thread's buffer goes back to the pool even then, or the other chunks would wait for one
-    for ever and the run would hang instead of stopping."""
-    import threading
-
+    """A chunk that cannot be read (a failing disk) fails the copy with its error, and the
+    run stops instead of hanging: no other chunk waits for a buffer the failed one held
+    (each thread reads into its own)."""
     monkeypatch.setattr(readers, "CHUNK", SMALL_CHUNK)
     real_preadv = os.preadv
 
