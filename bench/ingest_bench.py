@@ -12,7 +12,8 @@ existing folder (every file in it) instead of generating one; its files must be 
 the plain load stops at the first bad value. `--snapshot` times only its snapshot files
 (hard-linked into a work folder): a landing generated with `--days` holds deltas whose
 planted defects stop the plain load.
-Writes bench/results/ingest-<scale or folder name>.json and prints a Markdown table.
+Writes bench/results/ingest-<scale or folder name>.json and prints a Markdown table, then
+one per input with each file's seconds in every pair (`by_file` in the JSON).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ paths = resolve_home(sys.argv[1])
 with exclusive(paths):
     r = ingest_step(paths, Path(sys.argv[2]), "bench", progress=lambda _: None)
 print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                  "extra": {"rows": r.rows}}))
+                  "extra": {"rows": r.rows, "files": {f.file_name: {"rows": f.rows_in_file, "s": round(f.seconds, 3)}
+                                                       for f in r.results}}}))
 """
 
 
@@ -69,9 +71,34 @@ def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:
         "label": label, "landing": str(landing), "input_mb": size_mb(landing), "warm_s": warm_s,
         "rows": rows, "ingestion": median["ingestion"], "plain": median["plain"],
         "ingestion_rows_per_s": round(rows["in_file"] / median["ingestion"]["wall_s"]),
-        "ratio_to_plain": median["ratio_to_plain"], "ratios": [r["ratio_to_plain"] for r in runs], "runs": runs,
+        "ratio_to_plain": median["ratio_to_plain"], "ratios": [r["ratio_to_plain"] for r in runs],
+        "by_file": by_file(runs), "runs": runs,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }
+
+
+def by_file(runs: list[dict]) -> dict:
+    """Each file's seconds in every pair, the product's (its load, from the ingestion report)
+    and the plain load's (its `create table`), and the median of their ratios: where the
+    product's time beyond the floor goes, file by file. Neither includes the process's
+    start-up, which the totals do."""
+    files = {}
+    for name, plain in runs[0]["plain"]["extra"]["files"].items():
+        if any(name not in r["ingestion"]["extra"]["files"] for r in runs):
+            continue  # a file in a subfolder, named otherwise by each
+        pairs = [(r["ingestion"]["extra"]["files"][name]["s"], r["plain"]["extra"]["files"][name]["s"]) for r in runs]
+        ratios = sorted(round(i / p, 2) for i, p in pairs if p)
+        files[name] = {"rows": plain["rows"], "ingestion_s": [i for i, _ in pairs], "plain_s": [p for _, p in pairs],
+                       "ratio_median": ratios[len(ratios) // 2] if ratios else None}
+    return files
+
+
+def file_table(r: dict) -> str:
+    lines = ["| file | rows | ingestion s | plain load s | ratio (median) |", "|---|---|---|---|---|"]
+    for name, f in sorted(r["by_file"].items(), key=lambda item: -max(item[1]["plain_s"])):
+        lines.append(f"| {name} | {f['rows']:,} | {', '.join(map(str, f['ingestion_s']))} | "
+                     f"{', '.join(map(str, f['plain_s']))} | {f['ratio_median']} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -100,6 +127,7 @@ def main() -> None:
         targets.append((f"{args.landing.name}-snapshot", snapshot, None))
     elif args.landing:
         targets.append((args.landing.name, args.landing, None))
+    details = []
     for label, landing, t_gen in targets:
         r = {**bench(label, landing, args.cache, args.repeat), "seed": args.seed, "generate_s": t_gen}
         (out_dir / f"ingest-{label}.json").write_text(json.dumps(r, indent=1) + "\n")
@@ -107,6 +135,8 @@ def main() -> None:
               f"{r['ingestion_rows_per_s']:,} | {r['plain']['wall_s']} | {r['ratio_to_plain']} | "
               f"{', '.join(map(str, r['ratios']))} | {r['ingestion']['peak_rss_mb']} / {r['plain']['peak_rss_mb']} |",
               flush=True)
+        details.append(f"\n{label}, file by file (every pair):\n\n{file_table(r)}")
+    print("\n".join(details))
     if args.snapshot:
         shutil.rmtree(args.cache / "ingest-landing", ignore_errors=True)
 

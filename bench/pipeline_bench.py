@@ -56,7 +56,10 @@ def failed_checks(gate):
 
 with exclusive(paths):
     if stage == "ingest":
-        extra = ingest_step(paths, Path(landing), run_id, progress=lambda s: None).rows
+        r = ingest_step(paths, Path(landing), run_id, progress=lambda s: None)
+        # each file's seconds, beside the floor's (its `files`)
+        extra = {**r.rows, "files": {f.file_name: {"rows": f.rows_in_file, "s": round(f.seconds, 3)}
+                                     for f in r.results}}
     elif stage == "dbt_build":
         r = build_step(paths, 2024, as_of, m, progress=None)
         slowest = sorted(r.nodes, key=lambda n: -n.seconds)[:8]
@@ -85,18 +88,23 @@ print(json.dumps({"peak_rss_mb": round(u.ru_maxrss / 1024), "extra": extra}, def
 """
 
 PLAIN = r"""
-import sys, duckdb, resource, json
+import sys, duckdb, resource, json, time
 from pathlib import Path
 landing = Path(sys.argv[2])
 con = duckdb.connect(str(Path(sys.argv[1]) / "plain.duckdb"))
-rows = 0
+rows, files = 0, {}
 for i, p in enumerate(sorted(landing.rglob("*"))):
     if p.name.endswith(".ctl.json") or p.name.startswith(".") or not p.is_file() or "resent" in p.parts:
         continue
     reader = f"read_parquet('{p}')" if p.suffix == ".parquet" else f"read_csv('{p}', header = true)"
+    t0 = time.perf_counter()
     con.execute(f"create table t{i} as select * from {reader}")
-    rows += con.execute(f"select count(*) from t{i}").fetchone()[0]
-print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "extra": {"rows": rows}}))
+    seconds = time.perf_counter() - t0
+    n = con.execute(f"select count(*) from t{i}").fetchone()[0]
+    rows += n
+    files[p.name] = {"rows": n, "s": round(seconds, 3)}
+print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "extra": {"rows": rows, "files": files}}))
 """
 
 ANALYST = r"""
