@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from . import heap, parse_cache
 from .methodology import DBT_PROJECT_DIR, Methodology
 from .settings import Paths
@@ -74,8 +76,6 @@ def _computing_content(f: Path) -> bytes:
     the next night a full rebuild (a minute at national 1.0)."""
     if f.suffix == ".sql" or f.parent == DBT_PROJECT_DIR:
         return f.read_bytes()
-    import yaml
-
     try:
         content = yaml.load(f.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
