@@ -27,23 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-# one floor, measured one way
-from pipeline_bench import PLAIN, YEAR, generate, link_files, measure, size_mb, warm  # noqa: E402
-
-# The product's own ingestion step (its connection settings included), as `paritrana run`.
-INGEST = """
-import sys, json, resource
-from pathlib import Path
-from paritrana.pipeline import ingest_step
-from paritrana.settings import resolve_home
-from paritrana.warehouse import exclusive
-paths = resolve_home(sys.argv[1])
-with exclusive(paths):
-    r = ingest_step(paths, Path(sys.argv[2]), "bench", progress=lambda _: None)
-print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                  "extra": {"rows": r.rows, "files": {f.file_name: {"rows": f.rows_in_file, "s": round(f.seconds, 3)}
-                                                       for f in r.results}}}))
-"""
+# one floor and one ingestion step, each measured one way: the step is pipeline_bench's
+# `ingest` stage (the product's ingest_step, its connection settings included)
+from pipeline_bench import PLAIN, STAGE, YEAR, generate, link_files, measure, size_mb, warm  # noqa: E402
 
 
 def generated(scale: float, cache: Path, seed: int) -> tuple[Path, float | None]:
@@ -57,16 +43,17 @@ def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:
     warm_s = warm(landing)  # the first plain load would otherwise read from disk what ingestion finds cached
     for _ in range(repeat):
         run = {}
-        for name, script in (("plain", PLAIN), ("ingestion", INGEST)):
+        for name, args in (("plain", (PLAIN, str(work), str(landing))),
+                           ("ingestion", (STAGE, "ingest", str(work), str(landing), "bench"))):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            run[name] = measure(script, str(work), str(landing))
+            run[name] = measure(*args)
             run[name]["disk_mb"] = size_mb(work)
         run["ratio_to_plain"] = round(run["ingestion"]["wall_s"] / run["plain"]["wall_s"], 2)
         runs.append(run)
     shutil.rmtree(work, ignore_errors=True)
     median = sorted(runs, key=lambda r: r["ratio_to_plain"])[len(runs) // 2]
-    rows = median["ingestion"]["extra"]["rows"]
+    rows = {k: v for k, v in median["ingestion"]["extra"].items() if k != "files"}
     return {
         "label": label, "landing": str(landing), "input_mb": size_mb(landing), "warm_s": warm_s,
         "rows": rows, "ingestion": median["ingestion"], "plain": median["plain"],
