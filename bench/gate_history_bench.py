@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline_bench import STAGE, measure  # noqa: E402
+from pipeline_bench import STAGE, machine, measure  # noqa: E402
 
 from paritrana.quality.gate import KEEP_GATES_ENV  # noqa: E402
 
@@ -74,6 +74,7 @@ def main() -> None:
         record["every_night_stored"] = [gate(home, landing, f"unbounded-{i}", unbounded) for i in (1, 2)]
         record["bounded"] = [gate(home, landing, f"bounded-{i}", args.keep) for i in (1, 2, 3)]
         record["archived_results"] = sum(1 for _ in (home / "gx" / "archive").rglob("*.json"))
+        record["machine"] = machine()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "results" / "gate-history.json"

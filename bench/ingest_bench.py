@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -29,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 # one floor and one ingestion step, each measured one way: the step is pipeline_bench's
 # `ingest` stage (the product's ingest_step, its connection settings included)
-from pipeline_bench import PLAIN, STAGE, YEAR, generate, link_files, measure, size_mb, warm  # noqa: E402
+from pipeline_bench import PLAIN, STAGE, YEAR, generate, link_files, machine, measure, size_mb, warm  # noqa: E402
 
 
 def generated(scale: float, cache: Path, seed: int) -> tuple[Path, float | None]:
@@ -60,7 +58,7 @@ def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:
         "ingestion_rows_per_s": round(rows["in_file"] / median["ingestion"]["wall_s"]),
         "ratio_to_plain": median["ratio_to_plain"], "ratios": [r["ratio_to_plain"] for r in runs],
         "by_file": by_file(runs), "runs": runs,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
     }
 
 

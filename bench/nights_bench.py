@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline_bench import STAGES, YEAR, generate, link_files, run_stages, size_mb, warm  # noqa: E402
+from pipeline_bench import STAGES, YEAR, generate, link_files, machine, run_stages, size_mb, warm  # noqa: E402
 
 
 def night(home: Path, landing: Path, run_id: str, marker: str) -> dict:
@@ -63,6 +63,7 @@ def main() -> None:
         day = f"__{YEAR + 1}-01-{n:02d}"
         link_files(generated, landing, day)
         record["nights"].append({"night": n, **night(home, landing, f"bench-night-{n}", day)})
+    record["machine"] = machine()
     shutil.rmtree(work, ignore_errors=True)
     keep = f"-keep{args.keep_publications}" if args.keep_publications is not None else ""
     out = ROOT / "bench" / "results" / f"nights-{args.scale}{keep}.json"

@@ -18,6 +18,7 @@ the dbt log) is kept for diagnosis until the next run of this bench.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -229,7 +230,7 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
     if initial_only:  # the largest scales: the pipeline's initial load against the floor only
         record["warehouse_mb"] = round((home / "warehouse.duckdb").stat().st_size / 2**20, 1)
         record["ratios"] = {**floor_ratios(record), "disk_to_input": round(size_mb(home) / snapshot_mb, 2)}
-        record["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+        record["machine"] = machine()
         clean_up(work, record)
         return record
     day = f"__{YEAR + 1}-01-01"
@@ -252,8 +253,30 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
             record["baseline_analyst_sql_full_history"]["wall_s"] / night["total_wall_s"], 2),
         "disk_to_input": round(record["home_mb"] / snapshot_mb, 2),
     }
-    record["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    record["machine"] = machine()
     clean_up(work, record)
+    return record
+
+
+def machine() -> dict:
+    """What the figures came from. Sessions do not share a machine: the same files and code
+    gave a floor of 37 s in one and 87 s in another (docs/performance.md), so the processor's
+    model and family are kept with the memory and DuckDB's version, not the cores alone."""
+    import duckdb
+
+    record = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+              "duckdb": duckdb.__version__}
+    cpu: dict[str, str] = {}
+    with contextlib.suppress(OSError):  # not Linux: the fields above only
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            cpu.setdefault(name.strip(), value.strip())
+        record["cpu"] = {"model_name": cpu.get("model name"), "family": cpu.get("cpu family"),
+                         "model": cpu.get("model"), "sha_ni": "sha_ni" in cpu.get("flags", "").split()}
+    with contextlib.suppress(OSError, StopIteration):
+        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal:"))
+        record["memory_gb"] = round(mem_kb / 2**20, 1)
     return record
 
 
