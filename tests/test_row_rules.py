@@ -545,6 +545,27 @@ def test_a_file_read_on_several_threads_keeps_its_line_numbers(tmp_path, home, s
         (800_002, ["NOT_IN_SET"], str(base + 800_000))]
 
 
+def test_the_sort_that_rules_out_duplicates_finds_a_repeat_wherever_it_is():
+    """Most files skip the duplicate and KEY_CONFLICT passes because no hash of theirs
+    repeats: that check must see every repeat, among values on both sides of 2**63 (a
+    64-bit hash is unsigned) and in rows far apart, and see none in an empty stage."""
+    import duckdb
+
+    from ingestion.loader import _repeats
+
+    con = duckdb.connect()
+    con.execute("create table stage as select hash(range) as h, range as i from range(300000)")
+    assert con.execute("select count(*) from stage where h >= 2::ubigint ** 63").fetchone()[0] > 0
+    assert not _repeats(con, "stage", "h")
+    top = con.execute("select max(h) from stage").fetchone()[0]
+    con.execute(f"update stage set h = {top} where i = 0")  # the first row repeats the largest value
+    assert _repeats(con, "stage", "h")
+    assert not _repeats(con, "stage", "hash(i)")  # an expression of the stage's columns
+    assert _repeats(con, "stage", "hash(i % 299999)")  # the last row repeats the first
+    con.execute("create table empty_stage as select * from stage limit 0")
+    assert not _repeats(con, "empty_stage", "h")
+
+
 def test_a_plan_that_would_write_rows_out_of_file_order_is_refused():
     """The check behind the test above: a statement that must keep the file's order runs
     only if DuckDB's plan writes in input order (or on one thread)."""
