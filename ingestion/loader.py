@@ -619,7 +619,7 @@ def _repeats(con, stage: str, value_sql: str) -> bool:
     values sorted, whether any equals its predecessor. The one column is sorted by NumPy, in
     place: for 51.7 M values (the national participants file) 0.8 s, 1 CPU-s and 350 MB,
     where DuckDB's window over the sorted values took 2.1 s, 4.1 CPU-s and 1 GB, and the
-    hash table of a GROUP BY or a distinct count 3.5 to 5 s (docs/performance.md, session 48)."""
+    hash table of a GROUP BY or a distinct count 3.5 to 5.7 s (docs/performance.md, session 48)."""
     (values,) = con.execute(f"select {value_sql} as v from {stage}").fetchnumpy().values()
     values.sort()
     return bool(np.any(values[1:] == values[:-1]))
