@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 # one floor and one ingestion step, each measured one way: the step is pipeline_bench's
 # `ingest` stage (the product's ingest_step, its connection settings included)
-from pipeline_bench import PLAIN, STAGE, YEAR, generate, link_files, machine, measure, size_mb, warm  # noqa: E402
+from pipeline_bench import (  # noqa: E402
+    PLAIN, STAGE, YEAR, generate, host_speed, link_files, machine, measure, size_mb, speed_text, warm,
+)
 
 
 def generated(scale: float, cache: Path, seed: int) -> tuple[Path, float | None]:
@@ -38,6 +40,7 @@ def generated(scale: float, cache: Path, seed: int) -> tuple[Path, float | None]
 def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:
     work = cache / "work"
     runs = []
+    speed = {"start": host_speed()}
     warm_s = warm(landing)  # the first plain load would otherwise read from disk what ingestion finds cached
     for _ in range(repeat):
         run = {}
@@ -50,6 +53,7 @@ def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:
         run["ratio_to_plain"] = round(run["ingestion"]["wall_s"] / run["plain"]["wall_s"], 2)
         runs.append(run)
     shutil.rmtree(work, ignore_errors=True)
+    speed["end"] = host_speed()
     median = sorted(runs, key=lambda r: r["ratio_to_plain"])[len(runs) // 2]
     rows = {k: v for k, v in median["ingestion"]["extra"].items() if k != "files"}
     return {
@@ -58,7 +62,7 @@ def bench(label: str, landing: Path, cache: Path, repeat: int = 1) -> dict:
         "ingestion_rows_per_s": round(rows["in_file"] / median["ingestion"]["wall_s"]),
         "ratio_to_plain": median["ratio_to_plain"], "ratios": [r["ratio_to_plain"] for r in runs],
         "by_file": by_file(runs), "runs": runs,
-        "machine": machine(),
+        "machine": machine(), "host_speed": speed,
     }
 
 
@@ -120,7 +124,8 @@ def main() -> None:
               f"{r['ingestion_rows_per_s']:,} | {r['plain']['wall_s']} | {r['ratio_to_plain']} | "
               f"{', '.join(map(str, r['ratios']))} | {r['ingestion']['peak_rss_mb']} / {r['plain']['peak_rss_mb']} |",
               flush=True)
-        details.append(f"\n{label}, file by file (every pair):\n\n{file_table(r)}")
+        details.append(f"\n{label}, file by file (every pair):\n\n{file_table(r)}\n\n"
+                       f"host speed: {speed_text(r['host_speed'])}")
     print("\n".join(details))
     if args.snapshot:
         shutil.rmtree(args.cache / "ingest-landing", ignore_errors=True)

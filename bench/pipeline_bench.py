@@ -11,6 +11,8 @@ Baselines: (a) DuckDB alone loading every snapshot file with plain read_csv/read
 (the floor); (b) `bench/analyst_baseline.sql`, the indicators computed by one hand-written
 DuckDB script straight from the files (what a skilled analyst would do without the product).
 Every measured step runs in its own child process, which reports its own peak RSS.
+Each record keeps the machine (`machine`) and how fast it ran at the run's start and end
+(`host_speed`: memory, SHA-256 and a DuckDB write, a few seconds each).
 Writes bench/results/pipeline-<scale>.json and prints a Markdown table.
 When a gate fails, the work folder (its home, with the warehouse, the gate's report and
 the dbt log) is kept for diagnosis until the next run of this bench.
@@ -212,7 +214,8 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
     landing.mkdir(parents=True)
     link_files(generated, landing, f"__{YEAR}-12-31")
     snapshot_mb = size_mb(landing)
-    record = {"scale": scale, "seed": seed, "generate_s": t_gen, "input_mb": snapshot_mb, "stages": {}}
+    record = {"scale": scale, "seed": seed, "generate_s": t_gen, "input_mb": snapshot_mb, "stages": {},
+              "host_speed": {"start": host_speed()}}
 
     if not initial_only:
         record["baseline_analyst_sql_initial"] = measure(ANALYST, "", str(landing),
@@ -231,6 +234,7 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
         record["warehouse_mb"] = round((home / "warehouse.duckdb").stat().st_size / 2**20, 1)
         record["ratios"] = {**floor_ratios(record), "disk_to_input": round(size_mb(home) / snapshot_mb, 2)}
         record["machine"] = machine()
+        record["host_speed"]["end"] = host_speed()
         clean_up(work, record)
         return record
     day = f"__{YEAR + 1}-01-01"
@@ -254,6 +258,7 @@ def bench(scale: float, cache: Path, seed: int, initial_only: bool = False) -> d
         "disk_to_input": round(record["home_mb"] / snapshot_mb, 2),
     }
     record["machine"] = machine()
+    record["host_speed"]["end"] = host_speed()
     clean_up(work, record)
     return record
 
@@ -278,6 +283,58 @@ def machine() -> dict:
                       if line.startswith("MemTotal:"))
         record["memory_gb"] = round(mem_kb / 2**20, 1)
     return record
+
+
+def host_speed() -> dict:
+    """Three short probes of how fast this machine runs right now, taken at a benchmark's start
+    and end: the same processor model gave a floor of 39 s one session and 65 s the next
+    (docs/performance.md, session 49), and the product's ratio to it moved with it. Each is
+    the best of a few tries, so a probe says what the machine could do, not its worst moment:
+    - `memory_gb_s`: copying 256 MiB with NumPy (memory bandwidth, one core);
+    - `sha256_mb_s`: hashlib's SHA-256 of 64 MiB (the processor alone, one core);
+    - `duckdb_write_s`: DuckDB writing 10 M generated rows (a number, its text, a small
+      code) into a new database file on both cores, the kind of work the floor does."""
+    import hashlib
+    import tempfile
+
+    import duckdb
+    import numpy as np
+
+    def best(f, tries: int) -> float:
+        times = []
+        for _ in range(tries):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    def copy_time() -> float:
+        source = np.ones(2**25, dtype=np.float64)  # 256 MiB
+        target = np.empty_like(source)
+        return best(lambda: np.copyto(target, source), 5)
+
+    def sha_time() -> float:
+        buffer = os.urandom(2**26)
+        return best(lambda: hashlib.sha256(buffer).digest(), 3)
+
+    memory, sha = copy_time(), sha_time()
+    with tempfile.TemporaryDirectory() as folder:
+        def write():
+            path = Path(folder) / "probe.duckdb"
+            with duckdb.connect(str(path), config={"threads": 2}) as con:
+                con.execute("set enable_progress_bar = false")
+                con.execute("create table t as select i, cast(i as varchar) as s, i % 97 as k "
+                            "from range(10000000) r(i)")
+            path.unlink()
+        write_s = best(write, 2)
+    return {"memory_gb_s": round(2**28 / memory / 1e9, 2), "sha256_mb_s": round(2**26 / sha / 1e6),
+            "duckdb_write_s": round(write_s, 3)}
+
+
+def speed_text(speed: dict) -> str:
+    """host_speed's probes at a benchmark's start and end, in one line."""
+    return "; ".join(f"{when}: memory {p['memory_gb_s']} GB/s, SHA-256 {p['sha256_mb_s']} MB/s, "
+                     f"DuckDB write {p['duckdb_write_s']} s" for when, p in speed.items())
 
 
 def warm(landing: Path, marker: str = "") -> float:
@@ -342,6 +399,8 @@ def markdown(r: dict) -> str:
               f"on the snapshot, {r['baseline_analyst_sql_full_history']['wall_s']} s with the delta; "
               f"validation raw {r['validate_raw']['wall_s']} s, marts {r['validate_marts']['wall_s']} s",
               f"ratios: {r['ratios']}"]
+    if "host_speed" in r:
+        lines.append(f"host speed: {speed_text(r['host_speed'])}")
     for w, s in r["stages"].items():
         gate = s["validate"]["extra"]
         if gate.get("failed"):  # records from before session 13 have no list
