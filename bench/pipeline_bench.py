@@ -159,9 +159,10 @@ def measure(script: str, *args: str) -> dict:
     marker = '{"peak_rss_mb"'
     line = next(ln for ln in reversed(out.stdout.splitlines()) if marker in ln)
     report = json.loads(line[line.index(marker):])
-    return {"wall_s": round(time.perf_counter() - t0, 2),
-            "cpu_s": round((c1.children_user - c0.children_user) + (c1.children_system - c0.children_system), 2),
-            **report}
+    user, system = c1.children_user - c0.children_user, c1.children_system - c0.children_system
+    # user and kernel time apart: where a slower host's time goes (docs/performance.md, session 49)
+    return {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(user + system, 2),
+            "user_s": round(user, 2), "system_s": round(system, 2), **report}
 
 
 def size_mb(path: Path) -> float:
