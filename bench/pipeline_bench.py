@@ -12,7 +12,7 @@ Baselines: (a) DuckDB alone loading every snapshot file with plain read_csv/read
 DuckDB script straight from the files (what a skilled analyst would do without the product).
 Every measured step runs in its own child process, which reports its own peak RSS.
 Each record keeps the machine (`machine`) and how fast it ran at the run's start and end
-(`host_speed`: memory, SHA-256 and a DuckDB write, a few seconds each).
+(`host_speed`: memory, SHA-256 and a DuckDB write, about 9 s in all).
 Writes bench/results/pipeline-<scale>.json and prints a Markdown table.
 When a gate fails, the work folder (its home, with the warehouse, the gate's report and
 the dbt log) is kept for diagnosis until the next run of this bench.
