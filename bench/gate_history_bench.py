@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline_bench import STAGE, machine, measure  # noqa: E402
+from pipeline_bench import STAGE, host_speed, machine, measure  # noqa: E402
 
 from paritrana.quality.gate import KEEP_GATES_ENV  # noqa: E402
 
@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--nights", type=int, default=365)
     ap.add_argument("--keep", type=int, default=30, help="the bound to measure (PARITRANA_DATA_DOCS_RUNS)")
     args = ap.parse_args()
+    speed = {"start": host_speed()}
     work = Path(tempfile.mkdtemp(prefix="gate-history-"))
     try:
         landing, home = work / "landing", work / "home"
@@ -75,6 +76,7 @@ def main() -> None:
         record["bounded"] = [gate(home, landing, f"bounded-{i}", args.keep) for i in (1, 2, 3)]
         record["archived_results"] = sum(1 for _ in (home / "gx" / "archive").rglob("*.json"))
         record["machine"] = machine()
+        record["host_speed"] = {**speed, "end": host_speed()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "results" / "gate-history.json"

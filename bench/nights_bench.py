@@ -22,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline_bench import STAGES, YEAR, generate, link_files, machine, run_stages, size_mb, warm  # noqa: E402
+from pipeline_bench import (  # noqa: E402
+    STAGES, YEAR, generate, host_speed, link_files, machine, run_stages, size_mb, speed_text, warm,
+)
 
 
 def night(home: Path, landing: Path, run_id: str, marker: str) -> dict:
@@ -57,6 +59,7 @@ def main() -> None:
     landing.mkdir(parents=True)
     snapshot = f"__{YEAR}-12-31"
     link_files(generated, landing, snapshot)
+    speed = {"start": host_speed()}
     record = {"scale": args.scale, "seed": args.seed, "keep_publications": args.keep_publications, "nights": [],
               "initial": night(home, landing, "bench-initial", snapshot)}
     for n in range(1, args.nights + 1):
@@ -64,6 +67,7 @@ def main() -> None:
         link_files(generated, landing, day)
         record["nights"].append({"night": n, **night(home, landing, f"bench-night-{n}", day)})
     record["machine"] = machine()
+    record["host_speed"] = {**speed, "end": host_speed()}
     shutil.rmtree(work, ignore_errors=True)
     keep = f"-keep{args.keep_publications}" if args.keep_publications is not None else ""
     out = ROOT / "bench" / "results" / f"nights-{args.scale}{keep}.json"
@@ -74,7 +78,7 @@ def main() -> None:
         lines.append(f"| {name} | {r['ingest']} | {r['dbt_build']} | {r['validate']} | {r['publish']} | "
                      f"{r['total_wall_s']} | {r['rows_loaded']:,} | {r['warehouse_mb']} | {r['home_mb']} | "
                      f"{r['input_mb']} | {r['home_mb'] / r['input_mb']:.2f}× |")
-    print("\n".join(lines))
+    print("\n".join(lines + ["", f"host speed: {speed_text(record['host_speed'])}"]))
 
 
 if __name__ == "__main__":

@@ -287,8 +287,8 @@ def machine() -> dict:
 
 
 def host_speed() -> dict:
-    """Three short probes of how fast this machine runs right now, taken at a benchmark's start
-    and end: the same processor model gave a floor of 39 s one session and 65 s the next
+    """Three short probes of how fast this machine runs right now, taken at each benchmark's
+    start and end: the same processor model gave a floor of 39 s one session and 65 s the next
     (docs/performance.md, session 49), and the product's ratio to it moved with it. Each is
     the best of a few tries, so a probe says what the machine could do, not its worst moment:
     - `memory_gb_s`: copying 256 MiB with NumPy (memory bandwidth, one core);
