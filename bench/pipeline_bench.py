@@ -297,17 +297,13 @@ def host_speed() -> dict:
       code) into a new database file on both cores, the kind of work the floor does."""
     import hashlib
     import tempfile
+    import timeit
 
     import duckdb
     import numpy as np
 
     def best(f, tries: int) -> float:
-        times = []
-        for _ in range(tries):
-            t0 = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return min(timeit.repeat(f, number=1, repeat=tries))
 
     def copy_time() -> float:
         source = np.ones(2**25, dtype=np.float64)  # 256 MiB
