@@ -1,7 +1,7 @@
 """Paritrana Warehouse: the batch data platform behind Indonesia's Paritrana Award."""
 from pathlib import Path
 
-__version__ = "0.3.27"
+__version__ = "0.3.28"
 
 
 def code_version() -> str:

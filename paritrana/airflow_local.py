@@ -19,14 +19,22 @@ DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 DAG_ID = "paritrana_nightly"
 
 
+def embedded_environment(paths: Paths) -> dict[str, str]:
+    """The embedded default's Airflow: its home and SQLite metadata under HOME/airflow."""
+    airflow_home = paths.home / "airflow"
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+    }
+
+
 def prepare_environment(paths: Paths, landing: Path) -> None:
     airflow_home = paths.home / "airflow"
     airflow_home.mkdir(parents=True, exist_ok=True)
     os.environ.update({
-        "AIRFLOW_HOME": str(airflow_home),
+        **embedded_environment(paths),
         "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
         "PARITRANA_HOME": str(paths.home),
         "PARITRANA_LANDING": str(landing),

@@ -7,6 +7,7 @@ The methodology configuration is validated before any work starts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,8 @@ from ingestion.loader import IngestReport, ingest, quarantine_note
 from ingestion.personal_data import load_key, token_scheme
 from ingestion.raw_schema import ensure_raw_schema
 
+from . import airflow_runs, run_turns
 from . import methodology as methodology_config
-from . import run_turns
 from .methodology import Methodology
 from .settings import Paths, utc_stamp
 from .warehouse import connect, exclusive, first_line, ingest_memory_limit, writing_to
@@ -203,7 +204,11 @@ def run(paths: Paths, landing: Path, year: int, as_of: dt.date | None = None,
     progress(f"run {run_id}: year {year}, as of {as_of}, landing {landing}, warehouse {paths.warehouse}")
     progress(f"methodology configuration: {methodology.source} (sha256 {methodology.sha256[:12]}…)")
     with exclusive(paths):
-        run_turns.refuse_if_held(paths)  # an Airflow run's tasks take the lock one by one
+        # an Airflow run's tasks take the lock one by one
+        if released := run_turns.refuse_if_held(paths, functools.partial(airflow_runs.state_of, paths)):
+            held, answer = released
+            progress(f"the warehouse's turn was held by {held.text()}; {answer.said}: it ended without giving the "
+                     "turn back, so the turn is released")
         report = ingest_step(paths, landing, run_id, progress)
         result = RunResult(run_id, year, as_of, report, paths.runs / f"{run_id}.json")
         progress("building the warehouse (dbt build)")

@@ -20,9 +20,13 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from .settings import Paths
 from .warehouse import WarehouseBusy
+
+if TYPE_CHECKING:
+    from .airflow_runs import RunState
 
 
 @dataclass(frozen=True)
@@ -149,15 +153,30 @@ def give_back(paths: Paths, me: Run) -> bool:
         return held
 
 
-def refuse_if_held(paths: Paths) -> None:
+def refuse_if_held(paths: Paths, ask_airflow: Callable[[Run], RunState]) -> tuple[Run, RunState] | None:
     """For `paritrana run`, which Airflow cannot see: it would write between an Airflow
     run's tasks (its build and its gate, say), and that run would then fail to publish.
-    Without Airflow at hand it cannot tell a live holder from one that ended without its
-    summary, so it says how to tell and what to do."""
+    A holder that Airflow shows ended (failed or marked so by hand, its summary never run)
+    has lost the turn, as the tasks would find: it is released, the queue kept, and the
+    holder and Airflow's answer returned. Otherwise, while held, NotYourTurn says whose
+    turn it is and what Airflow said. Airflow is asked outside the guard: its answer takes
+    seconds, and the tasks' asks must not wait on it."""
     with _guarded(paths):
         held = _read(paths).holder
-    if held:
-        raise NotYourTurn(f"{held.text()} holds the warehouse's turn ({paths.turn}): an Airflow run is between its "
-                          "first write and its summary, and this run would come between its steps. Run again when "
-                          "it has ended; if Airflow shows it ended without its summary (marked failed by hand, "
-                          f"deleted, its scheduler gone), delete {paths.turn} first")
+    if held is None:
+        return None
+    answer = ask_airflow(held)
+    if answer.ended:
+        with _guarded(paths):
+            state = _read(paths)
+            if held.same(state.holder):
+                _write(paths, _State(None, None, state.waiting))
+                return held, answer
+        return refuse_if_held(paths, ask_airflow)  # another run took the turn meanwhile: ask of that one
+    then = (f"Run again when it has ended: a run whose scheduler or worker is gone stays {answer.state} until it "
+            "is marked failed in Airflow, and the next run then releases the turn" if answer.state else
+            f"Run again when it has ended; if it has ended in its Airflow (failed, marked failed by hand, "
+            f"deleted), delete {paths.turn} first")
+    raise NotYourTurn(f"{held.text()} holds the warehouse's turn ({paths.turn}): an Airflow run is between its "
+                      f"first write and its summary, and this run would come between its steps; {answer.said}. "
+                      f"{then}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -153,10 +154,13 @@ def test_a_run_by_hand_waits_for_no_airflow_run_and_says_whose_turn_it_is(tmp_pa
     holder = run_turns.Run("paritrana_nightly", "scheduled__2025-01-03T18:00:00+00:00",
                            "2025-01-03T18:00:02.123456+00:00")
     run_turns.take(paths, holder, lambda run: True)
-    out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home))
+    no_airflow = {k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"}
+    out = paritrana("run", "--landing", str(landing), "--year", "2024", "--home", str(home), env=no_airflow)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert ("run scheduled__2025-01-03T18:00:00+00:00 of paritrana_nightly (started "
             "2025-01-03T18:00:02.123456+00:00) holds the warehouse's turn") in out.stderr
+    # with no Airflow to ask whether that run ended (test_dag.py asks one), the user is told how
+    assert f"; there is no Airflow to ask (AIRFLOW_HOME is not set, and {home / 'airflow'} holds no" in out.stderr
     assert f"delete {paths.turn} first" in out.stderr and "Traceback" not in out.stderr
     assert not paths.warehouse.exists()
     # only waiters: nobody is between two writes

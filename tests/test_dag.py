@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import paritrana, write_delivery
+from paritrana import run_turns
 from paritrana.orchestration import full_refresh_param, run_dates, safe_run_id
 
 DAGS = Path(__file__).resolve().parent.parent / "dags"
@@ -243,7 +245,9 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
     summary names the failed tasks and the ones that could not run, where it said "no new
     files" and "the quality gate did not pass" of a gate that never ran; the exit is 1, as
     `run` exits for anything but a failed gate. Here an analyst's session holds the working
-    file, so every ingest task stops."""
+    file, so every ingest task stops. And had its summary not run, `paritrana run` would find
+    the failed run holding the warehouse's turn: it asks Airflow, and releases a turn whose
+    run Airflow shows ended."""
     work = demo.copy(tmp_path / "d")
     holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], "
                                "read_only=True); print('open', flush=True); sys.stdin.read()",
@@ -271,6 +275,37 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
     assert f"this run published nothing; the latest publication of 2024 stays {latest}:" in out.stdout
     assert f"\npublished: nothing; the latest publication of 2024 stays {latest}\n" in out.stdout
     assert "checks: the quality gate did not run" in out.stdout and "did not pass" not in out.stdout
+
+    # Had its summary not run (a worker killed), the failed run would hold the warehouse's
+    # turn: `paritrana run`, which is no Airflow task, asks this home's Airflow of the holder
+    with sqlite3.connect(work.home_dir / "airflow" / "airflow.db") as db:
+        (run_id, state), = db.execute("select run_id, state from dag_run where dag_id = 'paritrana_nightly'")
+    assert state == "failed"
+    airflow, turn = work.home_dir / "airflow", work.paths.turn
+
+    def by_hand(holder: str, airflow_state: str = "failed"):
+        with sqlite3.connect(airflow / "airflow.db") as db:
+            db.execute("update dag_run set state = ? where run_id = ?", (airflow_state, run_id))
+        turn.write_text(json.dumps({"holder": {"dag_id": "paritrana_nightly", "run_id": holder,
+                                               "started": "2025-01-04T01:00:02+00:00"}, "since": None, "waiting": []}))
+        return paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir),
+                         unset=("AIRFLOW_HOME",))
+
+    # a run this Airflow does not know may be another Airflow's: the turn stays held
+    out = by_hand("scheduled__2025-01-03T18:00:00+00:00")
+    assert out.returncode == 1 and (f"this home's Airflow ({airflow}) knows no run scheduled__2025-01-03T18:00:00+00:00 "
+                                    "of paritrana_nightly") in out.stderr, out.stderr[-2000:]
+    # still running in Airflow (its scheduler gone): held until someone marks it failed
+    out = by_hand(run_id, "running")
+    assert out.returncode == 1 and f"this home's Airflow ({airflow}) shows it running. " in out.stderr
+    assert "stays running until it is marked failed in Airflow" in out.stderr, out.stderr[-2000:]
+    # marked failed: released, and the run by hand goes on and publishes
+    out = by_hand(run_id)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (f"the warehouse's turn was held by run {run_id} of paritrana_nightly (started 2025-01-04T01:00:02+00:00); "
+            f"this home's Airflow ({airflow}) shows it failed: it ended without giving the turn back, so the turn is "
+            "released") in out.stdout
+    assert run_turns.holder(work.paths) is None and "\n  published: " in out.stdout
 
 
 def _published_digests(folder: Path) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from paritrana import run_turns
+from paritrana.airflow_runs import RunState
 from paritrana.run_turns import NotYourTurn, Run
 from paritrana.settings import Paths
 from paritrana.warehouse import WarehouseBusy
@@ -112,6 +113,55 @@ def test_a_turn_file_cut_short_by_a_crash_holds_nobody(tmp_path):
     paths = Paths(tmp_path)
     paths.turn.write_text('{"holder": {"dag_id": "paritrana_nigh')
     assert run_turns.take(paths, B, {A, B}.__contains__) is None
+
+
+def test_a_run_by_hand_releases_a_holder_that_airflow_shows_ended_and_keeps_the_queue(tmp_path):
+    """`paritrana run` asks Airflow of the holder (airflow_runs.state_of): a failed or
+    marked-failed holder, whose summary never gave the turn back, is released; the runs
+    waiting keep their places."""
+    paths, live = Paths(tmp_path), {A, B, C}.__contains__
+    run_turns.take(paths, A, live)
+    run_turns.take(paths, B, live)
+    asked = []
+
+    def failed(held):
+        asked.append(held)
+        return RunState("failed", "Airflow shows it failed")
+
+    assert run_turns.refuse_if_held(paths, failed) == (A, RunState("failed", "Airflow shows it failed"))
+    assert asked == [A] and run_turns.holder(paths) is None and run_turns.waiting(paths) == [B]
+    assert run_turns.refuse_if_held(paths, failed) is None and asked == [A]  # nobody holds it: nothing asked
+
+
+@pytest.mark.parametrize("answer, then", [
+    (RunState("running", "Airflow shows it running"), "stays running until it is marked failed in Airflow"),
+    (RunState(None, "Airflow knows no run backfill__a of paritrana_nightly"), "delete {turn} first"),
+])
+def test_a_run_by_hand_stops_while_the_holder_is_live_or_airflow_cannot_say(tmp_path, answer, then):
+    """Not known is not ended: the holder may be another Airflow's run."""
+    paths = Paths(tmp_path)
+    run_turns.take(paths, A, lambda r: True)
+    with pytest.raises(NotYourTurn) as stop:
+        run_turns.refuse_if_held(paths, lambda held: answer)
+    assert f"{A.text()} holds the warehouse's turn" in str(stop.value) and f"; {answer.said}. " in str(stop.value)
+    assert then.format(turn=paths.turn) in str(stop.value)
+    assert run_turns.holder(paths) == A
+
+
+def test_a_holder_that_changes_while_airflow_is_asked_is_asked_of_again(tmp_path):
+    """The answer was about the old holder: the run that took the turn meanwhile is live."""
+    paths = Paths(tmp_path)
+    run_turns.take(paths, A, lambda r: True)
+
+    def ended_as_b_takes_it(held):
+        if held == A:
+            run_turns.take(paths, B, lambda r: r == B)  # A's cleared summary gave it back; B's sensor took it
+            return RunState("failed", "Airflow shows it failed")
+        return RunState("running", "Airflow shows it running")
+
+    with pytest.raises(NotYourTurn, match="run backfill__b of paritrana_nightly"):
+        run_turns.refuse_if_held(paths, ended_as_b_takes_it)
+    assert run_turns.holder(paths) == B
 
 
 def _ask(home: str, name: str, started: str, answers) -> None:
