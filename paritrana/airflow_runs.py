@@ -4,7 +4,7 @@ warehouse's turn held (run_turns) and asks whether the holder is still queued or
 A task asks through Airflow's task API; the command line has no task context, so it asks
 Airflow's own command line, in a process of its own (Airflow configures logging and its
 database at import, which `run`'s dbt and GX must not inherit). Only a held turn asks, so a
-run by hand pays Airflow's start-up (several seconds) only then.
+run by hand pays Airflow's start-up (a few seconds) only then.
 
 Which Airflow: the one `AIRFLOW_HOME` names, as `airflow` itself would use; else the one
 `paritrana demo` and `dag-test` keep in HOME/airflow (the README's local scheduler uses it

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from . import builds, run_turns
+from . import airflow_runs, builds, run_turns
 from .publication import read_manifest
 from .settings import Paths
 from .warehouse import WarehouseBusy, connect, first_line, held_elsewhere, lock_holder
@@ -100,8 +100,11 @@ def _turn_line(paths: Paths) -> str:
     waiting = run_turns.waiting(paths)
     if holder is None:
         return "run turn: free" + (f"; {len(waiting)} waiting" if waiting else "")
+    answer = airflow_runs.state_of(paths, holder)  # a few seconds, and only while the turn is held
     return (f"run turn: held by {holder.dag_id} run {holder.run_id} (started {holder.started})"
-            + (f"; {len(waiting)} waiting" if waiting else ""))
+            + (f"; {len(waiting)} waiting" if waiting else "") + f"; {answer.said}"
+            + (": it ended without giving the turn back, and the next `paritrana run` releases it"
+               if answer.ended else ""))
 
 
 def status(paths: Paths) -> str:

@@ -292,13 +292,15 @@ def test_status_says_what_a_home_holds_and_what_its_next_build_will_do(demo, tmp
                     "where name = 'last_build'", [build])
     run_turns.take(work.paths, run_turns.Run("paritrana_nightly", "scheduled__x", "2025-01-03T18:00:02+00:00"),
                    lambda run: True)
-    out = paritrana("status", "--home", str(work.home_dir))
+    out = paritrana("status", "--home", str(work.home_dir),
+                    env={k: v for k, v in os.environ.items() if k != "AIRFLOW_HOME"})
     assert "\nnext build: in full, incremental models too: its last build was by a version before 0.3.14, which does " \
         "not record its dbt models\n" in out.stdout
     assert f"\nanalysts' copy: {copy} holds build {build}, year 2024 as of 2024-12-31, not the warehouse's last " \
         "(0123456789abcdef): the runs since published none that became the latest\n" in out.stdout
     assert out.stdout.endswith("\nrun turn: held by paritrana_nightly run scheduled__x (started "
-                               "2025-01-03T18:00:02+00:00)\n")
+                               "2025-01-03T18:00:02+00:00); there is no Airflow to ask (AIRFLOW_HOME is not set, "
+                               f"and {work.home_dir / 'airflow'} holds no Airflow database)\n")
     with duckdb.connect(str(copy)):  # an analyst's session without -readonly
         held = paritrana("status", "--home", str(work.home_dir))
     assert re.search(rf"\nanalysts' copy: {re.escape(str(copy))} is open for writing in another process \(.+, PID \d+\): "

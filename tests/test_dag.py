@@ -283,24 +283,33 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
     assert state == "failed"
     airflow, turn = work.home_dir / "airflow", work.paths.turn
 
-    def by_hand(holder: str, airflow_state: str = "failed"):
+    def held_by(holder: str, airflow_state: str = "failed") -> None:
         with sqlite3.connect(airflow / "airflow.db") as db:
             db.execute("update dag_run set state = ? where run_id = ?", (airflow_state, run_id))
         turn.write_text(json.dumps({"holder": {"dag_id": "paritrana_nightly", "run_id": holder,
                                                "started": "2025-01-04T01:00:02+00:00"}, "since": None, "waiting": []}))
-        return paritrana("run", "--landing", str(work.landing), "--year", "2024", "--home", str(work.home_dir),
-                         unset=("AIRFLOW_HOME",))
+
+    def by_hand(command: str = "run"):
+        where = ("--landing", str(work.landing), "--year", "2024") if command == "run" else ()
+        return paritrana(command, *where, "--home", str(work.home_dir), unset=("AIRFLOW_HOME",))
 
     # a run this Airflow does not know may be another Airflow's: the turn stays held
-    out = by_hand("scheduled__2025-01-03T18:00:00+00:00")
+    held_by("scheduled__2025-01-03T18:00:00+00:00")
+    out = by_hand()
     assert out.returncode == 1 and (f"this home's Airflow ({airflow}) knows no run scheduled__2025-01-03T18:00:00+00:00 "
                                     "of paritrana_nightly") in out.stderr, out.stderr[-2000:]
     # still running in Airflow (its scheduler gone): held until someone marks it failed
-    out = by_hand(run_id, "running")
+    held_by(run_id, "running")
+    out = by_hand()
     assert out.returncode == 1 and f"this home's Airflow ({airflow}) shows it running. " in out.stderr
     assert "stays running until it is marked failed in Airflow" in out.stderr, out.stderr[-2000:]
-    # marked failed: released, and the run by hand goes on and publishes
-    out = by_hand(run_id)
+    # marked failed: `status` says the next run releases it, and the run does, and publishes
+    held_by(run_id, "failed")
+    status = by_hand("status").stdout
+    assert (f"\nrun turn: held by paritrana_nightly run {run_id} (started 2025-01-04T01:00:02+00:00); this home's "
+            f"Airflow ({airflow}) shows it failed: it ended without giving the turn back, and the next `paritrana run` "
+            "releases it\n") in status, status
+    out = by_hand()
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert (f"the warehouse's turn was held by run {run_id} of paritrana_nightly (started 2025-01-04T01:00:02+00:00); "
             f"this home's Airflow ({airflow}) shows it failed: it ended without giving the turn back, so the turn is "
