@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from .airflow_local import embedded_environment
 from .run_turns import Run
@@ -48,16 +47,17 @@ def state_of(paths: Paths, run: Run) -> RunState:
     else:
         return RunState(None, f"there is no Airflow to ask (AIRFLOW_HOME is not set, and {paths.home / 'airflow'} "
                               "holds no Airflow database)")
-    airflow = Path(sys.executable).parent / "airflow"
+    # `python -m airflow`: this interpreter's Airflow, wherever its scripts went (the official
+    # image installs them under ~/.local/bin, not beside python)
     try:
-        out = subprocess.run([str(airflow), "dags", "list-runs", run.dag_id, "-o", "json"], capture_output=True,
-                             text=True, env=env, timeout=ASK_TIMEOUT_SECONDS)
+        out = subprocess.run([sys.executable, "-m", "airflow", "dags", "list-runs", run.dag_id, "-o", "json"],
+                             capture_output=True, text=True, env=env, timeout=ASK_TIMEOUT_SECONDS)
     except (OSError, subprocess.TimeoutExpired) as e:
         return RunState(None, f"{where} could not be asked ({e})")
     runs = _listed_runs(out.stdout) if out.returncode == 0 else None
     if runs is None:
         said = (out.stderr.strip() or out.stdout.strip()).splitlines()
-        return RunState(None, f"{where} did not answer ({said[-1] if said else f'exit {out.returncode}'})")
+        return RunState(None, f"{where} did not answer ({_message(said[-1]) if said else f'exit {out.returncode}'})")
     state = next((r.get("state") for r in runs if r.get("run_id") == run.run_id), None)
     if state is None:
         return RunState(None, f"{where} knows no run {run.run_id} of {run.dag_id}")
@@ -79,3 +79,11 @@ def _listed_runs(stdout: str) -> list[dict] | None:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Airflow's log line around its message: "<time> [error    ] <message> [<logger>] key=value"
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\S+\s+\[\s*\w+\s*\]\s+(?P<message>.*?)(?:\s+\[[\w.]+\](?:\s+\S+=\S*)*)?$")
+
+
+def _message(line: str) -> str:
+    line = _ANSI.sub("", line).strip()
+    logged = _LOG_LINE.match(line)
+    return logged.group("message") if logged else line

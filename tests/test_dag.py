@@ -298,6 +298,11 @@ def test_a_failed_task_is_reported_at_once_and_named_in_the_summary(demo, tmp_pa
     out = by_hand()
     assert out.returncode == 1 and (f"this home's Airflow ({airflow}) knows no run scheduled__2025-01-03T18:00:00+00:00 "
                                     "of paritrana_nightly") in out.stderr, out.stderr[-2000:]
+    # nor can an Airflow that does not answer (AIRFLOW_HOME names one never set up): its reason is said
+    unready = tmp_path / "no airflow yet"
+    status = paritrana("status", "--home", str(work.home_dir), env={"AIRFLOW_HOME": str(unready)}).stdout
+    assert f"; Airflow (AIRFLOW_HOME={unready}) did not answer (Database migration required. Please run `airflow db " \
+        "migrate`." in status, status
     # still running in Airflow (its scheduler gone): held until someone marks it failed
     held_by(run_id, "running")
     out = by_hand()
