@@ -175,8 +175,8 @@ def refuse_if_held(paths: Paths, ask_airflow: Callable[[Run], RunState]) -> tupl
         return refuse_if_held(paths, ask_airflow)  # another run took the turn meanwhile: ask of that one
     then = (f"Run again when it has ended: a run whose scheduler or worker is gone stays {answer.state} until it "
             "is marked failed in Airflow, and the next run then releases the turn" if answer.state else
-            f"Run again when it has ended; if it has ended in its Airflow (failed, marked failed by hand, "
-            f"deleted), delete {paths.turn} first")
+            "Run again when it has ended, with AIRFLOW_HOME naming its Airflow so that the run can ask it; if it "
+            f"has ended and no Airflow can say so (the run deleted, its Airflow gone), delete {paths.turn} first")
     raise NotYourTurn(f"{held.text()} holds the warehouse's turn ({paths.turn}): an Airflow run is between its "
                       f"first write and its summary, and this run would come between its steps; {answer.said}. "
                       f"{then}")
