@@ -21,11 +21,9 @@ import sys
 from dataclasses import dataclass
 
 from .airflow_local import embedded_environment
-from .run_turns import Run
+from .run_turns import LIVE_STATES, Run
 from .settings import Paths
 
-# As the tasks count a run live (orchestration._this_run): anything else has ended.
-LIVE_STATES = ("queued", "running")
 ASK_TIMEOUT_SECONDS = 180
 
 

@@ -73,13 +73,13 @@ def load_methodology(paths: Paths, year: int, config: str | None):
 def _this_run(context):
     """The task's run (run_turns.Run), from its Airflow context, and how to ask Airflow
     whether a run is live (the task API, since a task may not read Airflow's database)."""
-    from .run_turns import Run
+    from .run_turns import LIVE_STATES, Run
 
     ti, dag_run = context["ti"], context["dag_run"]
     started = (dag_run.start_date or dag_run.run_after).astimezone(dt.timezone.utc)
 
     def live(run: Run) -> bool:
-        return ti.get_dr_count(dag_id=run.dag_id, run_ids=[run.run_id], states=["queued", "running"]) > 0
+        return ti.get_dr_count(dag_id=run.dag_id, run_ids=[run.run_id], states=list(LIVE_STATES)) > 0
 
     return Run(context["dag"].dag_id, context["run_id"], started.isoformat(timespec="microseconds")), live
 
@@ -89,7 +89,7 @@ def wait_for_turn(paths: Paths, context) -> bool:
     from . import run_turns
 
     me, live = _this_run(context)
-    alone = context["ti"].get_dr_count(dag_id=me.dag_id, states=["queued", "running"]) <= 1
+    alone = context["ti"].get_dr_count(dag_id=me.dag_id, states=list(run_turns.LIVE_STATES)) <= 1
     ahead, held = run_turns.ask(paths, me, live, alone)
     if ahead:
         log.warning("waiting: %s", f"{held.text()} holds the warehouse's turn" if held else

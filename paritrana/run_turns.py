@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from .airflow_runs import RunState
 
 
+# The states in which Airflow counts a run live: it holds its turn, or keeps its place, only
+# in these (the tasks ask Airflow's task API, `paritrana run` its command line).
+LIVE_STATES = ("queued", "running")
+
+
 @dataclass(frozen=True)
 class Run:
     dag_id: str
